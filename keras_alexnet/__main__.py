@@ -1,0 +1,5 @@
+import sys
+
+from keras_alexnet.commands import main
+
+sys.exit(main())

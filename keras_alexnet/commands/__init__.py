@@ -1,0 +1,38 @@
+"""`python -m keras_alexnet`: one subcommand per module of this package.
+
+Each module has a docstring (its first line is the help), `add_arguments(parser)` and
+`run(args) -> int`; heavy imports stay inside `run` so that `--help` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_alexnet",
+        description="AlexNet (Krizhevsky et al., 2012): train, evaluate, export, predict, "
+                    "draw the paper's figures, or run the whole demo.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        summary = (module.__doc__ or "").strip().splitlines()[0]
+        sub = subparsers.add_parser(module_info.name.replace("_", "-"), help=summary,
+                                    description=module.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The two-tower AlexNet of [paper §3, Figure 2] as a Keras 3 functional model."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import keras
+import tensorflow as tf
+
+from keras_alexnet.config import AlexNetConfig
+from keras_alexnet.layers import LocalResponseNormalization, TowerLayer
+
+TOWERS = ("tower_a", "tower_b")
+
+
+@keras.saving.register_keras_serializable(package="keras_alexnet")
+class AlexNet(keras.Model):
+    """A functional model whose training step keeps each tower's gradients on its device.
+
+    Keras's default `train_step` differentiates with `tf.GradientTape`, whose gradient
+    ops carry no device inside a `tf.function`, so the placer would put tower b's
+    backward pass on the default device.  `tf.gradients` colocates every gradient op
+    with its forward op (DESIGN.md §3), which is what two-GPU model parallelism needs.
+    """
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if tf.executing_eagerly():  # run_eagerly=True: no graph to colocate in
+            return super().train_step(data)
+        y_pred = self(x, training=True)
+        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                                 training=True)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        for metric in self.metrics:
+            if metric.name == "loss":  # compute_loss divided it by the replica count
+                metric.update_state(loss * replicas, sample_weight=tf.shape(y_pred)[0])
+        variables = self.trainable_variables
+        gradients = tf.gradients(self.optimizer.scale_loss(loss), variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+
+def default_devices() -> tuple[str, str]:
+    """Two GPUs when two are visible, else both towers on the one device there is.
+
+    Under a data-parallel `tf.distribute` strategy the strategy places the replicas,
+    so the towers get no device of their own ("" is the empty device scope).
+    """
+    if tf.distribute.has_strategy() and tf.distribute.get_strategy().num_replicas_in_sync > 1:
+        return ("", "")
+    gpus = tf.config.list_logical_devices("GPU")
+    if len(gpus) >= 2:
+        return ("/GPU:0", "/GPU:1")
+    return ("/GPU:0", "/GPU:0") if gpus else ("/CPU:0", "/CPU:0")
+
+
+def _validate_devices(devices: Sequence[str]) -> tuple[str, str]:
+    if isinstance(devices, str) or len(devices) != 2:
+        raise ValueError(f"devices must be a pair (tower_a, tower_b), got {devices!r}")
+    visible = {tf.DeviceSpec.from_string(d.name).to_string()
+               for d in tf.config.list_logical_devices()}
+    for device in devices:
+        if device == "":
+            continue
+        try:
+            spec = tf.DeviceSpec.from_string(device)
+        except ValueError as error:
+            raise ValueError(f"devices: cannot parse {device!r}: {error}") from None
+        local = tf.DeviceSpec(device_type=spec.device_type,
+                              device_index=spec.device_index or 0)
+        if spec.job is None and local.to_string() not in visible:
+            raise ValueError(
+                f"devices: unknown device {device!r}; visible devices are "
+                f"{sorted(visible)}")
+    return tuple(devices)
+
+
+def feature_map_sizes(config: AlexNetConfig) -> dict[str, int]:
+    """Spatial size of each conv and pool output for the config's input size."""
+    conv1 = config.conv1_output_size()
+    pool1 = (conv1 - 3) // 2 + 1  # overlapping 3x3 stride-2 max-pooling [paper §3.4]
+    pool2 = (pool1 - 3) // 2 + 1  # conv2..conv5 keep the size ("same" padding)
+    pool5 = (pool2 - 3) // 2 + 1
+    return {"conv1": conv1, "pool1": pool1, "conv2": pool1, "pool2": pool2, "conv3": pool2,
+            "conv4": pool2, "conv5": pool2, "pool5": pool5}
+
+
+def min_image_size(config: AlexNetConfig) -> int:
+    """The smallest input size for which every pooling still has an output."""
+    size = 11
+    while feature_map_sizes(dataclasses.replace(config, image_size=size))["pool5"] < 1:
+        size += 1
+    return size
+
+
+def _validate_config(config: AlexNetConfig) -> None:
+    if config.num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {config.num_classes}")
+    smallest = min_image_size(config)
+    if config.image_size < smallest:
+        raise ValueError(
+            f"image_size must be at least {smallest} for conv1_pad={config.conv1_pad} "
+            f"(three 3/2 max-poolings follow conv1), got {config.image_size}")
+    if min(config.tower_filters()) < 1 or config.tower_units() < 1:
+        smallest_width = 0.5 / min(*config.conv_filters, config.fc_units)
+        raise ValueError(
+            f"width must be more than {smallest_width:.4g} so that every tower keeps at "
+            f"least one filter per layer, got {config.width}")
+
+
+def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] | None = None,
+                name: str = "alexnet", **overrides) -> AlexNet:
+    """Builds the paper's AlexNet [paper §3.5, Figure 2].
+
+    Args:
+        config: the hyper-parameters; `AlexNetConfig()` is the paper's network
+            (60,965,224 parameters with 1000 classes).  Keyword `overrides` replace
+            single fields, e.g. `build_model(num_classes=10, image_size=64, width=0.125)`.
+        devices: where `tower_a` and `tower_b` run, e.g. `("/GPU:0", "/GPU:1")`, as
+            the paper's two GPUs.  Default: `default_devices()`.
+        name: the model's name.
+
+    Input: float32 RGB images of shape (image_size, image_size, 3), pixel values on
+    the 0-255 scale with the training-set mean subtracted [paper §2]; the input
+    pipeline (`keras_alexnet.data`) and the exported SavedModel do this.
+    Output: softmax probabilities over `num_classes`, in float32.
+    """
+    config = dataclasses.replace(config or AlexNetConfig(), **overrides)
+    _validate_config(config)
+    devices = _validate_devices(default_devices() if devices is None else devices)
+    f1, f2, f3, f4, f5 = config.tower_filters()
+    units = config.tower_units()
+    classes = (config.num_classes - config.num_classes // 2, config.num_classes // 2)
+
+    def init(layer_name: str) -> dict:
+        bias = 1.0 if layer_name in config.biases_one else 0.0
+        return {"kernel_initializer": keras.initializers.RandomNormal(0.0, config.init_stddev),
+                "bias_initializer": keras.initializers.Constant(bias)}
+
+    def conv(name, filters, size, strides=1, padding="same"):
+        return keras.layers.Conv2D(filters, size, strides, padding, activation="relu",
+                                   name=name, **init(name))
+
+    def lrn(name):
+        return LocalResponseNormalization(config.lrn_k, config.lrn_n, config.lrn_alpha,
+                                          config.lrn_beta, name=name)
+
+    def pool(name):
+        return keras.layers.MaxPooling2D(3, 2, name=name)  # overlapping [paper §3.4]
+
+    def fc(name, units_, activation="relu"):
+        return keras.layers.Dense(units_, activation=activation, name=name, **init(name))
+
+    image = keras.Input((config.image_size, config.image_size, 3), name="image")
+    padded = keras.layers.ZeroPadding2D((config.conv1_pad, config.conv1_pad),
+                                        name="conv1_pad")(image)
+    towers = list(zip(TOWERS, devices, strict=True))
+
+    def each_tower(inputs, make_layer):
+        """Applies one paper layer in both towers; `inputs[i]` feeds tower i."""
+        outputs = []
+        for (tower, device), tower_input in zip(towers, inputs, strict=True):
+            layer = make_layer()
+            outputs.append(TowerLayer(layer, device, name=f"{tower}_{layer.name}")(tower_input))
+        return outputs
+
+    x = [padded, padded]
+    x = each_tower(x, lambda: conv("conv1", f1, 11, 4, "valid"))
+    x = each_tower(x, lambda: lrn("lrn1"))
+    x = each_tower(x, lambda: pool("pool1"))
+    x = each_tower(x, lambda: conv("conv2", f2, 5))
+    x = each_tower(x, lambda: lrn("lrn2"))
+    x = each_tower(x, lambda: pool("pool2"))
+    x = each_tower([x, x], lambda: conv("conv3", f3, 3))  # reads both towers
+    x = each_tower(x, lambda: conv("conv4", f4, 3))
+    x = each_tower(x, lambda: conv("conv5", f5, 3))
+    x = each_tower(x, lambda: pool("pool5"))
+    x = each_tower(x, lambda: keras.layers.Flatten(name="flatten"))
+    for layer in ("fc6", "fc7"):
+        x = each_tower([x, x], lambda layer=layer: fc(layer, units))  # reads both towers
+        x = each_tower(x, lambda layer=layer: keras.layers.Dropout(
+            config.dropout, name=f"dropout{layer[-1]}"))
+    logits = [TowerLayer(fc("fc8", n, activation=None), device, name=f"{tower}_fc8")(x)
+              for (tower, device), n in zip(towers, classes, strict=True)]
+    logits = keras.layers.Concatenate(name="fc8")(logits)
+    probabilities = keras.layers.Activation("softmax", dtype="float32",
+                                            name="probabilities")(logits)
+    return AlexNet(image, probabilities, name=name)

@@ -1,0 +1,37 @@
+"""The paper's optimiser: SGD with momentum and weight decay inside the momentum term."""
+
+from __future__ import annotations
+
+import keras
+
+
+@keras.saving.register_keras_serializable(package="keras_alexnet")
+class PaperSGD(keras.optimizers.SGD):
+    """Stochastic gradient descent as trained in [paper §5].
+
+        v <- momentum * v - decay * lr * w - lr * dL/dw
+        w <- w + v
+
+    with momentum 0.9, decay 0.0005 and lr 0.01 by default.  The decay is coupled:
+    it enters the velocity like a gradient, unlike Keras's `SGD(weight_decay=)`, which
+    shrinks the weights outside the momentum.  It applies to kernels only: biases
+    and other variables (those whose name is not "kernel") get the plain momentum
+    update, as in cuda-convnet's layer definitions for the paper, where decay is a
+    per-weight-matrix setting and biases have none; decaying the biases that the paper
+    initialises to 1 [paper §5] would pull them back towards dead ReLUs.
+    """
+
+    def __init__(self, learning_rate=0.01, momentum: float = 0.9, decay: float = 0.0005,
+                 **kwargs):
+        super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
+        if decay < 0:
+            raise ValueError(f"decay must be non-negative, got {decay}")
+        self.decay = decay
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.decay and variable.name == "kernel":
+            gradient = gradient + keras.ops.cast(self.decay, variable.dtype) * variable
+        super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "decay": self.decay}

@@ -1,0 +1,40 @@
+"""keras-alexnet: the paper-faithful AlexNet on TensorFlow/Keras, from ILSVRC tars to TF Serving."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="keras-alexnet",
+    version="0.1.0",
+    description=(
+        "AlexNet (Krizhevsky, Sutskever, Hinton, 2012) in Keras 3: ILSVRC to TFRecords, "
+        "two-tower training, 10-crop evaluation, SavedModel export and TF Serving gRPC."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["keras_alexnet*", "serving*", "tfrecords_tools*"]),
+    install_requires=[
+        # tensorflow, not tensorflow-cpu: tensorflow-serving-api depends on the former.
+        "tensorflow>=2.21,<3",
+        "keras>=3.15,<4",
+        "tensorflow-serving-api>=2.21,<3",
+        "grpcio>=1.70,<2",
+        "grpcio-health-checking>=1.70,<2",
+        "numpy>=1.26,<3",
+        "pillow>=10,<14",
+        "scipy>=1.11,<2",
+        "matplotlib>=3.8,<4",
+        "tqdm>=4.66,<5",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42"],
+        "bench": ["torch==2.13.0"],
+    },
+    entry_points={
+        "console_scripts": [
+            "keras-alexnet=keras_alexnet.commands:main",
+            "alexnet-serving=serving.__main__:main",
+            "ilsvrc-to-tfrecords=tfrecords_tools.__main__:main",
+        ]
+    },
+)

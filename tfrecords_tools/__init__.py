@@ -1,0 +1,1 @@
+"""ILSVRC archives to sharded TFRecords (DESIGN.md §2)."""
