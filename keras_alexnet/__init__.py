@@ -1,7 +1,23 @@
-"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as a Keras 3 package."""
+"""AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as a Keras 3 package.
+
+`build_model`, `fit`, `evaluate` and `export` are the entry points scripts call.
+"""
+
+import importlib
 
 from keras_alexnet.config import AlexNetConfig, reduced_config
-from keras_alexnet.model import build_model
+from keras_alexnet.model import build_model, fc7_features
 from keras_alexnet.optimizer import PaperSGD
 
-__all__ = ["AlexNetConfig", "PaperSGD", "build_model", "reduced_config"]
+# Imported on first use: each pulls in the input pipeline or the SavedModel machinery.
+_LAZY = {"fit": "keras_alexnet.training", "evaluate": "keras_alexnet.evaluation",
+         "export": "keras_alexnet.saved_model"}
+
+__all__ = ["AlexNetConfig", "PaperSGD", "build_model", "evaluate", "export", "fc7_features",
+           "fit", "reduced_config"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'keras_alexnet' has no attribute {name!r}")

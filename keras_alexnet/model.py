@@ -187,3 +187,14 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     probabilities = keras.layers.Activation("softmax", dtype="float32",
                                             name="probabilities")(logits)
     return AlexNet(image, probabilities, name=name)
+
+
+def fc7_features(model: keras.Model) -> keras.Model:
+    """A model from the same input to fc7's 4096 activations (both towers, after ReLU).
+
+    The paper compares images by the Euclidean distance of these vectors [paper §6.1,
+    Figure 4 right]; they feed the image-retrieval picture and the `features` signature.
+    """
+    towers = [model.get_layer(f"{tower}_fc7").output for tower in TOWERS]
+    features = keras.layers.Concatenate(name="fc7_features")(towers)
+    return keras.Model(model.inputs, features, name=f"{model.name}_fc7")
