@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")
@@ -27,6 +28,15 @@ class PaperSGD(keras.optimizers.SGD):
         if decay < 0:
             raise ValueError(f"decay must be non-negative, got {decay}")
         self.decay = decay
+
+    def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
+        # Keras only colocates slots under a distribution strategy; without one the
+        # momentum of tower b's weights would sit on the default device and every
+        # update would cross devices.  Keep each velocity beside its weight.
+        if tf.distribute.has_strategy():
+            return super().add_variable_from_reference(reference_variable, name, initializer)
+        with tf.device(getattr(reference_variable, "value", reference_variable).device):
+            return super().add_variable_from_reference(reference_variable, name, initializer)
 
     def update_step(self, gradient, variable, learning_rate):
         if self.decay and variable.name == "kernel":
