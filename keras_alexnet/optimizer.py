@@ -39,7 +39,8 @@ class PaperSGD(keras.optimizers.SGD):
             return super().add_variable_from_reference(reference_variable, name, initializer)
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.decay and variable.name == "kernel":
+        # The TensorFlow backend hands over the raw tf.Variable, named "kernel:0".
+        if self.decay and variable.name.split(":")[0].endswith("kernel"):
             gradient = gradient + keras.ops.cast(self.decay, variable.dtype) * variable
         super().update_step(gradient, variable, learning_rate)
 

@@ -1,0 +1,133 @@
+"""The network of [paper §3, Figure 2]: counts, geometry, initialisation, serialisation."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from keras_alexnet import AlexNetConfig, build_model, fc7_features, reduced_config
+from keras_alexnet.config import CAFFE_GEOMETRY
+from keras_alexnet.model import TOWERS, min_image_size
+
+
+@pytest.fixture(scope="module")
+def paper_model():
+    return build_model()
+
+
+def conv_neurons(model, layer):
+    """Neurons of one paper layer: both towers' outputs (before pooling) summed."""
+    return sum(int(np.prod(model.get_layer(f"{tower}_{layer}").output.shape[1:]))
+               for tower in TOWERS)
+
+
+def test_paper_parameter_count(paper_model):
+    assert paper_model.count_params() == 60_965_224
+
+
+def test_paper_neuron_counts(paper_model):
+    # [paper §3.5]; conv1's 253,440 in the paper is a misprint for 55*55*96.
+    expected = {"conv1": 290_400, "conv2": 186_624, "conv3": 64_896, "conv4": 64_896,
+                "conv5": 43_264, "fc6": 4096, "fc7": 4096, "fc8": 1000}
+    assert {layer: conv_neurons(paper_model, layer) for layer in expected} == expected
+    assert paper_model.get_layer("tower_a_conv1").output.shape[1:3] == (55, 55)
+    assert paper_model.output.shape[1:] == (1000,)
+
+
+def test_cross_tower_connections_follow_figure_2(paper_model):
+    def sources(layer):
+        node = paper_model.get_layer(layer)._inbound_nodes[0]
+        return sorted(t._keras_history.operation.name for t in node.input_tensors)
+
+    assert sources("tower_a_conv2") == ["tower_a_pool1"]
+    assert sources("tower_b_conv3") == ["tower_a_pool2", "tower_b_pool2"]
+    assert sources("tower_b_conv4") == ["tower_b_conv3"]
+    assert sources("tower_a_fc6") == ["tower_a_flatten", "tower_b_flatten"]
+    assert sources("tower_b_fc8") == ["tower_a_dropout7", "tower_b_dropout7"]
+
+
+def test_caffe_geometry_also_gives_55(paper_model):
+    caffe = build_model(**CAFFE_GEOMETRY)
+    assert caffe.get_layer("tower_b_conv1").output.shape[1:3] == (55, 55)
+    assert caffe.count_params() == paper_model.count_params()
+
+
+def test_paper_initialisation():
+    model = build_model(reduced_config(width=0.5, num_classes=50))
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
+        for tower in TOWERS:
+            inner = model.get_layer(f"{tower}_{layer}").layer
+            kernel, bias = (np.asarray(w) for w in inner.get_weights())
+            # Weights N(0, 0.01) [paper §5]
+            assert abs(kernel.std() - 0.01) < 0.001, (layer, kernel.std())
+            assert abs(kernel.mean()) < 0.001
+            # Biases 1 in conv2, conv4, conv5 and the hidden fc layers, else 0 [paper §5]
+            expected = 1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
+            np.testing.assert_array_equal(bias, expected)
+
+
+def test_reduced_config_keeps_topology():
+    config = reduced_config()
+    model = build_model(config)
+    paper_names = {layer.name for layer in build_model().layers}
+    assert {layer.name for layer in model.layers} == paper_names
+    assert model.output.shape[1:] == (config.num_classes,)
+    assert model.get_layer("tower_a_conv1").layer.filters == 6  # 48 / 8
+
+
+def test_odd_class_count_splits_fc8_between_towers():
+    model = build_model(reduced_config(num_classes=7))
+    units = [model.get_layer(f"{tower}_fc8").layer.units for tower in TOWERS]
+    assert units == [4, 3]
+    assert model.output.shape[1:] == (7,)
+
+
+def test_outputs_are_probabilities():
+    model = build_model(reduced_config())
+    images = np.random.default_rng(0).normal(0, 60, (4, 64, 64, 3)).astype("float32")
+    probabilities = model.predict(images, verbose=0)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert fc7_features(model).predict(images, verbose=0).shape == (4, 2 * 256)
+
+
+def test_keras_file_round_trip(tmp_path):
+    model = build_model(reduced_config(), devices=("/CPU:0", "/CPU:0"))
+    images = np.random.default_rng(1).normal(0, 60, (3, 64, 64, 3)).astype("float32")
+    path = tmp_path / "alexnet.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    assert type(restored) is type(model)
+    assert restored.get_layer("tower_b_conv3").device == "/CPU:0"
+    assert restored.get_layer("tower_a_lrn2").layer.get_config()["beta"] == 0.75
+    np.testing.assert_allclose(restored.predict(images, verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"image_size": 63}, "image_size must be at least 64"),
+    ({"image_size": 66, "conv1_pad": (0, 0)}, "image_size must be at least 67"),
+    ({"num_classes": 1}, "num_classes must be at least 2"),
+    ({"width": 0.001}, "width must be more than"),
+])
+def test_bad_configuration_names_the_argument(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(reduced_config(), **overrides)
+
+
+def test_min_image_size_is_tight():
+    config = AlexNetConfig()
+    smallest = min_image_size(config)
+    build_model(dataclasses.replace(reduced_config(), image_size=smallest))
+    assert smallest == 64
+
+
+@pytest.mark.parametrize("devices, message", [
+    (("/GPU:7", "/CPU:0"), "unknown device '/GPU:7'"),
+    (("/CPU:0",), "devices must be a pair"),
+    ("/CPU:0", "devices must be a pair"),
+    (("/CPU:0", "nonsense:::"), "devices: cannot parse"),
+])
+def test_bad_devices_are_named(devices, message):
+    with pytest.raises(ValueError, match=message):
+        build_model(reduced_config(), devices=devices)
