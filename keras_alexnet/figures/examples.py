@@ -1,0 +1,125 @@
+"""Images read back from converted shards: what the network sees, and what a person sees.
+
+Every picture that runs the network on a dataset uses the evaluation view of an
+image: the central crop of the 256x256 shard image [paper §4.1] at the model's
+input size, minus the training mean [paper §2].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_alexnet.data import list_shards
+from keras_alexnet.preprocessing import ImageStats, decode_center_crop, subtract_mean
+from tfrecords_tools.schema import FEATURES
+
+
+@dataclasses.dataclass
+class Examples:
+    """A batch of images with where each came from."""
+
+    images: np.ndarray  # (N, S, S, 3) uint8 centre crops, before mean subtraction
+    labels: np.ndarray  # (N,) int64, -1 where unlabeled
+    filenames: list[str]
+    shards: list[str]  # the shard file name of each image
+    offsets: np.ndarray  # (N,) record index of each image within its shard
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def take(self, rows: slice | Sequence[int]) -> Examples:
+        """The examples at `rows` (a slice or a list of positions)."""
+        rows = np.arange(len(self))[rows]
+        return Examples(self.images[rows], self.labels[rows],
+                        [self.filenames[r] for r in rows], [self.shards[r] for r in rows],
+                        self.offsets[rows])
+
+    def network_input(self, stats: ImageStats) -> np.ndarray:
+        return subtract_mean(tf.convert_to_tensor(self.images, tf.float32), stats).numpy()
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[Examples]) -> Examples:
+        return cls(np.concatenate([p.images for p in parts]),
+                   np.concatenate([p.labels for p in parts]),
+                   [f for p in parts for f in p.filenames],
+                   [s for p in parts for s in p.shards],
+                   np.concatenate([p.offsets for p in parts]))
+
+
+def iterate_examples(data_dir: str | Path, split: str, image_size: int, batch_size: int = 128,
+                     shards: Sequence[str] | None = None) -> Iterator[Examples]:
+    """The split's images in file order, in batches.
+
+    `shards`: only these shard file names (default: all of the split's shards).
+    """
+    files = list_shards(data_dir, split)
+    if shards is not None:
+        files = [f for f in files if f.name in set(shards)]
+    names = [f.name for f in files]
+
+    def parse(shard_index, offset, record):
+        features = tf.io.parse_single_example(record, FEATURES)
+        image = tf.cast(tf.round(decode_center_crop(features["image/encoded"], image_size)),
+                        tf.uint8)
+        return (image, features["image/class/label"], features["image/filename"],
+                shard_index, offset)
+
+    def records(shard_index, path):
+        return tf.data.TFRecordDataset(path).enumerate().map(
+            lambda offset, record: (shard_index, offset, record))
+
+    dataset = (tf.data.Dataset.from_tensor_slices((tf.range(len(files), dtype=tf.int64),
+                                                   [str(f) for f in files]))
+               .flat_map(records)
+               .map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+               .batch(batch_size)
+               .prefetch(1))
+    for images, labels, filenames, shard_indices, offsets in dataset.as_numpy_iterator():
+        yield Examples(images, labels, [f.decode() for f in filenames],
+                       [names[i] for i in shard_indices], offsets)
+
+
+def load_examples(data_dir: str | Path, split: str, image_size: int, count: int,
+                  start: int = 0) -> Examples:
+    """Images `start` .. `start + count - 1` of the split, in file order."""
+    parts, seen = [], 0
+    for batch in iterate_examples(data_dir, split, image_size, batch_size=min(count, 128)):
+        part = batch.take(slice(max(0, start - seen), max(0, start + count - seen)))
+        seen += len(batch)
+        if len(part):
+            parts.append(part)
+        if seen >= start + count:
+            break
+    if not parts:
+        raise ValueError(f"{data_dir}: the {split} split has {seen} images, none from "
+                         f"index {start}")
+    return Examples.concatenate(parts)
+
+
+def fetch_examples(data_dir: str | Path, split: str, image_size: int,
+                   keys: Sequence[tuple[str, int]]) -> Examples:
+    """The images at (shard name, offset) `keys`, in the order given.
+
+    Reads only the shards named, each up to the last offset wanted.
+    """
+    wanted: dict[str, set[int]] = {}
+    for shard, offset in keys:
+        wanted.setdefault(shard, set()).add(int(offset))
+    found = {}
+    for batch in iterate_examples(data_dir, split, image_size, shards=sorted(wanted)):
+        for i, (shard, offset) in enumerate(zip(batch.shards, batch.offsets, strict=True)):
+            if int(offset) in wanted[shard]:
+                found[shard, int(offset)] = i, batch
+        if all((s, o) in found for s, offsets in wanted.items() for o in offsets):
+            break
+    missing = [key for key in keys if (key[0], int(key[1])) not in found]
+    if missing:
+        raise KeyError(f"{data_dir}: no {split} records at {missing[:5]} (shard, offset); "
+                       f"were the shards rewritten after the index was built?")
+    return Examples.concatenate([batch.take([i]) for i, batch in
+                                 (found[shard, int(offset)] for shard, offset in keys)])
