@@ -1,5 +1,7 @@
 """keras-alexnet: the paper-faithful AlexNet on TensorFlow/Keras, from ILSVRC tars to TF Serving."""
 
+from pathlib import Path
+
 from setuptools import find_packages, setup
 
 setup(
@@ -9,7 +11,7 @@ setup(
         "AlexNet (Krizhevsky, Sutskever, Hinton, 2012) in Keras 3: ILSVRC to TFRecords, "
         "two-tower training, 10-crop evaluation, SavedModel export and TF Serving gRPC."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["keras_alexnet*", "serving*", "tfrecords_tools*"]),

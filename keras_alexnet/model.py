@@ -37,7 +37,7 @@ class AlexNet(keras.Model):
                 metric.update_state(loss * replicas, sample_weight=tf.shape(y_pred)[0])
         variables = self.trainable_variables
         gradients = tf.gradients(self.optimizer.scale_loss(loss), variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
