@@ -21,9 +21,8 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-TRAIN_TAR = "ILSVRC2012_img_train.tar"
-VAL_TAR = "ILSVRC2012_img_val.tar"
-DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
+from tfrecords_tools.archives import DEVKIT, TRAIN_TAR, VAL_TAR
+
 TEST_TAR = "ILSVRC2012_img_test.tar"
 
 # The real ILSVRC2012_IDs 1..10: ID 1 is n02119789, while sorted index 0 of these ten
@@ -142,9 +141,9 @@ def _write_meta_mat(path_or_buffer, entries: list[tuple[str, str]]) -> None:
     rows.append((len(entries) + 2, "n00001740", "entity", "that which is perceived",
                  len(entries) - half, np.array([leaf_ids[half:]], np.float64), 3, 0))
     synset_array = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
-    for index, (sid, wnid, words, gloss, children_count, children, height, count) in enumerate(rows):
+    for index, (sid, wnid, words, gloss, n_children, children, height, count) in enumerate(rows):
         synset_array[index, 0] = (np.array([[sid]], np.float64), wnid, words, gloss,
-                                  np.array([[children_count]], np.float64), children,
+                                  np.array([[n_children]], np.float64), children,
                                   np.array([[height]], np.float64),
                                   np.array([[count]], np.float64))
     scipy.io.savemat(path_or_buffer, {"synsets": synset_array})

@@ -1,0 +1,177 @@
+"""`python -m tfrecords_tools` (also `ilsvrc-to-tfrecords`): convert, merge, verify, stats.
+
+A thin layer over the library: heavy imports happen inside each command, so `--help`
+is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+EPILOG = """examples:
+  %(prog)s convert /data/ilsvrc /data/shards
+  %(prog)s convert /data/ilsvrc /data/shards --splits validation --size 256 --no-crop
+  %(prog)s convert /data/ilsvrc /shared/shards --num-workers 8 --worker-index 3
+  %(prog)s merge /shared/shards
+  %(prog)s verify /data/shards
+  %(prog)s stats /data/shards --sample 50000
+"""
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+SPLITS = ("train", "validation", "test")  # the order of schema.SPLITS, without TensorFlow
+
+
+def _add_convert(sub) -> None:
+    parser = sub.add_parser("convert", help="ILSVRC-2012 archives to sharded TFRecords",
+                            description="Reads the archives in place (no extraction) and "
+                            "writes shards, labels.txt and manifest.json; rerun to resume.")
+    parser.add_argument("archives", type=Path,
+                        help="directory holding ILSVRC2012_img_train.tar, "
+                             "ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz, "
+                             "ILSVRC2012_img_test*.tar (any of them)")
+    parser.add_argument("output", type=Path, help="directory for the shards")
+    parser.add_argument("--splits", nargs="+", choices=SPLITS,
+                        help="splits to convert (default: those whose archive is present)")
+    for split in SPLITS:
+        parser.add_argument(f"--{split}-tar", type=Path,
+                            help=f"the {split} archive, if not under its ILSVRC name")
+    parser.add_argument("--devkit", type=Path, help="the devkit, if not under its ILSVRC name")
+    for split in SPLITS:
+        parser.add_argument(f"--{split}-shards", type=_positive,
+                            help=f"number of {split} shards (default: schema.DEFAULT_NUM_SHARDS, "
+                                 f"1024 train, 128 others)")
+    parser.add_argument("--size", type=_positive, default=256,
+                        help="shorter side after resizing [paper §2] (default 256)")
+    parser.add_argument("--no-crop", dest="crop", action="store_false",
+                        help="keep the whole resized image instead of the central square")
+    parser.add_argument("--quality", type=_positive, default=90, help="JPEG quality (90)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the shard shuffle (0)")
+    parser.add_argument("-j", "--processes", type=_positive,
+                        help="decoding processes (default: one per core)")
+    parser.add_argument("--num-workers", type=_positive, default=1,
+                        help="machines (or scheduler jobs) sharing this conversion")
+    parser.add_argument("--worker-index", type=int, default=0,
+                        help="this machine's index in [0, --num-workers)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_convert)
+
+
+def _run_convert(args) -> int:
+    import dataclasses
+
+    from tfrecords_tools.archives import Archives
+    from tfrecords_tools.convert import convert
+
+    archives = Archives.find(args.archives)
+    overrides = {"train": args.train_tar, "validation": args.validation_tar,
+                 "test": args.test_tar, "devkit": args.devkit}
+    archives = dataclasses.replace(archives, **{k: v for k, v in overrides.items() if v})
+    splits = args.splits or [s for s in SPLITS if getattr(archives, s) is not None]
+    if not splits:
+        raise ValueError(f"{args.archives}: holds none of the ILSVRC-2012 image archives")
+    summary = convert(args.output, archives, splits=splits,
+                      num_shards={s: getattr(args, f"{s}_shards") for s in SPLITS
+                                  if getattr(args, f"{s}_shards")},
+                      image_size=args.size, crop=args.crop, quality=args.quality,
+                      seed=args.seed, processes=args.processes, num_workers=args.num_workers,
+                      worker_index=args.worker_index, progress=not args.quiet)
+    print(summary)
+    return 0
+
+
+def _add_merge(sub) -> None:
+    parser = sub.add_parser("merge", help="write manifest.json once every worker has finished",
+                            description="Merges the shard receipts of a --num-workers "
+                            "conversion into manifest.json.")
+    parser.add_argument("output", type=Path, help="the shared shard directory")
+    parser.add_argument("--splits", nargs="+", help="splits that must be complete "
+                        "(default: every split started there)")
+    parser.set_defaults(run=_run_merge)
+
+
+def _run_merge(args) -> int:
+    from tfrecords_tools.convert import merge
+
+    merged = merge(args.output, args.splits)
+    print(f"manifest.json written for: {', '.join(merged) or 'none (shards still missing)'}")
+    return 0 if merged else 1
+
+
+def _add_verify(sub) -> None:
+    parser = sub.add_parser("verify", help="re-read every shard and check it against the "
+                            "manifest", description="Checks record counts, sha256, every "
+                            "image's decoding, labels and the per-class histogram.")
+    parser.add_argument("output", type=Path, help="the shard directory")
+    parser.add_argument("--splits", nargs="+", help="splits to check (default: all)")
+    parser.add_argument("-j", "--processes", type=_positive,
+                        help="parallel shard readers (default: one per core)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_verify)
+
+
+def _run_verify(args) -> int:
+    from tfrecords_tools.verify import verify
+
+    problems = verify(args.output, args.splits, args.processes, progress=not args.quiet)
+    for problem in problems:
+        print(problem)
+    print(f"{len(problems)} problems" if problems else "all shards verified")
+    return 1 if problems else 0
+
+
+def _add_stats(sub) -> None:
+    parser = sub.add_parser("stats", help="mean image, channel means and RGB PCA for the paper's "
+                            "mean subtraction and lighting", description="Writes stats.json "
+                            "and mean_image.npy (pixel scale [0, 1]) from the training shards.")
+    parser.add_argument("output", type=Path, help="the shard directory")
+    parser.add_argument("--sample", type=_positive,
+                        help="use the first N training images (in shard order) instead of all")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_stats)
+
+
+def _run_stats(args) -> int:
+    from tfrecords_tools.stats import compute_stats
+
+    stats = compute_stats(args.output, sample=args.sample, progress=not args.quiet)
+    print(f"{stats['num_images']} images: mean_rgb {stats['mean_rgb']}, "
+          f"eigval {stats['eigval']}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m tfrecords_tools", epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="ILSVRC-2012 archives to sharded TFRecords, streamed, parallel, "
+                    "resumable (DESIGN.md §2).")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (_add_convert, _add_merge, _add_verify, _add_stats):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only a file format here
+    from tfrecords_tools.errors import ArchiveError, OutputError
+
+    try:
+        return args.run(args)
+    except (ArchiveError, OutputError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

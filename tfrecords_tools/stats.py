@@ -1,0 +1,96 @@
+"""Training-set pixel statistics: the per-pixel mean image subtracted from the inputs
+[paper §2] and the RGB covariance eigen-decomposition of the PCA lighting augmentation
+[paper §4.1].
+
+Written next to the shards as `stats.json` and `mean_image.npy`, on the [0, 1] pixel
+scale that `keras_alexnet.preprocessing.load_stats` reads.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tfrecords_tools import schema
+
+STATS = "stats.json"
+MEAN_IMAGE = "mean_image.npy"
+
+
+def _images(files: list[str], sample: int | None, size: int):
+    """Decoded training images on the [0, 1] scale, centre-cropped to size x size (a no-op
+    for the default cropped shards), in shard order; decoding runs on every core."""
+    import tensorflow as tf
+
+    def decode(serialized):
+        example = tf.io.parse_single_example(serialized, schema.FEATURES)
+        image = tf.io.decode_jpeg(example["image/encoded"], channels=3)
+        shape = tf.shape(image)
+        top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
+        return tf.cast(image[top:top + size, left:left + size], tf.float32) / 255.0
+
+    dataset = tf.data.TFRecordDataset(files)
+    if sample:
+        dataset = dataset.take(sample)
+    dataset = dataset.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset.batch(64).prefetch(2).as_numpy_iterator()
+
+
+def _first_image_size(path: str) -> int:
+    import tensorflow as tf
+
+    for serialized in tf.data.TFRecordDataset(path).take(1):
+        example = tf.io.parse_single_example(serialized, schema.FEATURES)
+        return int(min(example["image/height"], example["image/width"]))
+    raise ValueError(f"{path}: an empty training shard")
+
+
+def compute_stats(output: str | Path, sample: int | None = None, progress: bool = True) -> dict:
+    """Computes and writes `stats.json` and `mean_image.npy` from the training shards.
+
+    `sample` limits the statistics to the first N images in shard order (the shards are
+    already shuffled, so these are a random sample of every class).
+    """
+    from tqdm import tqdm
+
+    output = Path(output)
+    files = sorted(str(p) for p in output.glob(schema.shard_pattern("train")))
+    if not files:
+        raise FileNotFoundError(f"{output}: no training shards ({schema.shard_pattern('train')})")
+    size = _first_image_size(files[0])
+    manifest = output / "manifest.json"
+    total = (json.loads(manifest.read_text())["splits"].get("train", {}).get("records")
+             if manifest.exists() else None)
+    total = min(filter(None, (total, sample)), default=None)
+
+    image_sum = np.zeros((size, size, 3), np.float64)
+    second_moment = np.zeros((3, 3), np.float64)  # sum over pixels of x x^T
+    count = 0
+    with tqdm(total=total, unit="img", desc="stats", disable=not progress) as bar:
+        for batch in _images(files, sample, size):
+            image_sum += batch.sum(axis=0, dtype=np.float64)
+            pixels = batch.reshape(-1, 3).astype(np.float64)
+            second_moment += pixels.T @ pixels
+            count += len(batch)
+            bar.update(len(batch))
+    mean_image = image_sum / count
+    mean_rgb = mean_image.mean(axis=(0, 1))
+    covariance = second_moment / (count * size * size) - np.outer(mean_rgb, mean_rgb)
+    eigval, eigvec = np.linalg.eigh(covariance)
+    eigval, eigvec = eigval[::-1], eigvec[:, ::-1]  # descending, as [paper §4.1] orders p_i
+    # An eigenvector's sign is arbitrary; fix it as in the published ImageNet values.
+    eigvec = eigvec * np.where(eigvec.sum(axis=0) > 0, -1.0, 1.0)
+    stats = {
+        "pixel_scale": 1.0,
+        "mean_rgb": mean_rgb.tolist(),
+        "std_rgb": np.sqrt(np.diag(covariance)).tolist(),
+        "eigval": eigval.tolist(),
+        "eigvec": eigvec.tolist(),  # column i belongs to eigval[i]; rows are R, G, B
+        "num_images": count,
+        "image_size": [size, size],
+    }
+    (output / STATS).write_text(json.dumps(stats, indent=1) + "\n")
+    np.save(output / MEAN_IMAGE, mean_image.astype(np.float32))
+    return stats
