@@ -8,8 +8,6 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 import pytest  # noqa: E402
 
-from tfrecords_tools.sample import make_sample_archives  # noqa: E402
-
 #: The shared shards suit `keras_alexnet.reduced_config()`: 64x64 crops are taken from
 #: 73x73 images, `keras_alexnet.preprocessing.resize_size_for(64)`.
 SAMPLE_IMAGE_SIZE = 73
@@ -19,6 +17,8 @@ SAMPLE_NUM_SHARDS = {"train": 4, "validation": 2, "test": 1}
 @pytest.fixture(scope="session")
 def sample_archives(tmp_path_factory):
     """Ten-class ILSVRC-shaped archives (30 train, 5 val images a class) with every quirk."""
+    from tfrecords_tools.sample import make_sample_archives
+
     return make_sample_archives(tmp_path_factory.mktemp("ilsvrc"), num_classes=10,
                                 train_per_class=30, val_per_class=5, test_images=10, seed=0,
                                 quirks=True)
