@@ -100,9 +100,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if not args.checkpoint.exists():
         raise SystemExit(f"error: checkpoint {args.checkpoint} does not exist")
-    from keras_alexnet.saved_model import load_model
+    from keras_alexnet.checkpoints import load_model
 
-    model = load_model(args.checkpoint)
+    model = load_model(args.checkpoint, compile=False)
     if args.picture == "kernels":
         from keras_alexnet.figures.kernels import write_kernels
 
