@@ -1,0 +1,155 @@
+"""`python -m serving` (console script `alexnet-serving`): serve, query, status.
+
+    python -m serving serve --model_name=alexnet --model_base_path=export/alexnet
+    python -m serving query --model_name=alexnet cat.jpg dog.png
+    python -m serving status --model_name=alexnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def _flag_bool(value: str) -> bool:
+    """tensorflow_model_server's boolean flags: `--enable_batching=true`."""
+    if value.lower() in ("true", "1", "yes"):
+        return True
+    if value.lower() in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", type=int, default=8500,
+                        help="gRPC port; 0 picks a free one (default 8500)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="interface to bind (default loopback; 0.0.0.0 for all)")
+    parser.add_argument("--model_name", default="default", help="name clients ask for")
+    parser.add_argument("--model_base_path", required=True,
+                        help="directory of integer version directories, each a SavedModel")
+    parser.add_argument("--enable_batching", type=_flag_bool, nargs="?", const=True,
+                        default=False, help="batch concurrent requests (default false)")
+    parser.add_argument("--batching_parameters_file",
+                        help="BatchingParameters text proto (max_batch_size, ...)")
+    parser.add_argument("--ssl_config_file", help="SSLConfig text proto: serve over TLS")
+    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
+                        help="how often to look for a new version; 0 never (default 1)")
+    parser.add_argument("--grpc_max_threads", type=int, default=None,
+                        help="threads handling gRPC calls (default max(32, 4 x cores))")
+    parser.add_argument("--enable_serialization_as_tensor_content", type=_flag_bool,
+                        nargs="?", const=True, default=False,
+                        help="answer with packed tensor_content instead of typed *_val fields")
+
+
+def serve(args: argparse.Namespace) -> int:
+    from serving.server import READY_LINE, ModelServer
+
+    try:
+        server = ModelServer(
+            args.model_base_path, args.model_name, port=args.port, host=args.host,
+            enable_batching=args.enable_batching,
+            batching_parameters_file=args.batching_parameters_file,
+            ssl_config_file=args.ssl_config_file,
+            file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+            grpc_max_threads=args.grpc_max_threads,
+            enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content)
+        server.start()
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    stopping = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopping.set())
+    print(READY_LINE.format(address=server.address), flush=True)
+    stopping.wait()
+    server.stop(grace=5.0)
+    print("Server stopped", flush=True)
+    return 0
+
+
+def add_client_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", default="127.0.0.1:8500", help="host:port of the server")
+    parser.add_argument("--model_name", default="alexnet")
+    parser.add_argument("--version", type=int, help="model version (default the latest)")
+    parser.add_argument("--version_label", help="model version label")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+    parser.add_argument("--root_certificates", help="PEM file to verify a TLS server")
+
+
+def _client(args: argparse.Namespace):
+    from serving.client import Client
+
+    return Client(args.server, args.model_name, version=args.version,
+                  version_label=args.version_label, timeout=args.timeout,
+                  root_certificates=args.root_certificates)
+
+
+def query(args: argparse.Namespace) -> int:
+    from serving.errors import ServingError
+
+    images = []
+    for path in args.images:
+        try:
+            with open(path, "rb") as file:
+                images.append(file.read())
+        except OSError as error:
+            print(f"error: {path}: {error.strerror}", file=sys.stderr)
+            return 1
+    try:
+        with _client(args) as client:
+            results = client.classify(images)
+    except ServingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path, top5 in zip(args.images, results, strict=True):
+        print(path)
+        for rank, (name, probability) in enumerate(top5, 1):
+            print(f"  {rank}. {probability:7.4f}  {name}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    from serving.errors import ServingError
+
+    try:
+        with _client(args) as client:
+            health = client.health()
+            versions = client.status(version=args.version)
+    except ServingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    print(f"server {args.server}: {health}")
+    for version in versions:
+        error = f"  ({version.error_message})" if version.error_message else ""
+        print(f"  {args.model_name} version {version.version}: {version.state}{error}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m serving",
+        description="Serve a SavedModel over TensorFlow Serving's gRPC API, or query one.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve_parser = commands.add_parser("serve", help="run a local TF Serving-compatible server")
+    add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(run=serve)
+    query_parser = commands.add_parser("query", help="top-5 classes of image files")
+    add_client_arguments(query_parser)
+    query_parser.add_argument("images", nargs="+", help="JPEG or PNG files")
+    query_parser.set_defaults(run=query)
+    status_parser = commands.add_parser("status", help="health and model version states")
+    add_client_arguments(status_parser)
+    status_parser.set_defaults(run=status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

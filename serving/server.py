@@ -1,0 +1,197 @@
+"""A local model server speaking TensorFlow Serving's gRPC API (DESIGN.md §6).
+
+`ModelServer` runs in the calling process (its gRPC threads are background threads);
+`ServerProcess` runs `python -m serving serve` as a child process and reports the port
+it bound, for tests and demos that need a real separate server.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+from collections import deque
+from concurrent import futures
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
+
+from serving.batching import BatchingOptions, BatchScheduler
+from serving.config_files import SSLConfig, read_text_proto
+from serving.servables import ServableManager
+from serving.service import ModelServicer, PredictionServicer
+
+DEFAULT_PORT = 8500
+# tensorflow_model_server accepts messages up to INT_MAX; grpc's Python default is 4 MB.
+MAX_MESSAGE_BYTES = 2**31 - 1
+HEALTH_SERVICES = ("", "PredictionService", "ModelService",
+                   "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
+READY_LINE = "Running gRPC ModelServer at {address} ..."
+_READY = re.compile(r"^Running gRPC ModelServer at (\S+):(\d+) \.\.\.$")
+
+
+def server_credentials(ssl_config_file: str | os.PathLike) -> grpc.ServerCredentials:
+    """TLS credentials from a `tensorflow.serving.SSLConfig` text file."""
+    config = read_text_proto(ssl_config_file, SSLConfig)
+    if not config.server_key or not config.server_cert:
+        raise ValueError(f"{ssl_config_file}: server_key and server_cert are required")
+    if config.client_verify and not config.custom_ca:
+        raise ValueError(f"{ssl_config_file}: client_verify needs custom_ca to verify against")
+    return grpc.ssl_server_credentials(
+        [(config.server_key.encode(), config.server_cert.encode())],
+        root_certificates=config.custom_ca.encode() or None,
+        require_client_auth=config.client_verify)
+
+
+class ModelServer:
+    """Serves the SavedModel versions under `model_base_path` as `model_name`.
+
+    Arguments mirror tensorflow_model_server's flags.  `port=0` picks a free port
+    (read `port` after `start()`); `host` defaults to loopback, where TF Serving binds
+    every interface.
+    """
+
+    def __init__(self, model_base_path: str | os.PathLike, model_name: str = "default", *,
+                 port: int = DEFAULT_PORT, host: str = "127.0.0.1",
+                 enable_batching: bool = False,
+                 batching_parameters_file: str | os.PathLike | None = None,
+                 ssl_config_file: str | os.PathLike | None = None,
+                 file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int | None = None,
+                 enable_serialization_as_tensor_content: bool = False):
+        self.model_name = model_name
+        self.host = host
+        self.port = port
+        self._requested_port = port
+        self._credentials = server_credentials(ssl_config_file) if ssl_config_file else None
+        options = (BatchingOptions.from_file(batching_parameters_file)
+                   if batching_parameters_file else BatchingOptions())
+        self._batching = options if enable_batching else None
+        self._max_threads = grpc_max_threads or max(32, 4 * (os.cpu_count() or 1))
+        self._tensor_content = enable_serialization_as_tensor_content
+        self.manager = ServableManager(model_name, Path(model_base_path),
+                                       file_system_poll_wait_seconds)
+        self._server: grpc.Server | None = None
+        self._batcher: BatchScheduler | None = None
+        self._health = health.HealthServicer()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self) -> ModelServer:
+        """Loads the latest version, then listens.  Returns self once serving."""
+        self.manager.load_latest()
+        self._batcher = BatchScheduler(self._batching) if self._batching else None
+        server = grpc.server(
+            futures.ThreadPoolExecutor(self._max_threads, thread_name_prefix="grpc"),
+            options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.so_reuseport", 0)])
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+            PredictionServicer(self.manager, self._batcher, self._tensor_content), server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+            ModelServicer(self.manager), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        address = f"{self.host}:{self._requested_port}"
+        if self._credentials is not None:
+            self.port = server.add_secure_port(address, self._credentials)
+        else:
+            self.port = server.add_insecure_port(address)
+        if self.port == 0:
+            raise OSError(f"cannot bind {address}")
+        server.start()
+        for service in HEALTH_SERVICES:
+            self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self.manager.start_polling()
+        self._server = server
+        return self
+
+    def stop(self, grace: float | None = 5.0) -> None:
+        """Stops accepting calls, lets in-flight ones finish within `grace` seconds."""
+        if self._server is None:
+            return
+        self._health.enter_graceful_shutdown()
+        self._server.stop(grace).wait()
+        self.manager.stop()
+        if self._batcher is not None:
+            self._batcher.stop()
+        self._server = None
+
+    def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return self._server is None or self._server.wait_for_termination(timeout)
+
+    def __enter__(self) -> ModelServer:
+        return self.start() if self._server is None else self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class ServerProcess:
+    """`python -m serving serve ...` as a child process, stopped with SIGTERM.
+
+    The child prints `Running gRPC ModelServer at HOST:PORT ...` once it serves;
+    `start()` waits for that line, so `port` is the port it really bound.
+    """
+
+    def __init__(self, model_base_path: str | os.PathLike, model_name: str = "default",
+                 *extra_args: str, port: int = 0, host: str = "127.0.0.1",
+                 env: dict[str, str] | None = None):
+        self.args = [sys.executable, "-m", "serving", "serve", f"--port={port}",
+                     f"--host={host}", f"--model_name={model_name}",
+                     f"--model_base_path={model_base_path}", *extra_args]
+        self.env = env
+        self.host, self.port = host, port
+        self.process: subprocess.Popen | None = None
+        self.output: deque[str] = deque(maxlen=200)  # the child's last lines, for errors
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> ServerProcess:
+        env = {**os.environ, **(self.env or {})}
+        self.process = subprocess.Popen(self.args, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT, text=True, env=env)
+        ready = threading.Event()
+
+        def read_output():
+            for line in self.process.stdout:
+                line = line.rstrip("\n")
+                self.output.append(line)
+                match = _READY.match(line)
+                if match and not ready.is_set():
+                    self.host, self.port = match.group(1), int(match.group(2))
+                    ready.set()
+            ready.set()  # the child exited
+
+        threading.Thread(target=read_output, name="server-output", daemon=True).start()
+        if not ready.wait(timeout) or self.process.poll() is not None:
+            self.stop()
+            tail = "\n".join(self.output)
+            raise RuntimeError(f"model server did not start (exit code "
+                               f"{self.process.returncode}):\n{tail}")
+        return self
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; returns the exit code."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,106 @@
+"""The gRPC servicers: `PredictionService` and `ModelService` over a `ServableManager`.
+
+Built on the stock generated servicer bases of tensorflow-serving-api; methods not
+overridden here (Classify, Regress, MultiInference, HandleReloadConfigRequest) answer
+UNIMPLEMENTED from those bases.  Every error a client can cause carries TF Serving's
+status code and message.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from tensorflow_serving.apis import (
+    get_model_metadata_pb2,
+    get_model_status_pb2,
+    model_service_pb2_grpc,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+from serving.batching import BatchScheduler
+from serving.errors import InvalidArgumentError, ServingError
+from serving.servables import ServableManager, check_output_filter, parse_inputs
+from serving.tensors import to_tensor_proto
+
+DEFAULT_SIGNATURE = "serving_default"
+SIGNATURE_DEF_FIELD = "signature_def"
+
+
+def _answers_errors(method):
+    """Turns a `ServingError` into the call's status code and message."""
+    @functools.wraps(method)
+    def wrapper(self, request, context):
+        try:
+            return method(self, request, context)
+        except ServingError as error:
+            context.abort(error.code, error.message)
+    return wrapper
+
+
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+    def __init__(self, manager: ServableManager, batcher: BatchScheduler | None = None,
+                 tensor_content: bool = False):
+        self._manager = manager
+        self._batcher = batcher
+        self._tensor_content = tensor_content
+
+    @_answers_errors
+    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+        servable = self._manager.get(request.model_spec)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature = servable.signature_def(signature_name)
+        inputs = parse_inputs(signature, request)
+        aliases = check_output_filter(signature, request.output_filter)
+        run = functools.partial(servable.run, signature_name)
+        if self._batcher is None:
+            outputs = run(inputs)
+        else:
+            key = (id(servable), signature_name,
+                   tuple((alias, array.dtype.str, array.shape[1:])
+                         for alias, array in sorted(inputs.items())))
+            outputs = self._batcher.run(key, run, inputs)
+        response = predict_pb2.PredictResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = servable.version
+        response.model_spec.signature_name = signature_name
+        for alias in aliases:
+            response.outputs[alias].CopyFrom(
+                to_tensor_proto(outputs[alias], tensor_content=self._tensor_content))
+        return response
+
+    @_answers_errors
+    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context
+                         ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+        if not request.HasField("model_spec"):
+            raise InvalidArgumentError("Missing ModelSpec")
+        if not request.metadata_field:
+            raise InvalidArgumentError(
+                "GetModelMetadataRequest must specify at least one metadata_field")
+        for field in request.metadata_field:
+            if field != SIGNATURE_DEF_FIELD:
+                raise InvalidArgumentError(f"Metadata field {field} is not supported")
+        servable = self._manager.get(request.model_spec)
+        response = get_model_metadata_pb2.GetModelMetadataResponse()
+        response.model_spec.name = servable.name
+        response.model_spec.version.value = servable.version
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for name, signature in servable.signature_defs.items():
+            signatures.signature_def[name].CopyFrom(signature)
+        response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
+        return response
+
+
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
+    def __init__(self, manager: ServableManager):
+        self._manager = manager
+
+    @_answers_errors
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context
+                       ) -> get_model_status_pb2.GetModelStatusResponse:
+        if not request.HasField("model_spec"):
+            raise InvalidArgumentError("Missing ModelSpec")
+        return get_model_status_pb2.GetModelStatusResponse(
+            model_version_status=self._manager.status(request.model_spec))
+
+

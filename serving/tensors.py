@@ -1,0 +1,49 @@
+"""numpy arrays <-> `TensorProto`, in either of the encodings TF Serving uses.
+
+A `TensorProto` carries its values either packed in `tensor_content` or in the typed
+repeated field of its dtype (`float_val`, `int64_val`, `string_val`, ...).  TF Serving
+answers with the typed fields by default (`Tensor::AsProtoField`) and with
+`tensor_content` under `--enable_serialization_as_tensor_content`; clients may send
+either, so both directions handle both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.framework import tensor_pb2, types_pb2
+
+# The typed field `Tensor::AsProtoField` fills for each dtype.
+_TYPED_FIELD = {
+    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
+    types_pb2.DT_INT32: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val",
+    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val",
+    types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
+    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val",
+    types_pb2.DT_HALF: "half_val", types_pb2.DT_STRING: "string_val",
+}
+
+
+def dtype_name(dtype: int) -> str:
+    """TensorFlow's `DataTypeString`: DT_FLOAT -> "float", DT_STRING -> "string"."""
+    return types_pb2.DataType.Name(dtype)[len("DT_"):].lower()
+
+
+def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """An array-like as a `TensorProto`: typed `*_val` fields, or packed `tensor_content`."""
+    proto = tf.make_tensor_proto(values, dtype=dtype)
+    field = _TYPED_FIELD.get(proto.dtype)
+    if tensor_content or not proto.tensor_content or field is None:
+        return proto
+    array = tf.make_ndarray(proto)
+    proto.ClearField("tensor_content")
+    flat = array.ravel()
+    if proto.dtype == types_pb2.DT_HALF:  # half_val holds the raw 16 bits
+        flat = flat.view(np.uint16)
+    getattr(proto, field).extend(flat.tolist())
+    return proto
+
+
+def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
+    """A `TensorProto` in either encoding as a numpy array (strings as `bytes` objects)."""
+    return tf.make_ndarray(proto)
