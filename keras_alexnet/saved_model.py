@@ -212,3 +212,36 @@ def top_k_classes(outputs: dict[str, tf.Tensor | np.ndarray]) -> list[list[tuple
     return [[(label.decode() if isinstance(label, bytes) else str(label), float(score))
              for label, score in zip(row_labels, row_scores, strict=True)]
             for row_labels, row_scores in zip(labels, scores, strict=True)]
+
+
+def classify_files(paths: Sequence[str | os.PathLike], *,
+                   checkpoint: keras.Model | str | os.PathLike | None = None,
+                   saved_model: str | os.PathLike | None = None,
+                   data_dir: str | os.PathLike | None = None) -> list[list[tuple[str, float]]]:
+    """Top-5 (class name, probability) per image file, from a checkpoint or a SavedModel.
+
+    A checkpoint needs `data_dir` (labels.txt, stats.json); a SavedModel carries both.
+    Images run one at a time so that an unreadable one is named in the error.
+    """
+    if (checkpoint is None) == (saved_model is None):
+        raise ValueError("give exactly one of checkpoint and saved_model")
+    if saved_model is not None:
+        loaded = tf.saved_model.load(str(latest_version_dir(saved_model)))
+        classify = loaded.signatures[DEFAULT_SIGNATURE]
+    else:
+        if data_dir is None:
+            raise ValueError("a checkpoint needs data_dir for its class names and statistics")
+        class_names, stats = read_class_names(data_dir)
+        model = load_model(checkpoint)
+        classify = tf.function(serving_functions(model, class_names, stats)[DEFAULT_SIGNATURE],
+                               input_signature=input_signatures(model.input_shape[1])[
+                                   DEFAULT_SIGNATURE])
+    results = []
+    for path in paths:
+        encoded = Path(path).read_bytes()
+        try:
+            outputs = classify(image_bytes=tf.constant([encoded]))
+        except tf.errors.InvalidArgumentError:
+            raise ValueError(f"{path}: not a decodable JPEG or PNG image") from None
+        results.extend(top_k_classes(outputs))
+    return results

@@ -1,0 +1,40 @@
+"""Top-5 classes of image files, in-process, from a checkpoint or an exported SavedModel.
+
+Both paths run the exported `serving_default` computation: decode, rescale, centre
+crop and mean subtraction as in evaluation, then the network's softmax.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("images", nargs="+", help="JPEG or PNG files")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint",
+                        help="a .keras checkpoint or a training run's model directory")
+    source.add_argument("--saved-model",
+                        help="an exported version directory, or its model directory (latest)")
+    parser.add_argument("--data-dir",
+                        help="with --checkpoint: the shard directory (labels.txt, stats.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_alexnet.saved_model import classify_files
+
+    if args.checkpoint and not args.data_dir:
+        print("error: --checkpoint needs --data-dir for the class names", file=sys.stderr)
+        return 2
+    try:
+        results = classify_files(args.images, checkpoint=args.checkpoint,
+                                 saved_model=args.saved_model, data_dir=args.data_dir)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    for path, top5 in zip(args.images, results, strict=True):
+        print(path)
+        for rank, (name, probability) in enumerate(top5, 1):
+            print(f"  {rank}. {probability:7.4f}  {name}")
+    return 0
