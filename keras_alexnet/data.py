@@ -1,0 +1,341 @@
+"""The input pipeline: converter shards to augmented training batches and test patches.
+
+Training [paper §4.1]: random `image_size` crops of the 256x256 images (fused with the
+JPEG decode, so only the crop is decoded), horizontal reflections, the PCA lighting
+shift drawn once per image, and mean subtraction [paper §2].  Test time: the centre
+crop, or the paper's ten patches (four corners, centre, and their reflections).
+
+Every training epoch is its own `tf.data` pipeline seeded by `(seed, epoch)`: a run
+resumed at epoch k sees the same images in the same order, with the same
+augmentation, as a run that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from keras_alexnet.preprocessing import (
+    ImageStats,
+    decode_center_crop,
+    load_stats,
+    resize_size_for,
+    subtract_mean,
+)
+from tfrecords_tools.schema import FEATURES, UNLABELED, shard_pattern
+
+LIGHTING_STDDEV = 0.1  # alpha_i ~ N(0, 0.1) [paper §4.1]
+MEAN_MODES = ("channel", "pixel")
+NUM_TEST_PATCHES = 10  # [paper §4.1]
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+# --- shards ------------------------------------------------------------------------------
+
+def list_shards(data_dir: str | Path, split: str) -> list[Path]:
+    """The split's shard files, sorted; a clear error when there are none."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data directory {data_dir} does not exist; create it with "
+                                f"`python -m tfrecords_tools convert`")
+    shards = sorted(data_dir.glob(shard_pattern(split)))
+    if not shards:
+        raise FileNotFoundError(f"{data_dir}: no {split} shards (files named "
+                                f"{shard_pattern(split)}); create them with "
+                                f"`python -m tfrecords_tools convert`")
+    return shards
+
+
+def check_shards(shards: Sequence[Path], num_classes: int | None = None) -> None:
+    """Reads the first record of every shard and checks the features training needs.
+
+    Catches the common mistakes (shards of another format, unlabeled splits, a class
+    count that does not match the model) before any training; the pipeline also checks
+    each label as it reads it.
+    """
+    for shard in shards:
+        try:
+            first = next(iter(tf.data.TFRecordDataset(str(shard)).take(1)), None)
+        except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
+            raise ValueError(f"{shard}: not a TFRecord file ({error.message})") from None
+        if first is None:
+            continue  # an empty shard is legal (more shards than images)
+        try:
+            example = tf.train.Example.FromString(first.numpy())
+        except Exception as error:  # protobuf's DecodeError
+            raise ValueError(f"{shard}: first record is not a tf.train.Example "
+                             f"({error})") from None
+        feature = example.features.feature
+        if not feature["image/encoded"].bytes_list.value:
+            raise ValueError(f"{shard}: records have no 'image/encoded' feature (keys: "
+                             f"{sorted(feature)})")
+        if num_classes is None:
+            continue
+        labels = feature["image/class/label"].int64_list.value
+        label = labels[0] if labels else UNLABELED
+        if label == UNLABELED:
+            raise ValueError(f"{shard}: records have no 'image/class/label' (unlabeled "
+                             f"split?); training and evaluation need labels")
+        if not 0 <= label < num_classes:
+            raise ValueError(f"{shard}: 'image/class/label' {label} is outside the "
+                             f"{num_classes} classes of the model")
+
+
+def count_records(data_dir: str | Path, split: str) -> int:
+    """Records in a split: from `manifest.json` when it has the count, else by reading."""
+    data_dir = Path(data_dir)
+    shards = list_shards(data_dir, split)
+    manifest = data_dir / "manifest.json"
+    if manifest.exists():
+        try:
+            count = json.loads(manifest.read_text())["splits"][split]["records"]
+            if isinstance(count, int):
+                return count
+        except (ValueError, KeyError, TypeError):
+            pass  # an older or partial manifest: count instead
+    from tqdm import tqdm
+
+    count = 0
+    for shard in tqdm(shards, desc=f"counting {split} records", unit="shard", leave=False):
+        count += int(tf.data.TFRecordDataset(str(shard)).reduce(
+            np.int64(0), lambda n, _: n + 1))
+    return count
+
+
+def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool = True,
+             input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+    """(serialized example, shard path) pairs, read from several shards at once."""
+    files = tf.data.Dataset.from_tensor_slices([str(s) for s in shards])
+    split_records = False
+    if input_context and input_context.num_input_pipelines > 1:
+        if len(shards) >= input_context.num_input_pipelines:
+            files = files.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
+        else:
+            split_records, deterministic = True, True  # each pipeline reads the same order
+    if shuffle_seed is not None:
+        files = files.shuffle(len(shards), seed=shuffle_seed)
+    records = files.interleave(
+        lambda path: tf.data.TFRecordDataset(path).map(lambda record: (record, path)),
+        cycle_length=min(len(shards), 16), num_parallel_calls=AUTOTUNE,
+        deterministic=deterministic)
+    if split_records:
+        records = records.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
+    return records
+
+
+def _parse(record: tf.Tensor, path: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+    features = tf.io.parse_single_example(record, FEATURES)
+    label = features["image/class/label"]
+    message = tf.strings.format(
+        "{}: 'image/class/label' is {}, expected 0 <= label < " + str(num_classes)
+        + " (the model's classes; -1 means unlabeled)", [path, label])
+    check = tf.debugging.Assert((label >= 0) & (label < num_classes), [message])
+    with tf.control_dependencies([check]):
+        return features["image/encoded"], tf.cast(label, tf.int32)
+
+
+# --- pixel statistics ----------------------------------------------------------------------
+
+class Normalizer:
+    """Mean subtraction: per channel (the default), or the paper's per-pixel mean [paper §2].
+
+    The per-pixel mean image (`mean_image.npy`, [0, 1] scale) is resized to the
+    square the crops come from, and each crop subtracts the mean at its own window.
+    """
+
+    def __init__(self, stats: ImageStats, mean: str, resize_size: int):
+        if mean not in MEAN_MODES:
+            raise ValueError(f"mean must be one of {MEAN_MODES}, got {mean!r}")
+        if mean == "pixel" and stats.mean_image is None:
+            raise ValueError("mean='pixel' needs mean_image.npy next to the shards; write "
+                             "it with `python -m tfrecords_tools stats`")
+        self.stats, self.mean = stats, mean
+        self.mean_image = None
+        if mean == "pixel":
+            image = tf.constant(stats.mean_image, tf.float32) * 255.0
+            self.mean_image = tf.image.resize(image, (resize_size, resize_size))
+            self.resize_size = resize_size
+
+    def __call__(self, image: tf.Tensor, top=None, left=None) -> tf.Tensor:
+        """Subtracts the mean; `top`/`left` place the crop in the resized square."""
+        if self.mean_image is None:
+            return subtract_mean(image, self.stats)
+        size = image.shape[-2]
+        top = (self.resize_size - size) // 2 if top is None else top
+        left = (self.resize_size - size) // 2 if left is None else left
+        top = tf.minimum(top, self.resize_size - size)  # non-square images: clamp
+        left = tf.minimum(left, self.resize_size - size)
+        return image - self.mean_image[top:top + size, left:left + size]
+
+
+def lighting_shift(alpha: tf.Tensor, stats: ImageStats) -> tf.Tensor:
+    """The PCA colour shift [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T on the 0-255 scale [paper §4.1].
+
+    `stats` holds eigenvalues for [0, 1] pixels; the shift is the same for every pixel.
+    """
+    eigvec = tf.constant(stats.eigvec, tf.float32)
+    eigval = tf.constant(stats.eigval, tf.float32)
+    return 255.0 * tf.linalg.matvec(eigvec, alpha * eigval)
+
+
+# --- training ------------------------------------------------------------------------------
+
+def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, seed: tf.Tensor):
+    """A uniformly placed `size` x `size` crop; returns (float32 0-255 crop, top, left).
+
+    Images whose shorter side is already `resize_size` (the converter's shards) are
+    decoded only inside the crop window; others are first rescaled as at test time.
+    """
+    shape = tf.image.extract_jpeg_shape(image_bytes)
+    height, width = shape[0], shape[1]
+    seed_top, seed_left = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+
+    def offsets(h, w):
+        top = tf.random.stateless_uniform([], seed_top, 0, h - size + 1, tf.int32)
+        left = tf.random.stateless_uniform([], seed_left, 0, w - size + 1, tf.int32)
+        return top, left
+
+    def fused():
+        top, left = offsets(height, width)
+        crop = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, size, size]),
+                                             channels=3)
+        return tf.cast(crop, tf.float32), top, left
+
+    def rescaled():
+        square = decode_center_crop(image_bytes, resize_size, resize_size)
+        top, left = offsets(resize_size, resize_size)
+        return square[top:top + size, left:left + size], top, left
+
+    crop, top, left = tf.cond(tf.minimum(height, width) == resize_size, fused, rescaled)
+    return tf.ensure_shape(crop, (size, size, 3)), top, left
+
+
+def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_size: int,
+            stats: ImageStats, normalize: Normalizer,
+            lighting_stddev: float = LIGHTING_STDDEV) -> tf.Tensor:
+    """One training input [paper §4.1]: crop, reflection, lighting, mean subtraction."""
+    crop_seed, flip_seed, alpha_seed = tf.unstack(
+        tf.random.experimental.stateless_split(seed, 3))
+    image, top, left = random_crop(image_bytes, image_size, resize_size, crop_seed)
+    image = normalize(image, top, left)
+    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    if lighting_stddev:
+        alpha = tf.random.stateless_normal([3], alpha_seed, stddev=lighting_stddev)
+        image = image + lighting_shift(alpha, stats)
+    return image
+
+
+def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
+                     num_classes: int, split: str = "train", stats: ImageStats | None = None,
+                     mean: str = "channel", lighting_stddev: float = LIGHTING_STDDEV,
+                     seed: int | None = None, first_epoch: int = 0,
+                     deterministic: bool = False, shuffle_buffer: int = 10_000,
+                     input_context: tf.distribute.InputContext | None = None
+                     ) -> tf.data.Dataset:
+    """Endless augmented (images, labels) batches, epoch after epoch from `first_epoch`.
+
+    Args:
+        data_dir: the converter's output (shards, optional stats.json / mean_image.npy).
+        image_size: the model's input size (224 in the paper).
+        batch_size: images per batch (per replica when `input_context` is given, as
+            `distribute_datasets_from_function` expects); the partial last batch of
+            each epoch is dropped.
+        num_classes: labels must lie in [0, num_classes).
+        stats: pixel statistics; default `load_stats(data_dir)`.
+        mean: "channel" (per-channel mean) or "pixel" (the paper's mean image).
+        lighting_stddev: the PCA lighting alpha's standard deviation; 0 turns it off.
+        seed: makes the order and the augmentation reproducible; None draws one.
+        first_epoch: the epoch the stream starts at (a resumed run's initial epoch).
+        deterministic: keep the order independent of thread timing (slower).
+        shuffle_buffer: records shuffled together, on top of the shard order.
+        input_context: this input pipeline's share of a distributed run.
+    """
+    shards = list_shards(data_dir, split)
+    stats = stats or load_stats(data_dir)
+    resize_size = resize_size_for(image_size)
+    normalize = Normalizer(stats, mean, resize_size)
+    seed = random.randrange(2**31) if seed is None else seed
+
+    def one_epoch(epoch):
+        epoch_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
+        records = _records(shards, shuffle_seed=epoch_seed, deterministic=deterministic,
+                           input_context=input_context)
+        records = records.shuffle(shuffle_buffer, seed=epoch_seed)
+
+        def example(index, record_and_path):
+            image_bytes, label = _parse(*record_and_path, num_classes)
+            element_seed = tf.stack([epoch_seed, index])
+            image = augment(image_bytes, element_seed, image_size=image_size,
+                            resize_size=resize_size, stats=stats, normalize=normalize,
+                            lighting_stddev=lighting_stddev)
+            return image, label
+
+        return (records.enumerate()
+                .map(example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+                .batch(batch_size, drop_remainder=True))
+
+    dataset = tf.data.Dataset.counter(first_epoch).flat_map(one_epoch)
+    return dataset.prefetch(AUTOTUNE)
+
+
+# --- test time ----------------------------------------------------------------------------
+
+def ten_patches(square: tf.Tensor, size: int) -> tf.Tensor:
+    """The paper's ten test patches of a square image [paper §4.1], shape (10, size, size, C).
+
+    Order: top-left, top-right, bottom-left, bottom-right, centre, then the same five
+    reflected horizontally.
+    """
+    side = square.shape[0]
+    far, mid = side - size, (side - size) // 2
+    patches = tf.stack([square[top:top + size, left:left + size]
+                        for top, left in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))])
+    return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)
+
+
+def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
+                       num_classes: int, split: str = "validation", crops: str = "center",
+                       stats: ImageStats | None = None, mean: str = "channel",
+                       records: int | None = None) -> tf.data.Dataset:
+    """Every image of the split once, in shard order, as (images, labels) batches.
+
+    `crops="center"` gives (batch, size, size, 3) centre crops, `crops="ten"` gives
+    (batch, 10, size, size, 3): the ten patches of `ten_patches`, of which index 4 is
+    the centre crop.  `records`, the split's image count when known, lets Keras
+    size its progress bar.
+    """
+    if crops not in ("center", "ten"):
+        raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
+    shards = list_shards(data_dir, split)
+    stats = stats or load_stats(data_dir)
+    resize_size = resize_size_for(image_size)
+    normalize = Normalizer(stats, mean, resize_size)
+
+    def example(record, path):
+        image_bytes, label = _parse(record, path, num_classes)
+        if crops == "center":
+            return normalize(decode_center_crop(image_bytes, image_size, resize_size)), label
+        square = decode_center_crop(image_bytes, resize_size, resize_size)
+        # The mean image covers the whole square, so subtract it before cutting patches.
+        square = normalize(square, 0, 0)
+        return ten_patches(square, image_size), label
+
+    dataset = _records(shards)
+    if records is not None:
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(records))
+    dataset = (dataset
+               .map(example, num_parallel_calls=AUTOTUNE)
+               .batch(batch_size)
+               .prefetch(AUTOTUNE))
+    options = tf.data.Options()
+    # Few validation shards: split by record, not by file, across workers.
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA)
+    return dataset.with_options(options)
