@@ -23,7 +23,7 @@ def conv1_kernels(model: keras.Model) -> np.ndarray:
     """The conv1 kernels as (towers, kernels per tower, 11, 11, 3), tower a first."""
     kernels = []
     for tower in TOWERS:
-        kernel = keras.ops.convert_to_numpy(model.get_layer(f"{tower}_conv1").layer.kernel)
+        kernel = model.get_layer(f"{tower}_conv1").layer.kernel.numpy()  # (h, w, 3, n)
         kernels.append(np.moveaxis(kernel, -1, 0))
     return np.stack(kernels)
 

@@ -47,7 +47,7 @@ def model_fingerprint(model: keras.Model) -> str:
     digest = hashlib.sha256()
     for weight in model.weights:
         digest.update(weight.path.encode())
-        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
     return digest.hexdigest()
 
 

@@ -86,7 +86,7 @@ def test_kernel_picture_shows_each_checkpoint_kernel_in_its_tower(two_checkpoint
         # 6 kernels a tower in rows of 4: 2 rows a tower, 4 rows in all.
         assert picture.shape == (2 + 4 * (TILE + 2) + 8, 2 + 4 * (TILE + 2), 3)
         for tower_index, tower in enumerate(("tower_a", "tower_b")):
-            weights = keras.ops.convert_to_numpy(loaded.get_layer(f"{tower}_conv1").layer.kernel)
+            weights = loaded.get_layer(f"{tower}_conv1").layer.kernel.numpy()
             for i in range(6):
                 kernel = weights[..., i]
                 expected = np.round((kernel - kernel.min()) / np.ptp(kernel) * 255)
