@@ -6,7 +6,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-import pytest  # noqa: E402
+import pytest
 
 #: The shared shards suit `keras_alexnet.reduced_config()`: 64x64 crops are taken from
 #: 73x73 images, `keras_alexnet.preprocessing.resize_size_for(64)`.

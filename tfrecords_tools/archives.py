@@ -149,11 +149,13 @@ def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
 
 
 def _members(archive: tarfile.TarFile, path: Path, where: str = ""):
+    last = "its start"
     try:
-        yield from archive
+        for member in archive:
+            yield member
+            last = f"member {where}{'/' if where else ''}{member.name}"
     except (tarfile.TarError, EOFError) as error:
-        raise ArchiveError(f"{path}: {where or 'archive'} is damaged or truncated "
-                           f"({error})") from None
+        raise ArchiveError(f"{path}: damaged or truncated after {last} ({error})") from None
 
 
 def index_train(path: Path, classes: ClassIndex | None = None,

@@ -103,7 +103,7 @@ class Summary:
         return "\n".join(lines)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(1 << 20):
@@ -177,7 +177,7 @@ def _finished(output: Path, plan: SplitPlan, shard: ShardPlan) -> dict | None:
     path = output / shard.name
     if receipt.get("job") != plan.job_id or not path.is_file():
         return None
-    if path.stat().st_size != receipt.get("bytes") or _sha256(path) != receipt.get("sha256"):
+    if path.stat().st_size != receipt.get("bytes") or file_sha256(path) != receipt.get("sha256"):
         return None
     return receipt
 
@@ -288,7 +288,7 @@ class _ShardWriter:
             os.fsync(handle.fileno())
         os.replace(self.temporary, self.path)
         receipt = {"job": self.plan.job_id, "shard": self.shard.name, "records": self.records,
-                   "bytes": self.path.stat().st_size, "sha256": _sha256(self.path),
+                   "bytes": self.path.stat().st_size, "sha256": file_sha256(self.path),
                    "class_counts": {str(k): v for k, v in sorted(self.class_counts.items())},
                    "skipped": self.skipped, "repaired": self.repaired}
         _write_atomically(_receipt_path(self.output, self.shard), json.dumps(receipt, indent=1))

@@ -56,6 +56,7 @@ class SampleArchives:
     test: Path
     wnids: tuple[str, ...]  # sorted: index = 0-based label
     names: tuple[str, ...]  # class names, in label order
+    validation_labels: tuple[int, ...]  # label of ILSVRC2012_val_00000001, 2, ...
     quirks: dict[str, str]  # member base name -> one of QUIRK_KINDS
 
 
@@ -227,4 +228,5 @@ def make_sample_archives(directory: str | Path, num_classes: int = 10, train_per
 
     return SampleArchives(directory=directory, train=train, validation=validation, devkit=devkit,
                           test=test, wnids=wnids, names=tuple(words[w] for w in wnids),
+                          validation_labels=tuple(int(label) for label in val_labels),
                           quirks=found_quirks)
