@@ -1,0 +1,110 @@
+"""A small real model, its data directory, real encoded images and their expected top-5.
+
+Shared by the export, predict and serving tests.  The reduced AlexNet gets zero biases
+and a wider weight spread than the paper's [paper §5], so that an untrained network
+still tells images apart and a top-5 comparison means something.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+import keras_alexnet
+from keras_alexnet.preprocessing import decode_center_crop, load_stats, subtract_mean
+
+NUM_CLASSES = 10
+IMAGE_SIZE = 64
+MODEL_NAME = "alexnet"
+CLASS_NAMES = [f"class {i} ({name})" for i, name in enumerate(
+    ["tench", "goldfish", "white shark", "tiger shark", "hammerhead", "electric ray",
+     "stingray", "cock", "hen", "ostrich"])]
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportedModel:
+    model: object
+    checkpoint: Path  # the .keras file
+    data_dir: Path  # labels.txt + stats.json
+    base: Path  # export base; the model is at base / MODEL_NAME / <version>
+    images: dict[str, bytes]  # real JPEG and PNG files of several sizes
+
+    @property
+    def model_dir(self) -> Path:
+        return self.base / MODEL_NAME
+
+
+def build_test_model():
+    config = keras_alexnet.reduced_config(num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
+                                          init_stddev=0.05, biases_one=())
+    return keras_alexnet.build_model(config, devices=("/CPU:0", "/CPU:0"))
+
+
+def write_data_dir(path: Path) -> Path:
+    """labels.txt and a stats.json whose mean differs from ImageNet's, so using it shows."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "labels.txt").write_text(
+        "".join(f"n{i:08d}\t{name}\n" for i, name in enumerate(CLASS_NAMES)))
+    (path / "stats.json").write_text(json.dumps({
+        "pixel_scale": 1.0, "mean_rgb": [0.3, 0.5, 0.7], "eigval": [0.2, 0.02, 0.004],
+        "eigvec": np.eye(3).tolist()}))
+    return path
+
+
+def encode(array: np.ndarray, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def make_images(seed: int = 0) -> dict[str, bytes]:
+    """Real encoded images: smooth gradients and noise, landscape, portrait and square."""
+    rng = np.random.default_rng(seed)
+    images = {}
+    for index, (height, width) in enumerate([(96, 128), (140, 80), (73, 73), (64, 200)]):
+        y, x = np.mgrid[0:height, 0:width]
+        gradient = np.stack([x * 255 / width, y * 255 / height,
+                             np.full_like(x, 60 * index)], -1)
+        noise = rng.uniform(0, 255, (height, width, 3))
+        pixels = (0.6 * gradient + 0.4 * noise).astype(np.uint8)
+        images[f"image{index}.jpg"] = encode(pixels, "JPEG")
+    images["noise.png"] = encode(rng.integers(0, 256, (90, 110, 3), dtype=np.uint8), "PNG")
+    images["gray.png"] = encode(rng.integers(0, 256, (80, 80), dtype=np.uint8), "PNG")
+    return images
+
+
+def keras_probabilities(model, data_dir: Path, encoded: list[bytes]) -> np.ndarray:
+    """The reference: evaluation's centre crop and mean subtraction, then the Keras model."""
+    stats = load_stats(data_dir)
+    batch = tf.stack([decode_center_crop(tf.constant(b), IMAGE_SIZE) for b in encoded])
+    return model(subtract_mean(batch, stats), training=False).numpy()
+
+
+def expected_top5(model, data_dir: Path, encoded: list[bytes]) -> list[list[tuple[str, float]]]:
+    probabilities = keras_probabilities(model, data_dir, encoded)
+    order = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
+    return [[(CLASS_NAMES[i], float(row[i])) for i in indices]
+            for row, indices in zip(probabilities, order, strict=True)]
+
+
+def assert_same_top5(actual, expected, atol: float = 1e-5) -> None:
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        assert [name for name, _ in got] == [name for name, _ in want]
+        np.testing.assert_allclose([p for _, p in got], [p for _, p in want], atol=atol)
+
+
+def make_exported_model(tmp: Path) -> ExportedModel:
+    model = build_test_model()
+    checkpoint = tmp / "model.keras"
+    model.save(checkpoint)
+    data_dir = write_data_dir(tmp / "data")
+    base = tmp / "export"
+    keras_alexnet.export(checkpoint, data_dir, base, MODEL_NAME)
+    return ExportedModel(model, checkpoint, data_dir, base, make_images())

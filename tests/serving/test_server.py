@@ -1,0 +1,321 @@
+"""The model server as a real child process on loopback, queried over gRPC.
+
+One server process serves the whole module; the version pick-up and SIGTERM tests
+change its state and run last.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow_serving.apis import (
+    classification_pb2,
+    get_model_metadata_pb2,
+    model_pb2,
+    predict_pb2,
+    prediction_service_pb2_grpc,
+)
+
+import keras_alexnet
+from serving import errors
+from serving.client import Client
+from serving.server import ServerProcess
+from serving.tensors import to_ndarray, to_tensor_proto
+from tests.serving.exported_model import MODEL_NAME, assert_same_top5, expected_top5
+
+POLL_SECONDS = 0.2
+
+
+@pytest.fixture(scope="module")
+def server(exported):
+    with ServerProcess(exported.model_dir, MODEL_NAME,
+                       f"--file_system_poll_wait_seconds={POLL_SECONDS}") as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with Client(server.address, MODEL_NAME, timeout=60, retries=0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    channel = grpc.insecure_channel(server.address)
+    yield prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def expected(exported):
+    names = list(exported.images)
+    top5 = expected_top5(exported.model, exported.data_dir, list(exported.images.values()))
+    assert len({tuple(n for n, _ in row) for row in top5}) > 1, "images must differ"
+    return dict(zip(names, top5, strict=True))
+
+
+def image_request(images: list[bytes], **spec) -> predict_pb2.PredictRequest:
+    request = predict_pb2.PredictRequest(model_spec=model_pb2.ModelSpec(name=MODEL_NAME, **spec))
+    request.inputs["image_bytes"].CopyFrom(to_tensor_proto(np.array(images, dtype=object)))
+    return request
+
+
+def test_client_gets_the_keras_models_top5(client, exported, expected):
+    results = client.classify(list(exported.images.values()))
+    assert_same_top5(results, list(expected.values()))
+
+
+def test_stock_stub_gets_the_top5_and_the_effective_model_spec(stub, exported, expected):
+    response = stub.Predict(image_request(list(exported.images.values())), timeout=60)
+    assert response.model_spec.name == MODEL_NAME
+    assert response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == "serving_default"
+    assert set(response.outputs) == {"probabilities", "top_k_indices", "top_k_scores",
+                                     "top_k_labels"}
+    labels = to_ndarray(response.outputs["top_k_labels"])
+    scores = to_ndarray(response.outputs["top_k_scores"])
+    actual = [[(n.decode(), float(s)) for n, s in zip(ln, ls, strict=True)]
+              for ln, ls in zip(labels, scores, strict=True)]
+    assert_same_top5(actual, list(expected.values()))
+    # TF Serving answers with the typed fields by default, not tensor_content.
+    assert response.outputs["top_k_scores"].float_val
+    assert not response.outputs["top_k_scores"].tensor_content
+
+
+def test_raw_pixel_signature_accepts_both_tensor_encodings(client, exported):
+    pixels = np.random.default_rng(1).uniform(0, 255, (3, 64, 64, 3)).astype(np.float32)
+    typed = client.predict({"images": to_tensor_proto(pixels)}, signature_name="predict_images")
+    packed = client.predict({"images": to_tensor_proto(pixels, tensor_content=True)},
+                            signature_name="predict_images")
+    assert typed.signature_name == "predict_images"
+    reference = exported.model(pixels - np.float32([0.3, 0.5, 0.7]) * 255).numpy()
+    np.testing.assert_allclose(typed.outputs["probabilities"], reference, atol=1e-5)
+    np.testing.assert_array_equal(typed.outputs["probabilities"],
+                                  packed.outputs["probabilities"])
+
+
+def test_features_signature_returns_fc7(client, exported):
+    image = next(iter(exported.images.values()))
+    outputs = client.predict({"image_bytes": [image]}, signature_name="features").outputs
+    fc7 = keras_alexnet.fc7_features(exported.model)
+    assert outputs["fc7"].shape == (1, fc7.output_shape[-1])
+
+
+def test_output_filter_returns_only_the_named_outputs(client, exported):
+    image = next(iter(exported.images.values()))
+    outputs = client.predict({"image_bytes": [image]}, output_filter=["top_k_labels"]).outputs
+    assert set(outputs) == {"top_k_labels"}
+
+
+def test_metadata_lists_the_signatures(client, stub):
+    signatures = client.metadata()
+    assert {"serving_default", "predict_images", "features"} <= set(signatures)
+    inputs = signatures["serving_default"].inputs["image_bytes"]
+    assert inputs.dtype == types_pb2.DT_STRING
+    assert [d.size for d in inputs.tensor_shape.dim] == [-1]
+    response = stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+        model_spec=model_pb2.ModelSpec(name=MODEL_NAME), metadata_field=["signature_def"]),
+        timeout=30)
+    assert response.model_spec.version.value == 1
+
+
+def test_status_and_health(client):
+    assert [(s.version, s.state) for s in client.status()] == [(1, "AVAILABLE")]
+    for service in ("", "PredictionService", "ModelService"):
+        assert client.health(service) == "SERVING"
+    with pytest.raises(errors.NotFoundError) as raised:
+        client.status(version=7)
+    assert raised.value.message == "Could not find version 7 of model alexnet"
+
+
+def _float_tensor_content(values) -> tensor_pb2.TensorProto:
+    return to_tensor_proto(np.array(values, np.float32), tensor_content=True)
+
+
+def _request(**changes):
+    """A good single-image request with some fields replaced or added."""
+    image = Image.new("RGB", (70, 70), (200, 30, 90))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG")
+    request = image_request([buffer.getvalue()])
+    for field, value in changes.items():
+        if field == "inputs":
+            request.ClearField("inputs")
+            for alias, proto in value.items():
+                request.inputs[alias].CopyFrom(proto)
+        elif field == "extra_input":
+            request.inputs["extra"].CopyFrom(value)
+        elif field == "output_filter":
+            request.output_filter.extend(value)
+        else:
+            setattr(request.model_spec, field, value) if field != "version" else \
+                request.model_spec.version.__setattr__("value", value)
+    return request
+
+
+NOT_AN_IMAGE = to_tensor_proto(np.array([b"these bytes are no image"], dtype=object))
+ERROR_ROWS = {
+    "unknown model": (dict(name="resnet"), grpc.StatusCode.NOT_FOUND,
+                      "Servable not found for request: Latest(resnet)"),
+    "unknown version": (dict(version=99), grpc.StatusCode.NOT_FOUND,
+                        "Servable not found for request: Specific(alexnet, 99)"),
+    "unknown label": (dict(version_label="stable"), grpc.StatusCode.INVALID_ARGUMENT,
+                      "Unrecognized servable version label: stable"),
+    "unknown signature": (dict(signature_name="nope"), grpc.StatusCode.FAILED_PRECONDITION,
+                          'Serving signature key "nope" not found.'),
+    "wrong input alias": (dict(inputs={"images": NOT_AN_IMAGE}),
+                          grpc.StatusCode.INVALID_ARGUMENT,
+                          "input tensor alias not found in signature: images. Inputs expected "
+                          "to be in the set {image_bytes}."),
+    "extra input": (dict(extra_input=NOT_AN_IMAGE), grpc.StatusCode.INVALID_ARGUMENT,
+                    "input size does not match signature: 2!=1 len({extra,image_bytes}) != "
+                    "len({image_bytes}). Sent extra: {extra}. Missing but required: {}."),
+    "missing input": (dict(inputs={}), grpc.StatusCode.INVALID_ARGUMENT,
+                      "input size does not match signature: 0!=1 len({}) != "
+                      "len({image_bytes}). Sent extra: {}. Missing but required: "
+                      "{image_bytes}."),
+    "unknown output": (dict(output_filter=["logits"]), grpc.StatusCode.INVALID_ARGUMENT,
+                       "output tensor alias not found in signature: logits Outputs expected "
+                       "to be in the set {probabilities,top_k_indices,top_k_labels,"
+                       "top_k_scores}."),
+    "duplicate output": (dict(output_filter=["probabilities", "probabilities"]),
+                         grpc.StatusCode.INVALID_ARGUMENT,
+                         "duplicate output tensor alias: probabilities"),
+    "wrong dtype": (dict(inputs={"image_bytes": _float_tensor_content([1.0, 2.0])}),
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "Expects arg[0] to be string but float is provided"),
+    "unparsable tensor": (dict(inputs={"image_bytes": tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_FLOAT, tensor_shape=to_tensor_proto([1.0, 2.0]).tensor_shape,
+        tensor_content=b"\x00" * 5)}), grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: image_bytes"),
+    "wrong shape": (dict(inputs={"image_bytes": to_tensor_proto(
+        np.array([[b"a", b"b"]], dtype=object))}), grpc.StatusCode.INVALID_ARGUMENT,
+        "input tensor alias image_bytes has shape [1, 2], which is not compatible with the "
+        "signature's (None,)"),
+    "no image": (dict(inputs={"image_bytes": NOT_AN_IMAGE}), grpc.StatusCode.INVALID_ARGUMENT,
+                 "Unknown image file format."),
+}
+
+
+@pytest.mark.parametrize("row", ERROR_ROWS, ids=list(ERROR_ROWS))
+def test_errors_get_tf_servings_code_and_message_and_the_server_keeps_serving(
+        row, stub, client, exported, expected):
+    changes, code, message = ERROR_ROWS[row]
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Predict(_request(**changes), timeout=30)
+    assert raised.value.code() == code
+    if row == "no image":
+        assert raised.value.details().startswith(message)
+    else:
+        assert raised.value.details() == message
+    name, image = next(iter(exported.images.items()))
+    assert_same_top5(client.classify([image]), [expected[name]])
+
+
+def test_client_raises_typed_errors_with_the_servers_message(exported, server):
+    image = next(iter(exported.images.values()))
+    with Client(server.address, "resnet", retries=0) as wrong_model, \
+            pytest.raises(errors.NotFoundError) as raised:
+        wrong_model.classify([image])
+    assert raised.value.code == grpc.StatusCode.NOT_FOUND
+    assert raised.value.message == "Servable not found for request: Latest(resnet)"
+
+
+def test_metadata_and_unimplemented_methods(stub):
+    spec = model_pb2.ModelSpec(name=MODEL_NAME)
+    for fields, message in [([], "GetModelMetadataRequest must specify at least one "
+                                 "metadata_field"),
+                            (["signature_def", "graph"], "Metadata field graph is not "
+                                                          "supported")]:
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetModelMetadata(get_model_metadata_pb2.GetModelMetadataRequest(
+                model_spec=spec, metadata_field=fields), timeout=30)
+        assert (raised.value.code(), raised.value.details()) == (
+            grpc.StatusCode.INVALID_ARGUMENT, message)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Classify(classification_pb2.ClassificationRequest(model_spec=spec), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_empty_batch_gets_empty_outputs(client):
+    outputs = client.predict({"image_bytes": np.array([], dtype=object)}).outputs
+    assert outputs["probabilities"].shape == (0, 10)
+    assert outputs["top_k_labels"].shape == (0, 5)
+
+
+def test_request_over_grpcs_default_4mb_is_served(stub, exported):
+    noise = np.random.default_rng(2).integers(0, 256, (1300, 1300, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, format="PNG")
+    big = buffer.getvalue()
+    assert len(big) > 4 * 1024 * 1024
+    response = stub.Predict(image_request([big]), timeout=60)
+    probabilities = to_ndarray(response.outputs["probabilities"])
+    expected = expected_top5(exported.model, exported.data_dir, [big])
+    np.testing.assert_allclose(probabilities[0].max(), expected[0][0][1], atol=1e-5)
+
+
+def test_32_concurrent_clients(server, exported, expected):
+    names = list(exported.images)
+    failures, results = [], {}
+
+    def query(worker: int):
+        name = names[worker % len(names)]
+        try:
+            with Client(server.address, MODEL_NAME, timeout=120, retries=0) as own:
+                results[worker] = [own.classify([exported.images[name]])[0] for _ in range(2)]
+        except Exception as error:  # collected: the test reports every failure
+            failures.append(error)
+
+    threads = [threading.Thread(target=query, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+    for worker, top5s in results.items():
+        for top5 in top5s:
+            assert_same_top5([top5], [expected[names[worker % len(names)]]])
+
+
+def test_a_new_version_is_picked_up_without_failing_requests(server, client, exported,
+                                                               expected):
+    name, image = next(iter(exported.images.items()))
+    failures, stop = [], threading.Event()
+
+    def keep_querying():
+        while not stop.is_set():
+            try:
+                client.classify([image])
+            except Exception as error:  # collected: any failure fails the test
+                failures.append(error)
+
+    worker = threading.Thread(target=keep_querying)
+    worker.start()
+    try:
+        keras_alexnet.export(exported.checkpoint, exported.data_dir, exported.base, MODEL_NAME)
+        for _ in range(600):
+            prediction = client.predict({"image_bytes": [image]})
+            if prediction.version == 2:
+                break
+            threading.Event().wait(POLL_SECONDS)
+        assert prediction.version == 2
+    finally:
+        stop.set()
+        worker.join()
+    assert failures == []
+    assert [(s.version, s.state) for s in client.status()] == [(2, "AVAILABLE"), (1, "END")]
+    with pytest.raises(errors.NotFoundError, match=r"Specific\(alexnet, 1\)"):
+        client.classify([image], version=1)
+    assert_same_top5(client.classify([image], version=2), [expected[name]])
+
+
+def test_sigterm_stops_the_server_cleanly(server):
+    assert server.stop() == 0
+    assert "Server stopped" in server.output
