@@ -59,7 +59,9 @@ def serialize(record: ImageRecord) -> bytes:
         "image/class/synset": _bytes(record.synset.encode()),
         "image/class/text": _bytes(record.text.encode()),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    # Protobuf map order is per process unless asked; shards must be byte-identical.
+    return example.SerializeToString(deterministic=True)
 
 
 #: Parsing spec for `tf.io.parse_single_example` / `parse_example`.
