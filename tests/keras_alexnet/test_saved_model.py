@@ -1,0 +1,122 @@
+"""`keras_alexnet.export`: the SavedModel's signatures compute what the Keras model does."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorflow_serving.apis import prediction_log_pb2
+
+import keras_alexnet
+from keras_alexnet.saved_model import WARMUP_FILE
+from serving.tensors import to_ndarray
+from tests.serving.exported_model import (
+    CLASS_NAMES,
+    MODEL_NAME,
+    build_test_model,
+    keras_probabilities,
+    make_exported_model,
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    return make_exported_model(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="module")
+def loaded(exported):
+    return tf.saved_model.load(str(exported.model_dir / "1"))
+
+
+def test_serving_default_equals_the_keras_model_on_encoded_images(exported, loaded):
+    encoded = list(exported.images.values())
+    outputs = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
+    reference = keras_probabilities(exported.model, exported.data_dir, encoded)
+    np.testing.assert_allclose(outputs["probabilities"].numpy(), reference, atol=1e-6)
+    order = np.argsort(-reference, axis=1, kind="stable")[:, :5]
+    np.testing.assert_array_equal(outputs["top_k_indices"].numpy(), order)
+    np.testing.assert_allclose(outputs["top_k_scores"].numpy(),
+                               np.take_along_axis(reference, order, 1), atol=1e-6)
+    labels = [[label.decode() for label in row] for row in outputs["top_k_labels"].numpy()]
+    assert labels == [[CLASS_NAMES[i] for i in row] for row in order]
+    assert outputs["top_k_indices"].dtype == tf.int32
+
+
+def test_stats_json_mean_is_in_the_graph(exported, loaded):
+    # Reference with ImageNet's mean instead of the data directory's: must differ.
+    encoded = list(exported.images.values())[:1]
+    outputs = loaded.signatures["serving_default"](image_bytes=tf.constant(encoded))
+    imagenet = keras_probabilities(exported.model, exported.base / "no-stats-here", encoded)
+    assert not np.allclose(outputs["probabilities"].numpy(), imagenet, atol=1e-6)
+
+
+def test_raw_pixels_and_features_signatures(exported, loaded):
+    pixels = np.random.default_rng(0).uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    outputs = loaded.signatures["predict_images"](images=tf.constant(pixels))
+    mean = np.float32([0.3, 0.5, 0.7]) * 255
+    np.testing.assert_allclose(outputs["probabilities"].numpy(),
+                               exported.model(pixels - mean).numpy(), atol=1e-6)
+    encoded = list(exported.images.values())[:2]
+    features = loaded.signatures["features"](image_bytes=tf.constant(encoded))["fc7"].numpy()
+    from keras_alexnet.preprocessing import decode_center_crop, load_stats, subtract_mean
+
+    crops = tf.stack([decode_center_crop(tf.constant(b), 64) for b in encoded])
+    reference = keras_alexnet.fc7_features(exported.model)(
+        subtract_mean(crops, load_stats(exported.data_dir))).numpy()
+    np.testing.assert_allclose(features, reference, atol=1e-5)
+
+
+def test_empty_batch_gives_empty_outputs(loaded):
+    outputs = loaded.signatures["serving_default"](image_bytes=tf.constant([], tf.string))
+    assert outputs["probabilities"].shape == (0, 10)
+    assert outputs["top_k_labels"].shape == (0, 5)
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+    shown = subprocess.run(
+        [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",
+         str(exported.model_dir / "1"), "--all"], capture_output=True, text=True, check=True)
+    text = shown.stdout
+    for signature in ("serving_default", "predict_images", "features"):
+        assert f"signature_def['{signature}']" in text
+    default = text.split("signature_def['serving_default']")[1]
+    assert "inputs['image_bytes']" in default and "DT_STRING" in default
+    assert "shape: (-1)" in default
+    for output in ("probabilities", "top_k_indices", "top_k_scores", "top_k_labels"):
+        assert f"outputs['{output}']" in default
+
+
+def test_warmup_file_holds_a_replayable_predict_request(exported, loaded):
+    records = list(tf.data.TFRecordDataset(str(exported.model_dir / "1" / WARMUP_FILE)))
+    assert 1 <= len(records) <= 1000
+    log = prediction_log_pb2.PredictionLog.FromString(records[0].numpy())
+    request = log.predict_log.request
+    assert request.model_spec.name == MODEL_NAME
+    assert request.model_spec.signature_name == "serving_default"
+    image_bytes = to_ndarray(request.inputs["image_bytes"])
+    outputs = loaded.signatures["serving_default"](image_bytes=tf.constant(image_bytes))
+    assert outputs["probabilities"].shape == (len(image_bytes), 10)
+
+
+def test_versions_count_up_and_are_never_overwritten(exported):
+    base = exported.base / "versions"
+    model = exported.model
+    assert keras_alexnet.export(model, exported.data_dir, base).name == "1"
+    assert keras_alexnet.export(model, exported.data_dir / "labels.txt", base).name == "2"
+    with pytest.raises(FileExistsError, match="2 already exists"):
+        keras_alexnet.export(model, exported.data_dir, base, version=2)
+    assert sorted(p.name for p in (base / MODEL_NAME).iterdir()) == ["1", "2"]
+
+
+def test_bad_inputs_are_named(exported, tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"labels\.txt"):
+        keras_alexnet.export(exported.model, tmp_path, tmp_path / "out")
+    (tmp_path / "labels.txt").write_text("n00000001\tone\nn00000002\ttwo\n")
+    with pytest.raises(ValueError, match="2 classes but the model outputs 10"):
+        keras_alexnet.export(build_test_model(), tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out" / MODEL_NAME).exists() or \
+        not any((tmp_path / "out" / MODEL_NAME).iterdir())
