@@ -35,6 +35,7 @@ MAX_MESSAGE_BYTES = 2**31 - 1
 # proxies in between) accept them; a single larger image still goes alone.
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
 DEFAULT_MAX_BATCH = 64
+MAX_BACKOFF_SECONDS = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +157,7 @@ class Client:
                 code = error.code()
                 if code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
                     raise error_for(code, error.details() or "") from None
-            delay = self.backoff_seconds * 2 ** attempt
+            delay = min(self.backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS)
             time.sleep(delay * random.uniform(0.5, 1.5))  # jitter spreads retrying clients
         raise AssertionError("unreachable")
 
