@@ -30,17 +30,23 @@ def dtype_name(dtype: int) -> str:
 
 
 def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tensor_pb2.TensorProto:
-    """An array-like as a `TensorProto`: typed `*_val` fields, or packed `tensor_content`."""
+    """An array-like as a `TensorProto`: typed `*_val` fields, or packed `tensor_content`.
+
+    Strings always use `string_val` (`tensor_content` cannot hold them).
+    """
     proto = tf.make_tensor_proto(values, dtype=dtype)
     field = _TYPED_FIELD.get(proto.dtype)
-    if tensor_content or not proto.tensor_content or field is None:
+    if field is None or proto.dtype == types_pb2.DT_STRING:
         return proto
-    array = tf.make_ndarray(proto)
+    flat = tf.make_ndarray(proto).ravel()
     proto.ClearField("tensor_content")
-    flat = array.ravel()
-    if proto.dtype == types_pb2.DT_HALF:  # half_val holds the raw 16 bits
-        flat = flat.view(np.uint16)
-    getattr(proto, field).extend(flat.tolist())
+    proto.ClearField(field)
+    if tensor_content:
+        proto.tensor_content = flat.tobytes()
+    else:
+        if proto.dtype == types_pb2.DT_HALF:  # half_val holds the raw 16 bits
+            flat = flat.view(np.uint16)
+        getattr(proto, field).extend(flat.tolist())
     return proto
 
 
