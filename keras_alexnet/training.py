@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from keras_alexnet import checkpoints, data
 from keras_alexnet.config import AlexNetConfig
-from keras_alexnet.distribute import is_chief, select_strategy
+from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_strategy
 from keras_alexnet.model import build_model
 from keras_alexnet.optimizer import PaperSGD
 from keras_alexnet.preprocessing import load_stats
@@ -311,10 +311,13 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
     # After the log: a kill between the two leaves a row that the resume drops.
     callbacks.append(EpochCheckpoint(model_dir, keep_checkpoints, chief, nan))
 
-    history = model.fit(train, epochs=epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, validation_data=validation,
-                        validation_steps=validation_steps, callbacks=callbacks,
-                        verbose=verbose if chief else 0)
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        keras_multi_worker_fixes(model)
+    with strategy.scope():
+        history = model.fit(train, epochs=epochs, initial_epoch=initial_epoch,
+                            steps_per_epoch=steps_per_epoch, validation_data=validation,
+                            validation_steps=validation_steps, callbacks=callbacks,
+                            verbose=verbose if chief else 0)
     if nan.failed_at is not None:
         epoch, batch = nan.failed_at
         last = checkpoints.latest_checkpoint(model_dir)

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from keras_alexnet.config import reduced_config
 from tfrecords_tools.schema import ImageRecord, serialize, shard_name
 
 PALETTE = np.array([[200, 60, 60], [60, 170, 60], [70, 80, 210], [210, 190, 50],
@@ -68,3 +69,14 @@ def make_dataset(data_dir: Path, num_classes: int = 4, train_per_class: int = 64
         "mean_rgb": [0.5, 0.45, 0.4], "eigval": [0.2, 0.02, 0.005], "pixel_scale": 1.0,
         "eigvec": [[-0.58, 0.72, 0.40], [-0.58, 0.0, -0.81], [-0.58, -0.69, 0.42]]}))
     return data_dir
+
+
+#: The reduced network of the training tests.  Its layers are an eighth as wide as the
+#: paper's, so the paper's N(0, 0.01) weights give vanishing activations; 0.05 trains.
+REDUCED = reduced_config(num_classes=4, init_stddev=0.05)
+
+#: fit() arguments of the training tests: small batches, a reproducible stream, and a
+#: schedule that divides the learning rate after every second epoch (no accuracy gain
+#: reaches `min_delta`), so a resumed run shows whether it kept the rate.
+FIT_ARGS = {"batch_size": 16, "learning_rate": 0.005, "patience": 1, "min_delta": 1.0,
+            "seed": 7, "deterministic": True, "tensorboard": False, "verbose": 2}

@@ -1,0 +1,36 @@
+"""Evaluate a checkpoint: top-1/top-5 error, centre crop and 10 patches, per class.
+
+Scores every image of a labelled split on its centre crop and on the average of the
+softmax over the paper's ten patches (four corners, centre, and their reflections).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint",
+                        help="a .keras checkpoint, or a training run's model directory")
+    parser.add_argument("data_dir", help="directory of the split's shards")
+    parser.add_argument("--split", default="validation", help="default: validation")
+    parser.add_argument("--batch-size", type=int, default=128,
+                        help="images per batch (each ten patches) (default: 128)")
+    parser.add_argument("--center-only", action="store_true",
+                        help="skip the 10-patch average (10x faster)")
+    parser.add_argument("--mean", choices=("channel", "pixel"), default="channel",
+                        help="as the model was trained (default: channel)")
+    parser.add_argument("--output", default=None, help="write the results as JSON here")
+
+
+def run(args: argparse.Namespace) -> int:
+    from keras_alexnet.evaluation import evaluate
+
+    try:
+        evaluate(args.checkpoint, args.data_dir, args.split, batch_size=args.batch_size,
+                 ten_crop=not args.center_only, mean=args.mean, output=args.output)
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
