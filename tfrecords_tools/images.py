@@ -58,20 +58,22 @@ def reencode(data: bytes, options: ImageOptions) -> Outcome:
             repairs.append(f"{image.format} data re-encoded as JPEG")
         if image.mode != "RGB":
             repairs.append(f"{image.mode} converted to RGB")
-        # A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the output
-        # (the DCT does the downscaling), the biggest saving of the whole conversion.
+        # A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the output (the
+        # IDCT does the downscaling), and an RGB JPEG stays in its YCbCr: resampling
+        # commutes with that affine colour transform, and the encoder wants YCbCr anyway.
         scale = options.size / min(image.size)
-        image.draft(image.mode, (max(1, round(image.size[0] * scale)),
-                                 max(1, round(image.size[1] * scale))))
+        request = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
+        image.draft("YCbCr" if image.format == "JPEG" and image.mode == "RGB" else image.mode,
+                    request)
         image.load()
     # Any failure of any decoder on any bytes must cost one image, never the run.
     except Exception as error:
         return Outcome(skipped=f"undecodable: {type(error).__name__}: {error}")
     try:
-        if image.mode != "RGB":
+        if image.mode not in ("RGB", "YCbCr"):
             image = image.convert("RGB")
         out_size, box = _geometry(*image.size, options)
-        image = image.resize(out_size, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+        image = image.resize(out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0)
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=options.quality)
     except Exception as error:

@@ -1,0 +1,183 @@
+"""Images/s per core converting ILSVRC-sized JPEGs: tfrecords_tools vs an Inception-style converter.
+
+The baseline follows the TensorFlow models Inception script (build_imagenet_data.py):
+Python threads, each decoding, resizing (shorter side 256, centre 256x256 crop, as ours
+does [paper §2]) and re-encoding with TensorFlow ops in a compiled graph, and writing its
+own TFRecord shards, from images already extracted to disk (that extraction is not
+timed).  Ours reads the nested train tar in place.  Both run in a child process pinned
+to `--cores` CPUs; the timed span starts after the imports.
+
+    python benchmarks/convert.py --images 400 --cores 1 2 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+NUM_CLASSES = 10
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=400, help="generated JPEGs")
+    parser.add_argument("--cores", type=int, nargs="+", default=[1, os.cpu_count()],
+                        help="CPU counts to pin each run to")
+    parser.add_argument("--repeats", type=int, default=3, help="repeats; medians are quoted")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--child", nargs=3, metavar=("WHICH", "CORES", "WORKDIR"),
+                        help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def photo_like(rng, height: int, width: int):
+    """A JPEG-compressible image with the statistics of a photo: smooth shading, edges and
+    texture, not the white noise that would make JPEG coding unrealistically slow."""
+    import numpy as np
+    from PIL import Image
+
+    coarse = rng.uniform(0, 255, size=(6, 8, 3)).astype(np.uint8)
+    image = np.asarray(Image.fromarray(coarse).resize((width, height), Image.BICUBIC), np.float32)
+    y, x = np.mgrid[0:height, 0:width]
+    for _ in range(4):  # a few objects with hard edges
+        cy, cx, r = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(20, 120)
+        image[(y - cy) ** 2 + (x - cx) ** 2 < r * r] = rng.uniform(0, 255, size=3)
+    image += rng.normal(0, 6, size=image.shape)  # sensor noise and texture
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_data(workdir: Path, count: int) -> None:
+    """`count` JPEGs around ImageNet's average 400x350, as files and as a nested train tar."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    files = workdir / "extracted"
+    inner_tars = {}
+    for index in range(count):
+        wnid = f"n{1440764 + index % NUM_CLASSES:08d}"
+        height = int(np.clip(rng.normal(350, 70), 150, 600))
+        width = int(np.clip(rng.normal(400, 80), 150, 700))
+        buffer = io.BytesIO()
+        Image.fromarray(photo_like(rng, height, width)).save(buffer, "JPEG", quality=90)
+        (files / wnid).mkdir(parents=True, exist_ok=True)
+        (files / wnid / f"{wnid}_{index}.JPEG").write_bytes(buffer.getvalue())
+        inner_tars.setdefault(wnid, []).append((f"{wnid}_{index}.JPEG", buffer.getvalue()))
+    with tarfile.open(workdir / "ILSVRC2012_img_train.tar", "w") as outer:
+        for wnid, members in sorted(inner_tars.items()):
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w") as archive:
+                for name, data in members:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+            info = tarfile.TarInfo(f"{wnid}.tar")
+            info.size = inner.tell()
+            outer.addfile(info, io.BytesIO(inner.getvalue()))
+
+
+def run_ours(workdir: Path, cores: int, size: int) -> float:
+    from tfrecords_tools.convert import convert
+
+    output = Path(tempfile.mkdtemp(dir=workdir))
+    start = time.perf_counter()
+    convert(output, workdir, splits=["train"], num_shards={"train": 4 * cores},
+            image_size=size, processes=cores, progress=False)
+    return time.perf_counter() - start
+
+
+def run_inception_style(workdir: Path, cores: int, size: int) -> float:
+    """build_imagenet_data.py's structure: `cores` threads, each with its own shards."""
+    import tensorflow as tf
+
+    from tfrecords_tools import schema
+
+    tf.config.threading.set_intra_op_parallelism_threads(cores)
+    tf.config.threading.set_inter_op_parallelism_threads(cores)
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def process(data):
+        image = tf.io.decode_jpeg(data, channels=3)
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        scale = size / tf.reduce_min(shape)
+        image = tf.image.resize(image, tf.cast(tf.round(shape * scale), tf.int32),
+                                antialias=True)
+        image = tf.image.resize_with_crop_or_pad(image, size, size)
+        return tf.io.encode_jpeg(tf.cast(tf.round(image), tf.uint8), quality=90)
+
+    files = sorted((workdir / "extracted").rglob("*.JPEG"))
+    labels = {wnid: i for i, wnid in enumerate(sorted({f.parent.name for f in files}))}
+    output = Path(tempfile.mkdtemp(dir=workdir))
+    process(tf.constant(files[0].read_bytes()))  # trace once, as the Session graph is built
+
+    def worker(thread: int) -> None:
+        with tf.io.TFRecordWriter(str(output / f"train-{thread:05d}")) as writer:
+            for path in files[thread::cores]:
+                encoded = process(tf.constant(path.read_bytes())).numpy()
+                writer.write(schema.serialize(schema.ImageRecord(
+                    encoded, size, size, path.name, labels[path.parent.name],
+                    path.parent.name, path.parent.name)))
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(cores)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return time.perf_counter() - start
+
+
+def child(which: str, cores: int, workdir: Path, size: int) -> None:
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    run = {"ours": run_ours, "inception": run_inception_style}[which]
+    print(json.dumps({"seconds": run(workdir, cores, size)}))
+
+
+def measure(which: str, cores: int, workdir: Path, size: int) -> float:
+    result = subprocess.run([sys.executable, __file__, "--child", which, str(cores),
+                             str(workdir), "--size", str(size)], capture_output=True, text=True,
+                            check=True, env=dict(os.environ, PYTHONPATH=str(Path(__file__)
+                                                                               .parents[1])))
+    return json.loads(result.stdout.strip().splitlines()[-1])["seconds"]
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        which, cores, workdir = args.child
+        child(which, int(cores), Path(workdir), args.size)
+        return
+    available = len(os.sched_getaffinity(0))
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        make_data(workdir, args.images)
+        print(f"{args.images} JPEGs ~400x350 -> {args.size}x{args.size}; "
+              f"{available} CPUs available; medians of {args.repeats} runs")
+        print(f"{'cores':>5} {'ours img/s':>11} {'inception img/s':>16} "
+              f"{'ours/core':>10} {'incep/core':>11} {'ratio':>6}")
+        for cores in args.cores:
+            cores = min(cores, available)
+            times = {"ours": [], "inception": []}
+            for _ in range(args.repeats):  # interleaved, so load drifts hit both alike
+                for which in times:
+                    times[which].append(measure(which, cores, workdir, args.size))
+            ours = args.images / statistics.median(times["ours"])
+            baseline = args.images / statistics.median(times["inception"])
+            print(f"{cores:>5} {ours:>11.0f} {baseline:>16.0f} {ours / cores:>10.0f} "
+                  f"{baseline / cores:>11.0f} {ours / baseline:>5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
