@@ -71,12 +71,13 @@ def check_shards(shards: Sequence[Path], num_classes: int | None = None) -> None
             raise ValueError(f"{shard}: first record is not a tf.train.Example "
                              f"({error})") from None
         feature = example.features.feature
-        if not feature["image/encoded"].bytes_list.value:
+        if "image/encoded" not in feature or not feature["image/encoded"].bytes_list.value:
             raise ValueError(f"{shard}: records have no 'image/encoded' feature (keys: "
                              f"{sorted(feature)})")
         if num_classes is None:
             continue
-        labels = feature["image/class/label"].int64_list.value
+        labels = (feature["image/class/label"].int64_list.value
+                  if "image/class/label" in feature else [])
         label = labels[0] if labels else UNLABELED
         if label == UNLABELED:
             raise ValueError(f"{shard}: records have no 'image/class/label' (unlabeled "
@@ -133,9 +134,9 @@ def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool =
 def _parse(record: tf.Tensor, path: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
     features = tf.io.parse_single_example(record, FEATURES)
     label = features["image/class/label"]
-    message = tf.strings.format(
-        "{}: 'image/class/label' is {}, expected 0 <= label < " + str(num_classes)
-        + " (the model's classes; -1 means unlabeled)", [path, label])
+    message = tf.strings.join([
+        path, ": image/class/label is ", tf.strings.as_string(label),
+        f", expected 0 <= label < {num_classes} (the model's classes; -1 means unlabeled)"])
     check = tf.debugging.Assert((label >= 0) & (label < num_classes), [message])
     with tf.control_dependencies([check]):
         return features["image/encoded"], tf.cast(label, tf.int32)
