@@ -60,7 +60,7 @@ class Archives:
         return Path(path)
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)  # 1.28 million of them for ILSVRC train
 class Member:
     """One image inside an archive: its bytes are archive[offset:offset + size]."""
 

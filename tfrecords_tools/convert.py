@@ -36,6 +36,7 @@ from tfrecords_tools import __version__, schema
 from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
+    Devkit,
     Member,
     index_flat,
     index_train,
@@ -125,20 +126,17 @@ def _archive_identity(path: Path | None) -> dict | None:
     return None if path is None else {"name": path.name, "bytes": path.stat().st_size}
 
 
-def plan_split(split: str, archives: Archives, classes: ClassIndex | None, num_shards: int,
-               options: ImageOptions, seed: int, progress: bool = True) -> tuple[SplitPlan,
-                                                                                 ClassIndex]:
-    """The split's shards, each with its members in their final order."""
-    path = archives.path_for(split)
-    devkit = read_devkit(archives.devkit) if split == "validation" or (
-        split == "train" and archives.devkit) else None
+def plan_split(split: str, path: Path, devkit: Devkit | None, devkit_path: Path | None,
+               classes: ClassIndex | None, num_shards: int, options: ImageOptions, seed: int,
+               progress: bool = True) -> tuple[SplitPlan, ClassIndex | None]:
+    """The split's shards, each with its members in their final order, and the classes."""
     if split == "train":
         members, classes = index_train(path, devkit.classes if devkit else classes, progress)
     elif split == "validation":
-        if archives.devkit is None:
+        if devkit is None:
             raise ArchiveError(f"{path}: labelling the validation split needs the devkit "
                                f"(ILSVRC2012_devkit_t12.tar.gz)")
-        members = label_validation(index_flat(path), devkit, path, archives.devkit)
+        members = label_validation(index_flat(path), devkit, path, devkit_path)
         classes = devkit.classes
     else:
         members = index_flat(path)
@@ -157,7 +155,7 @@ def plan_split(split: str, archives: Archives, classes: ClassIndex | None, num_s
         members[i * len(members) // num_shards:(i + 1) * len(members) // num_shards]))
         for i in range(num_shards))
     job = {"split": split, "archive": _archive_identity(path),
-           "devkit": _archive_identity(archives.devkit if devkit else None),
+           "devkit": _archive_identity(devkit_path if split != "test" else None),
            "num_shards": num_shards, "images": len(members), "size": options.size,
            "crop": options.crop, "quality": options.quality, "seed": seed,
            "version": __version__}
@@ -424,14 +422,13 @@ def convert(output: str | Path, archives: Archives | str | Path,
     (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
 
     # Plan everything first: a bad archive fails here, before any work is done.
-    plans, classes = [], None
+    devkit = read_devkit(archives.devkit) if archives.devkit else None
+    plans, classes = [], devkit.classes if devkit else None
     for split in schema.SPLITS:
         if split in splits:
-            plan, classes = plan_split(split, archives, classes, num_shards[split], options,
-                                       seed, progress)
+            plan, classes = plan_split(split, archives.path_for(split), devkit, archives.devkit,
+                                       classes, num_shards[split], options, seed, progress)
             plans.append(plan)
-    if classes is None and archives.devkit:  # the test split alone
-        classes = read_devkit(archives.devkit).classes
     if classes is not None:
         _claim_labels(output, classes)
     for plan in plans:
