@@ -69,6 +69,7 @@ class BatchingOptions:
 
 @dataclasses.dataclass
 class _Task:
+    run: Callable[[Arrays], Arrays]
     inputs: Arrays
     size: int
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -78,7 +79,6 @@ class _Task:
 
 @dataclasses.dataclass
 class _Queue:
-    run: Callable[[Arrays], Arrays]
     open: list[_Task] = dataclasses.field(default_factory=list)
     open_size: int = 0
     opened_at: float = 0.0
@@ -129,9 +129,9 @@ class BatchScheduler:
         if size > limit:
             raise InvalidArgumentError(
                 f"Task size {size} is larger than maximum input batch size {limit}")
-        task = _Task(inputs, size)
+        task = _Task(run, inputs, size)
         with self._condition:
-            queue = self._queues.setdefault(key, _Queue(run))
+            queue = self._queues.setdefault(key, _Queue())
             needs_new_batch = not queue.open or queue.open_size + size > limit
             enqueued = len(queue.closed) + bool(queue.open)
             if needs_new_batch and enqueued >= self.options.max_enqueued_batches:
@@ -158,14 +158,14 @@ class BatchScheduler:
         for thread in self._threads:
             thread.join()
 
-    def _next_batch(self) -> tuple[_Queue, list[_Task]] | None:
+    def _next_batch(self) -> list[_Task] | None:
         """Waits for a closed batch, or an open one whose timeout has passed."""
         timeout = self.options.batch_timeout_micros / 1e6
         while not self._stopped:
             wait = None
             for queue in self._queues.values():
                 if queue.closed:
-                    return queue, queue.closed.popleft()
+                    return queue.closed.popleft()
             now = time.monotonic()
             for queue in self._queues.values():
                 if queue.open:
@@ -173,7 +173,7 @@ class BatchScheduler:
                     if remaining <= 0:
                         batch = queue.open
                         queue.open, queue.open_size = [], 0
-                        return queue, batch
+                        return batch
                     wait = remaining if wait is None else min(wait, remaining)
             self._condition.wait(wait)
         return None
@@ -184,9 +184,9 @@ class BatchScheduler:
                 item = self._next_batch()
             if item is None:
                 return
-            self._process(*item)
+            self._process(item)
 
-    def _process(self, queue: _Queue, tasks: list[_Task]) -> None:
+    def _process(self, tasks: list[_Task]) -> None:
         sizes = [task.size for task in tasks]
         total = sum(sizes)
         padded = next((s for s in self.options.allowed_batch_sizes if s >= total), total)
@@ -197,7 +197,7 @@ class BatchScheduler:
                 parts.append(np.repeat(parts[0][:1], padded - total, axis=0))
             inputs[alias] = np.concatenate(parts)
         try:
-            outputs = queue.run(inputs)
+            outputs = tasks[0].run(inputs)  # same key, same computation
             for alias, array in outputs.items():
                 if array.ndim == 0 or array.shape[0] != padded:
                     raise InternalError(

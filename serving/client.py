@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -170,7 +171,7 @@ class Client:
             output_filter=list(output_filter))
         for alias, value in inputs.items():
             request.inputs[alias].CopyFrom(
-                value if hasattr(value, "tensor_shape") else to_tensor_proto(value))
+                value if isinstance(value, tensor_pb2.TensorProto) else to_tensor_proto(value))
         response = self._call(self._predictions.Predict, request, timeout)
         return Prediction({alias: to_ndarray(proto) for alias, proto in response.outputs.items()},
                           response.model_spec.name, response.model_spec.version.value,

@@ -262,11 +262,11 @@ def parse_inputs(signature: meta_graph_pb2.SignatureDef, request) -> dict[str, n
                 f"input tensor alias not found in signature: {alias}. Inputs expected to be "
                 f"in the set {{{','.join(sorted(signature_inputs))}}}.")
         try:
+            if proto.dtype == types_pb2.DT_INVALID:
+                raise ValueError("no dtype")
             arrays[alias] = to_ndarray(proto)
         except (ValueError, TypeError):
             raise InvalidArgumentError(f"tensor parsing error: {alias}") from None
-        if proto.dtype == types_pb2.DT_INVALID:
-            raise InvalidArgumentError(f"tensor parsing error: {alias}")
     return arrays
 
 

@@ -97,12 +97,13 @@ class ModelServer:
             ModelServicer(self.manager), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.host}:{self._requested_port}"
-        if self._credentials is not None:
-            self.port = server.add_secure_port(address, self._credentials)
-        else:
-            self.port = server.add_insecure_port(address)
-        if self.port == 0:
-            raise OSError(f"cannot bind {address}")
+        try:
+            if self._credentials is not None:
+                self.port = server.add_secure_port(address, self._credentials)
+            else:
+                self.port = server.add_insecure_port(address)
+        except RuntimeError as error:  # grpc's "Failed to bind"
+            raise OSError(f"cannot listen on {address}: {error}") from None
         server.start()
         for service in HEALTH_SERVICES:
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)

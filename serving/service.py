@@ -56,7 +56,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if self._batcher is None:
             outputs = run(inputs)
         else:
-            key = (id(servable), signature_name,
+            key = (servable.version, signature_name,
                    tuple((alias, array.dtype.str, array.shape[1:])
                          for alias, array in sorted(inputs.items())))
             outputs = self._batcher.run(key, run, inputs)

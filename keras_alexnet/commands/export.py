@@ -9,6 +9,7 @@ warmup requests.  Serve it with `python -m serving serve --model_name=<model_nam
 from __future__ import annotations
 
 import argparse
+import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
         path = export(args.checkpoint, args.data_dir, args.export_base, args.model_name,
                       args.version)
     except (OSError, ValueError) as error:
-        print(f"error: {error}")
+        print(f"error: {error}", file=sys.stderr)
         return 1
     print(path)
     return 0

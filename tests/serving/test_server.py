@@ -261,6 +261,22 @@ def test_request_over_grpcs_default_4mb_is_served(stub, exported):
     np.testing.assert_allclose(probabilities[0].max(), expected[0][0][1], atol=1e-5)
 
 
+def test_query_and_status_commands(server, exported, expected, tmp_path, capsys):
+    from serving.__main__ import main
+
+    name, image = next(iter(exported.images.items()))
+    (tmp_path / name).write_bytes(image)
+    assert main(["query", "--server", server.address, str(tmp_path / name)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == str(tmp_path / name)
+    assert [line.split(None, 2)[2] for line in lines[1:]] == [n for n, _ in expected[name]]
+    assert main(["status", "--server", server.address]) == 0
+    assert "alexnet version 1: AVAILABLE" in capsys.readouterr().out
+    assert main(["query", "--server", server.address, "--model_name", "resnet",
+                 str(tmp_path / name)]) == 1
+    assert "NOT_FOUND: Servable not found for request: Latest(resnet)" in capsys.readouterr().err
+
+
 def test_32_concurrent_clients(server, exported, expected):
     names = list(exported.images)
     failures, results = [], {}
