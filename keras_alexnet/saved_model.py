@@ -27,6 +27,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_alexnet import checkpoints
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import ImageStats, decode_center_crop, load_stats, subtract_mean
 from tfrecords_tools.schema import read_labels
@@ -43,11 +44,7 @@ def load_model(model_or_checkpoint: keras.Model | str | os.PathLike) -> keras.Mo
     """A Keras model, a `.keras` file or a training run's model directory -> the model."""
     if isinstance(model_or_checkpoint, keras.Model):
         return model_or_checkpoint
-    try:
-        from keras_alexnet.checkpoints import load_model as load_checkpoint
-    except ImportError:  # until the training package lands: `.keras` files only
-        return keras.models.load_model(model_or_checkpoint)
-    return load_checkpoint(model_or_checkpoint)
+    return checkpoints.load_model(model_or_checkpoint, compile=False)
 
 
 def read_class_names(data_dir_or_labels: str | os.PathLike) -> tuple[list[str], ImageStats]:

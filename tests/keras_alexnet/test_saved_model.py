@@ -11,6 +11,7 @@ import tensorflow as tf
 from tensorflow_serving.apis import prediction_log_pb2
 
 import keras_alexnet
+from keras_alexnet import checkpoints
 from keras_alexnet.saved_model import WARMUP_FILE
 from serving.tensors import to_ndarray
 from tests.serving.exported_model import (
@@ -110,6 +111,19 @@ def test_versions_count_up_and_are_never_overwritten(exported):
     with pytest.raises(FileExistsError, match="2 already exists"):
         keras_alexnet.export(model, exported.data_dir, base, version=2)
     assert sorted(p.name for p in (base / MODEL_NAME).iterdir()) == ["1", "2"]
+
+
+def test_a_training_runs_model_directory_exports_its_latest_checkpoint(exported, tmp_path):
+    model_dir = tmp_path / "run"
+    checkpoints.save_checkpoint(build_test_model(), checkpoints.checkpoint_path(model_dir, 1))
+    checkpoints.save_checkpoint(exported.model, checkpoints.checkpoint_path(model_dir, 2))
+    version_dir = keras_alexnet.export(model_dir, exported.data_dir, tmp_path / "out")
+    encoded = list(exported.images.values())
+    outputs = tf.saved_model.load(str(version_dir)).signatures["serving_default"](
+        image_bytes=tf.constant(encoded))
+    np.testing.assert_allclose(outputs["probabilities"].numpy(),
+                               keras_probabilities(exported.model, exported.data_dir, encoded),
+                               atol=1e-6)
 
 
 def test_bad_inputs_are_named(exported, tmp_path):
