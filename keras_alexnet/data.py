@@ -236,11 +236,12 @@ def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_
 def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
                      num_classes: int, split: str = "train", stats: ImageStats | None = None,
                      mean: str = "channel", lighting_stddev: float = LIGHTING_STDDEV,
-                     seed: int | None = None, first_epoch: int = 0,
-                     deterministic: bool = False, shuffle_buffer: int = 10_000,
+                     seed: int | None = None, first_batch: int = 0,
+                     batches_per_epoch: int | None = None, deterministic: bool = False,
+                     shuffle_buffer: int = 10_000,
                      input_context: tf.distribute.InputContext | None = None
                      ) -> tf.data.Dataset:
-    """Endless augmented (images, labels) batches, epoch after epoch from `first_epoch`.
+    """Endless augmented (images, labels) batches, epoch after epoch.
 
     Args:
         data_dir: the converter's output (shards, optional stats.json / mean_image.npy).
@@ -253,7 +254,11 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
         mean: "channel" (per-channel mean) or "pixel" (the paper's mean image).
         lighting_stddev: the PCA lighting alpha's standard deviation; 0 turns it off.
         seed: makes the order and the augmentation reproducible; None draws one.
-        first_epoch: the epoch the stream starts at (a resumed run's initial epoch).
+        first_batch: batches already taken from this stream by an earlier run: a
+            resumed run continues with the images, order and augmentation that an
+            uninterrupted run would see next (given the same `seed`).
+        batches_per_epoch: batches in one pass over the split (this pipeline's
+            images // batch_size); needed with `first_batch`.
         deterministic: keep the order independent of thread timing (slower).
         shuffle_buffer: records shuffled together, on top of the shard order.
         input_context: this input pipeline's share of a distributed run.
@@ -263,6 +268,9 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
     resize_size = resize_size_for(image_size)
     normalize = Normalizer(stats, mean, resize_size)
     seed = random.randrange(2**31) if seed is None else seed
+    if first_batch and not batches_per_epoch:
+        raise ValueError("first_batch needs batches_per_epoch")
+    first_epoch, skip_batches = divmod(first_batch, batches_per_epoch or 1)
 
     def one_epoch(epoch):
         # This graph's own seed: the order then depends on `seed` and `epoch` alone (and
@@ -271,7 +279,10 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
         epoch_seed = tf.constant(seed, tf.int64) * 1_000_003 + epoch
         records = _records(shards, shuffle_seed=epoch_seed, deterministic=deterministic,
                            input_context=input_context)
-        records = records.shuffle(shuffle_buffer, seed=epoch_seed)
+        records = records.shuffle(shuffle_buffer, seed=epoch_seed).enumerate()
+        # Resuming mid-epoch: pass over the records already trained on, undecoded.
+        records = records.skip(tf.where(epoch == first_epoch, np.int64(skip_batches * batch_size),
+                                        np.int64(0)))
 
         def example(index, record_and_path):
             image_bytes, label = _parse(*record_and_path, num_classes)
@@ -281,7 +292,7 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
                             lighting_stddev=lighting_stddev)
             return image, label
 
-        return (records.enumerate()
+        return (records
                 .map(example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
                 .batch(batch_size, drop_remainder=True))
 

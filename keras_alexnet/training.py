@@ -15,10 +15,12 @@ import csv
 import dataclasses
 import importlib.util
 import math
+import random
 import tempfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_alexnet import checkpoints, data
@@ -156,6 +158,19 @@ def _truncate_log(model_dir: Path, epochs_done: int) -> list[dict[str, str]]:
 
 # --- fit ----------------------------------------------------------------------------------
 
+def _continue_dropout_streams(model: keras.Model, seed: int, steps_done: int) -> None:
+    """Puts each dropout layer's random stream where `steps_done` training steps leave it.
+
+    A `.keras` file does not keep the dropout seed state (Keras draws a new seed on
+    load), and each step advances it by one: seeded from `seed`, a resumed run drops
+    the same units as a run that never stopped.
+    """
+    states = [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+    for index, state in enumerate(states):
+        state.assign(np.array([seed * 1_000 + index, steps_done], state.dtype))
+
+
+
 def _num_classes(data_dir: Path, config: AlexNetConfig | None) -> int:
     labels = data_dir / "labels.txt"
     if labels.exists():
@@ -276,12 +291,16 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         raise ValueError(f"{data_dir}: {records} training images, fewer than one batch of "
                          f"{batch_size}")
     steps_per_epoch = steps_per_epoch or records // batch_size
+    seed = random.randrange(2**20) if seed is None else seed
+    _continue_dropout_streams(model, seed, initial_epoch * steps_per_epoch)
 
     def training_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
         return data.training_dataset(
             data_dir, image_size, context.get_per_replica_batch_size(batch_size),
             num_classes=num_classes, stats=stats, mean=mean, lighting_stddev=lighting_stddev,
-            seed=seed, first_epoch=initial_epoch, deterministic=deterministic,
+            seed=seed, first_batch=initial_epoch * steps_per_epoch,
+            # (per pipeline: a 1/n share of the images in 1/n-size batches)
+            batches_per_epoch=records // batch_size, deterministic=deterministic,
             input_context=context)
 
     train = strategy.distribute_datasets_from_function(training_input)
@@ -317,7 +336,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         history = model.fit(train, epochs=epochs, initial_epoch=initial_epoch,
                             steps_per_epoch=steps_per_epoch, validation_data=validation,
                             validation_steps=validation_steps, callbacks=callbacks,
-                            verbose=verbose if chief else 0)
+                            shuffle=False, verbose=verbose if chief else 0)
     if nan.failed_at is not None:
         epoch, batch = nan.failed_at
         last = checkpoints.latest_checkpoint(model_dir)

@@ -156,21 +156,23 @@ def test_per_pixel_mean_subtracts_the_mean_image_window(small_dataset, tmp_path)
     np.testing.assert_allclose(pixel, pixels - window, atol=1e-3)
 
 
-def test_a_resumed_stream_continues_where_the_epoch_left_off(small_dataset):
-    def stream(seed=5, first_epoch=0):
+def test_a_resumed_stream_continues_where_the_last_run_left_off(small_dataset):
+    def stream(seed=5, first_batch=0):
         return data.training_dataset(small_dataset, SIZE, 8, num_classes=4, seed=seed,
-                                     deterministic=True, first_epoch=first_epoch)
+                                     deterministic=True, first_batch=first_batch,
+                                     batches_per_epoch=4)
 
-    # 32 training images: 4 batches an epoch.  A run resumed at epoch 1 sees what an
-    # uninterrupted run sees in its second epoch.
-    for (x, y), (rx, ry) in zip(stream().skip(4).take(4), stream(first_epoch=1).take(4),
-                                strict=True):
-        np.testing.assert_array_equal(x.numpy(), rx.numpy())
-        np.testing.assert_array_equal(y.numpy(), ry.numpy())
-    first, second = stream().take(8).batch(4)  # epochs differ from each other
-    assert not np.array_equal(first[0].numpy(), second[0].numpy())
-    assert not np.array_equal(next(iter(stream(seed=6)))[0].numpy(),
-                              next(iter(stream()))[0].numpy())
+    # 32 training images: 4 batches an epoch.  A run resumed after k batches sees what
+    # an uninterrupted run sees from its batch k on, at an epoch boundary or within one.
+    uninterrupted = [(x.numpy(), y.numpy()) for x, y in stream().take(10)]
+    for first_batch in (4, 6):
+        for (x, y), (rx, ry) in zip(uninterrupted[first_batch:],
+                                    stream(first_batch=first_batch).take(10 - first_batch),
+                                    strict=True):
+            np.testing.assert_array_equal(x, rx.numpy())
+            np.testing.assert_array_equal(y, ry.numpy())
+    assert not np.array_equal(uninterrupted[0][0], uninterrupted[4][0])  # epochs differ
+    assert not np.array_equal(next(iter(stream(seed=6)))[0].numpy(), uninterrupted[0][0])
 
 
 # --- bad input ----------------------------------------------------------------------------
