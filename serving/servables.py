@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2, prediction_log_pb2
 
 from serving.errors import (
     FailedPreconditionError,
@@ -105,8 +105,6 @@ class Servable:
 
     def warm_up(self) -> int:
         """Replays `assets.extra/tf_serving_warmup_requests` as TF Serving does at load."""
-        from tensorflow_serving.apis import prediction_log_pb2
-
         path = self.path / WARMUP_FILE
         if not path.is_file():
             return 0
