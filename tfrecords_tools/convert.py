@@ -22,6 +22,7 @@ shard from I; any machine then merges.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -228,23 +229,31 @@ def _chunks(archive: Path, shards: Sequence[ShardPlan]) -> Iterator[tuple[ShardP
                 yield shard, members, data
 
 
-def _reencoded(chunks: Iterator, options: ImageOptions, processes: int) -> Iterator:
-    """Worker results in input order, at most a few chunks a worker in flight."""
+@contextlib.contextmanager
+def _worker_pool(processes: int):
     if processes == 1:
-        for shard, members, data in chunks:
-            yield shard, members, reencode_many(data, options)
+        yield None
         return
     # spawn: the workers import only Pillow, not the TensorFlow of this process.
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pending = collections.deque()
+        yield pool
+
+
+def _reencoded(chunks: Iterator, options: ImageOptions, pool, window: int) -> Iterator:
+    """Worker results in input order, at most `window` chunks in flight."""
+    if pool is None:
         for shard, members, data in chunks:
-            pending.append((shard, members, pool.apply_async(reencode_many, (data, options))))
-            if len(pending) >= 4 * processes:
-                shard, members, result = pending.popleft()
-                yield shard, members, result.get()
-        while pending:
+            yield shard, members, reencode_many(data, options)
+        return
+    pending = collections.deque()
+    for shard, members, data in chunks:
+        pending.append((shard, members, pool.apply_async(reencode_many, (data, options))))
+        if len(pending) >= window:
             shard, members, result = pending.popleft()
             yield shard, members, result.get()
+    while pending:
+        shard, members, result = pending.popleft()
+        yield shard, members, result.get()
 
 
 class _ShardWriter:
@@ -298,14 +307,14 @@ class _ShardWriter:
 
 
 def _convert_shards(output: Path, plan: SplitPlan, shards: Sequence[ShardPlan],
-                    classes: ClassIndex | None, options: ImageOptions, processes: int, bar,
+                    classes: ClassIndex | None, options: ImageOptions, pool, window: int, bar,
                     summary: Summary) -> None:
     import tensorflow as tf
 
     writer = None
     try:
         for shard, members, outcomes in _reencoded(_chunks(plan.archive, shards), options,
-                                                   processes):
+                                                   pool, window):
             if writer is None:
                 writer = _ShardWriter(output, plan, shard, classes)
             for member, outcome in zip(members, outcomes, strict=True):
@@ -421,36 +430,39 @@ def convert(output: str | Path, archives: Archives | str | Path,
     output = Path(output)
     (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
 
-    # Plan everything first: a bad archive fails here, before any work is done.
-    devkit = read_devkit(archives.devkit) if archives.devkit else None
-    plans, classes = [], devkit.classes if devkit else None
-    for split in schema.SPLITS:
-        if split in splits:
-            plan, classes = plan_split(split, archives.path_for(split), devkit, archives.devkit,
-                                       classes, num_shards[split], options, seed, progress)
-            plans.append(plan)
-    if classes is not None:
-        _claim_labels(output, classes)
-    for plan in plans:
-        _claim_output(output, plan)
-
-    ours = [(plan, shard) for plan in plans for shard in plan.shards]
-    ours = ours[worker_index::num_workers]
-    summary = Summary(splits=[plan.split for plan in plans])
-    todo = []
-    for plan, shard in ours:
-        if _finished(output, plan, shard):
-            summary.shards_kept[plan.split] += 1
-        else:
-            todo.append((plan, shard))
-    with tqdm(total=sum(len(s.members) for _, s in todo), unit="img", desc="converting",
-              disable=not progress, smoothing=0.05) as bar:
+    # The workers start while the archives are indexed.
+    with _worker_pool(processes) as pool:
+        # Plan everything first: a bad archive fails here, before any work is done.
+        devkit = read_devkit(archives.devkit) if archives.devkit else None
+        plans, classes = [], devkit.classes if devkit else None
+        for split in schema.SPLITS:
+            if split in splits:
+                plan, classes = plan_split(split, archives.path_for(split), devkit,
+                                           archives.devkit, classes, num_shards[split], options,
+                                           seed, progress)
+                plans.append(plan)
+        if classes is not None:
+            _claim_labels(output, classes)
         for plan in plans:
-            shards = [s for p, s in todo if p is plan]
-            if shards:
-                bar.set_postfix_str(plan.split)
-                _convert_shards(output, plan, shards, classes, options, processes, bar,
-                                summary)
+            _claim_output(output, plan)
+
+        ours = [(plan, shard) for plan in plans for shard in plan.shards]
+        ours = ours[worker_index::num_workers]
+        summary = Summary(splits=[plan.split for plan in plans])
+        todo = []
+        for plan, shard in ours:
+            if _finished(output, plan, shard):
+                summary.shards_kept[plan.split] += 1
+            else:
+                todo.append((plan, shard))
+        with tqdm(total=sum(len(s.members) for _, s in todo), unit="img", desc="converting",
+                  disable=not progress, smoothing=0.05) as bar:
+            for plan in plans:
+                shards = [s for p, s in todo if p is plan]
+                if shards:
+                    bar.set_postfix_str(plan.split)
+                    _convert_shards(output, plan, shards, classes, options, pool,
+                                    4 * processes, bar, summary)
     summary.merged = merge(output)
     summary.seconds = time.monotonic() - started
     return summary
