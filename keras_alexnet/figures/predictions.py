@@ -23,8 +23,8 @@ TRUE_LABEL_COLOUR = "#d62728"
 # One cell per image, in pixels: the image above, its label, then the bars; the class
 # names take the left part of the bars' row.
 CELL_WIDTH, CELL_HEIGHT = 300, 300
-IMAGE_SIZE, NAMES_WIDTH, BAR_HEIGHT = 140, 130, 20
-MAX_NAME = 20
+IMAGE_SIZE, NAMES_WIDTH, BAR_HEIGHT = 140, 150, 20
+MAX_NAME = 18
 
 
 def top_k(probabilities: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
