@@ -36,7 +36,7 @@ from keras_alexnet.saved_model import export
 from keras_alexnet.training import LOG_NAME, fit
 from serving.client import Client
 from serving.server import ModelServer
-from tfrecords_tools.archives import index_flat, label_validation, read_devkit, read_member
+from tfrecords_tools.archives import index_flat, label_validation, member_reader, read_devkit
 from tfrecords_tools.convert import convert
 from tfrecords_tools.sample import SampleArchives, make_sample_archives
 from tfrecords_tools.stats import compute_stats
@@ -118,8 +118,8 @@ def _held_out_images(archives: SampleArchives, count: int) -> list[tuple[str, st
     members = label_validation(index_flat(archives.validation), devkit, archives.validation,
                                archives.devkit)
     chosen = [m for m in members if m.name not in archives.quirks][:count]
-    with open(archives.validation, "rb") as handle:
-        return [(m.name, devkit.classes.names[m.label], read_member(handle, m)) for m in chosen]
+    with member_reader(archives.validation) as read:
+        return [(m.name, devkit.classes.names[m.label], read(m)) for m in chosen]
 
 
 def run_demo(workdir: str | Path, *, quick: bool = False,

@@ -14,7 +14,7 @@ from keras_alexnet import demo
 from keras_alexnet.commands import build_parser
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.saved_model import classify_files
-from tfrecords_tools.archives import VAL_TAR, index_flat, read_member
+from tfrecords_tools.archives import VAL_TAR, index_flat, member_reader
 from tfrecords_tools.schema import read_labels
 
 
@@ -61,10 +61,10 @@ def test_served_top5_is_the_trained_checkpoint_answer(quick_run, tmp_path):
     archive = result.paths["archives"] / VAL_TAR
     members = {m.name: m for m in index_flat(archive)}
     files = []
-    with open(archive, "rb") as handle:
+    with member_reader(archive) as read:
         for query in result.served:
             files.append(tmp_path / query["file"])
-            files[-1].write_bytes(read_member(handle, members[query["file"]]))
+            files[-1].write_bytes(read(members[query["file"]]))
     local = classify_files(files, checkpoint=result.paths["checkpoint"],
                            data_dir=result.paths["data"])
     names = {name for _, name in read_labels(result.paths["data"] / "labels.txt")}
