@@ -3,10 +3,15 @@
 Nothing is extracted.  Indexing reads only the 512-byte tar headers (seeking over the
 image data), and records where each image's bytes lie in the archive file, so any
 image can later be read with one seek, whatever the size of its class's inner tar.
+
+The Kaggle layout (an extracted `ILSVRC/Data/CLS-LOC/{train,val,test}` with
+`LOC_synset_mapping.txt` and `LOC_val_solution.csv`) is read the same way, one file
+per image, and gives the same shards.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import io
@@ -23,13 +28,20 @@ TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
 DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
 TEST_TAR_GLOB = "ILSVRC2012_img_test*.tar"
+KAGGLE_SYNSETS = "LOC_synset_mapping.txt"
+KAGGLE_VAL = "LOC_val_solution.csv"
+KAGGLE_IMAGES = Path("ILSVRC", "Data", "CLS-LOC")
 _WNID = re.compile(r"n\d{8}")
 _VAL_NUMBER = re.compile(r"ILSVRC2012_val_(\d+)\.")
 
 
 @dataclasses.dataclass(frozen=True)
 class Archives:
-    """Where the archives of each split are; None where a split is not available."""
+    """Where the archives of each split are; None where a split is not available.
+
+    A split's source is a tar or, in the Kaggle layout, a directory; `devkit` is the
+    devkit tar.gz or Kaggle's LOC_synset_mapping.txt.
+    """
 
     train: Path | None = None
     validation: Path | None = None
@@ -38,10 +50,14 @@ class Archives:
 
     @classmethod
     def find(cls, directory: str | Path) -> Archives:
-        """The archives under their ILSVRC-2012 names in `directory`."""
+        """The archives under their ILSVRC-2012 names in `directory`, or its Kaggle layout."""
         directory = Path(directory)
         if not directory.is_dir():
             raise ArchiveError(f"{directory}: no such directory of ILSVRC archives")
+        if (directory / KAGGLE_SYNSETS).exists():
+            images = directory / KAGGLE_IMAGES
+            return cls(*(images / name if (images / name).is_dir() else None
+                         for name in ("train", "val", "test")), directory / KAGGLE_SYNSETS)
 
         def existing(name: str) -> Path | None:
             return directory / name if (directory / name).exists() else None
@@ -55,7 +71,7 @@ class Archives:
         if path is None:
             expected = {"train": TRAIN_TAR, "validation": VAL_TAR, "test": TEST_TAR_GLOB}[split]
             raise ArchiveError(f"no archive for the {split} split: expected {expected}")
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise ArchiveError(f"{path}: the {split} archive does not exist")
         return Path(path)
 
@@ -68,6 +84,7 @@ class Member:
     offset: int
     size: int
     label: int = schema.UNLABELED
+    path: str = ""  # in a directory source, the file's path under it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -105,6 +122,8 @@ def read_devkit(path: str | Path) -> Devkit:
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"{path}: the devkit does not exist")
+    if path.name == KAGGLE_SYNSETS:
+        return _read_kaggle_labels(path)
     try:
         with tarfile.open(path) as archive:
             meta = _devkit_member(archive, path, "data/meta.mat")
@@ -130,6 +149,33 @@ def read_devkit(path: str | Path) -> Devkit:
         raise ArchiveError(f"{path}: the validation ground truth uses ILSVRC2012_IDs "
                            f"{unknown[:5]} that are not leaf synsets of data/meta.mat")
     return Devkit(classes, wnid_of_id, ground_truth)
+
+
+def _read_kaggle_labels(path: Path) -> Devkit:
+    """Kaggle's synset list and val solution as a devkit (IDs made up: label + 1)."""
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        wnid, _, words = line.partition(" ")
+        if not _WNID.fullmatch(wnid):
+            raise ArchiveError(f"{path}:{number}: expected 'WNID words', got {line!r}")
+        entries.append((wnid, words))
+    classes = ClassIndex(*(tuple(column) for column in zip(*sorted(entries), strict=True)))
+    solution = path.with_name(KAGGLE_VAL)
+    truth = {}
+    if solution.exists():
+        lines = solution.read_text(encoding="utf-8").splitlines()[1:]  # ImageId,PredictionString
+        for number, line in enumerate(lines, 2):
+            image_id, _, boxes = line.partition(",")
+            match = _VAL_NUMBER.match(image_id + ".")
+            wnid = boxes.split(" ", 1)[0]
+            if not match or wnid not in classes.label_of:
+                raise ArchiveError(f"{solution}:{number}: expected 'ILSVRC2012_val_%08d,WNID ...'"
+                                   f", got {line!r}")
+            truth[int(match[1])] = classes.label_of[wnid] + 1
+    if sorted(truth) != list(range(1, len(truth) + 1)):
+        raise ArchiveError(f"{solution}: the val images are not numbered 1..{len(truth)}")
+    return Devkit(classes, {label + 1: wnid for label, wnid in enumerate(classes.wnids)},
+                  tuple(truth[number] for number in sorted(truth)))
 
 
 def _check_inside(member: tarfile.TarInfo, base: int, path: Path, file_size: int,
@@ -166,6 +212,12 @@ def index_train(path: Path, classes: ClassIndex | None = None,
     """
     from tqdm import tqdm
 
+    if path.is_dir():
+        found = [(wnid.name, Member(image.name, 0, image.stat().st_size,
+                                    path=f"{wnid.name}/{image.name}"))
+                 for wnid in sorted(path.iterdir()) if wnid.is_dir()
+                 for image in sorted(wnid.iterdir()) if image.is_file()]
+        return _label_train(path, found, classes)
     file_size = path.stat().st_size
     found: list[tuple[str, Member]] = []
     with open(path, "rb") as raw:
@@ -186,19 +238,27 @@ def index_train(path: Path, classes: ClassIndex | None = None,
                     found.append((wnid, Member(Path(image.name).name,
                                                inner_info.offset_data + image.offset_data,
                                                image.size)))
+    return _label_train(path, found, classes)
+
+
+def _label_train(path: Path, found: list[tuple[str, Member]],
+                 classes: ClassIndex | None) -> tuple[list[Member], ClassIndex]:
     wnids = sorted({wnid for wnid, _ in found})
     if classes is None:
         classes = ClassIndex(tuple(wnids), tuple(wnids))
     known = set(classes.wnids)
     strangers = [w for w in wnids if w not in known]
     if strangers:
-        raise ArchiveError(f"{path}: member {strangers[0]}.tar is not a class of the devkit "
+        raise ArchiveError(f"{path}: member {strangers[0]} is not a class of the devkit "
                            f"({len(strangers)} such classes)")
     return [dataclasses.replace(m, label=classes.label_of[w]) for w, m in found], classes
 
 
 def index_flat(path: Path) -> list[Member]:
-    """The members of a flat tar (val, test), sorted by name."""
+    """The members of a flat tar or directory (val, test), sorted by name."""
+    if path.is_dir():
+        return [Member(image.name, 0, image.stat().st_size, path=image.name)
+                for image in sorted(path.iterdir()) if image.is_file()]
     file_size = path.stat().st_size
     members = []
     with open(path, "rb") as raw:
@@ -228,8 +288,16 @@ def label_validation(members: list[Member], devkit: Devkit, path: Path,
     return labelled
 
 
-def read_member(handle, member: Member) -> bytes:
-    handle.seek(member.offset)
-    return handle.read(member.size)
+@contextlib.contextmanager
+def member_reader(source: Path):
+    """A function from a member to its bytes: one seek in a tar, one file in a directory."""
+    if source.is_dir():
+        yield lambda member: (source / member.path).read_bytes()
+        return
+    with open(source, "rb") as handle:
 
+        def read(member: Member) -> bytes:
+            handle.seek(member.offset)
+            return handle.read(member.size)
 
+        yield read

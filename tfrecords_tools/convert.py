@@ -42,8 +42,8 @@ from tfrecords_tools.archives import (
     index_flat,
     index_train,
     label_validation,
+    member_reader,
     read_devkit,
-    read_member,
 )
 from tfrecords_tools.errors import ArchiveError, OutputError
 from tfrecords_tools.images import ImageOptions, Outcome, reencode_many
@@ -124,7 +124,9 @@ def _write_atomically(path: Path, text: str) -> None:
 
 def _archive_identity(path: Path | None) -> dict | None:
     # Name and size, not the full path: machines of one job may mount the archives anywhere.
-    return None if path is None else {"name": path.name, "bytes": path.stat().st_size}
+    if path is None:
+        return None
+    return {"name": path.name, "bytes": None if path.is_dir() else path.stat().st_size}
 
 
 def plan_split(split: str, path: Path, devkit: Devkit | None, devkit_path: Path | None,
@@ -211,19 +213,19 @@ def _claim_labels(output: Path, classes: ClassIndex) -> None:
         _write_atomically(path, classes.labels_txt())
 
 
-def _chunks(archive: Path, shards: Sequence[ShardPlan]) -> Iterator[tuple[ShardPlan,
-                                                                          list[Member],
-                                                                          list[bytes]]]:
-    """The members' bytes, one seek each, in shard order."""
-    with open(archive, "rb") as handle:
+def _chunks(source: Path, shards: Sequence[ShardPlan]) -> Iterator[tuple[ShardPlan,
+                                                                         list[Member],
+                                                                         list[bytes]]]:
+    """The members' bytes, one seek (or file) each, in shard order."""
+    with member_reader(source) as read:
         for shard in shards:
             for start in range(0, len(shard.members), CHUNK):
                 members = list(shard.members[start:start + CHUNK])
                 data = []
                 for member in members:
-                    data.append(read_member(handle, member))
+                    data.append(read(member))
                     if len(data[-1]) != member.size:
-                        raise ArchiveError(f"{archive}: member {member.name} has "
+                        raise ArchiveError(f"{source}: member {member.name} has "
                                            f"{len(data[-1])} of its {member.size} bytes; "
                                            f"was the archive truncated during the run?")
                 yield shard, members, data

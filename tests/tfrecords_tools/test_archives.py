@@ -9,8 +9,8 @@ from tfrecords_tools.archives import (
     index_flat,
     index_train,
     label_validation,
+    member_reader,
     read_devkit,
-    read_member,
 )
 from tfrecords_tools.errors import ArchiveError
 
@@ -31,9 +31,9 @@ def test_train_index_reads_each_image_with_one_seek(sample_archives):
         for info in outer.getmembers():
             with tarfile.open(fileobj=outer.extractfile(info)) as inner:
                 expected.update({m.name: inner.extractfile(m).read() for m in inner})
-    with open(sample_archives.train, "rb") as handle:
+    with member_reader(sample_archives.train) as read:
         for member in members:
-            assert read_member(handle, member) == expected[member.name]
+            assert read(member) == expected[member.name]
             assert classes.wnids[member.label] == member.name.split("_")[0]
 
 

@@ -5,6 +5,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -183,3 +184,29 @@ def test_splits_converted_in_separate_runs_share_one_manifest(converted_shards, 
     expected = json.loads((converted_shards / "manifest.json").read_text())
     assert summary.merged == ["validation", "test"]
     assert manifest["splits"] == {s: expected["splits"][s] for s in ("validation", "test")}
+
+
+def _kaggle_layout(sample, root):
+    """The sample as Kaggle ships ILSVRC: extracted images, a synset list, a val CSV."""
+    images = root / "ILSVRC" / "Data" / "CLS-LOC"
+    with tarfile.open(sample.train) as outer:
+        for info in outer.getmembers():
+            with tarfile.open(fileobj=outer.extractfile(info)) as inner:
+                inner.extractall(images / "train" / Path(info.name).stem, filter="data")
+    for split, archive in (("val", sample.validation), ("test", sample.test)):
+        with tarfile.open(archive) as flat:
+            flat.extractall(images / split, filter="data")
+    (root / "LOC_synset_mapping.txt").write_text("".join(
+        f"{w} {n}\n" for w, n in zip(sample.wnids, sample.names, strict=True)))
+    wnids = [sample.wnids[label] for label in sample.validation_labels]
+    rows = [f"ILSVRC2012_val_{i:08d},{wnid} 10 20 30 40 {wnid} 1 2 3 4"
+            for i, wnid in enumerate(wnids, 1)]
+    (root / "LOC_val_solution.csv").write_text(
+        "ImageId,PredictionString\n" + "\n".join(reversed(rows)) + "\n")
+
+
+def test_kaggle_layout_gives_the_same_shards(converted_shards, sample_archives, tmp_path):
+    _kaggle_layout(sample_archives, tmp_path / "kaggle")
+    convert(tmp_path / "out", tmp_path / "kaggle", processes=1, **ARGUMENTS)
+    ours = {k: v for k, v in _outputs(tmp_path / "out").items() if k != "manifest.json"}
+    assert ours == {k: v for k, v in _outputs(converted_shards).items() if k != "manifest.json"}
