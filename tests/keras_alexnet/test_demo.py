@@ -4,14 +4,16 @@ The full demo (which must also learn) runs in `.ci/run`.
 """
 
 import json
+import os
 import re
+import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from keras_alexnet import demo
-from keras_alexnet.commands import build_parser
+from keras_alexnet.commands import build_parser, main
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.saved_model import classify_files
 from tfrecords_tools.archives import VAL_TAR, index_flat, member_reader
@@ -108,3 +110,15 @@ def test_demo_command_takes_no_required_arguments():
     assert args.workdir is None and not args.quick
     args = build_parser().parse_args(["demo", "--quick", "--workdir", "out"])
     assert args.quick and str(args.workdir) == "out"
+
+
+def test_demo_command_without_workdir_removes_its_temporary_outputs(tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp creates it
+    assert main(["demo", "--quick"]) == 0
+    out = capsys.readouterr().out
+    workdir = re.search(r"Removed the temporary (\S+);", out)[1]
+    assert workdir.startswith(str(tmp_path)) and not os.path.exists(workdir)
+    written = re.findall(rf"^  \S+ +({re.escape(workdir)}\S*)$", out, re.MULTILINE)
+    assert len(written) >= 10  # the closing summary listed every output
+    assert "Summary" in out and "served: " in out
