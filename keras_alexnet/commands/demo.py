@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -34,11 +35,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = run_demo(workdir, quick=args.quick)
         print(summary(result))
+    except (OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
             print(f"Removed the temporary {workdir}; pass --workdir DIR to keep the outputs.")
     if not result.learned:
-        print("The model did not reach the expected validation accuracy.")
+        print("error: the model did not reach the expected validation accuracy; see "
+              "the training curves", file=sys.stderr)
         return 1
     return 0

@@ -12,6 +12,7 @@ checkpoint).  DATA_DIR is a directory written by `python -m tfrecords_tools conv
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -92,32 +93,38 @@ def default_index_dir(checkpoint: Path, split: str) -> Path:
     return checkpoint.with_name(f"{checkpoint.stem}.fc7-index-{split}")
 
 
-def run(args: argparse.Namespace) -> int:
+def draw(args: argparse.Namespace) -> Path:
+    """Writes the picture `args` ask for; returns its path."""
     if args.picture == "curves":
         from keras_alexnet.figures.curves import write_curves
 
-        print(write_curves(args.log, args.output))
-        return 0
+        return write_curves(args.log, args.output)
     if not args.checkpoint.exists():
-        raise SystemExit(f"error: checkpoint {args.checkpoint} does not exist")
+        raise FileNotFoundError(f"{args.checkpoint}: no such checkpoint or model directory")
     from keras_alexnet.checkpoints import load_model
 
     model = load_model(args.checkpoint, compile=False)
     if args.picture == "kernels":
         from keras_alexnet.figures.kernels import write_kernels
 
-        path = write_kernels(model, args.output, args.columns, args.scale)
-    elif args.picture == "predictions":
+        return write_kernels(model, args.output, args.columns, args.scale)
+    if args.picture == "predictions":
         from keras_alexnet.figures.predictions import write_predictions
 
-        path = write_predictions(model, args.data_dir, args.output, args.split, args.count,
+        return write_predictions(model, args.data_dir, args.output, args.split, args.count,
                                  args.start, args.columns)
-    else:
-        from keras_alexnet.figures.neighbours import write_neighbours
+    from keras_alexnet.figures.neighbours import write_neighbours
 
-        index = args.index or default_index_dir(args.checkpoint, args.index_split)
-        path = write_neighbours(model, args.data_dir, args.output, index, args.split,
-                                args.count, args.start, args.k, args.index_split,
-                                args.rebuild_index)
+    index = args.index or default_index_dir(args.checkpoint, args.index_split)
+    return write_neighbours(model, args.data_dir, args.output, index, args.split, args.count,
+                            args.start, args.k, args.index_split, args.rebuild_index)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        path = draw(args)
+    except (OSError, ValueError, KeyError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(path)
     return 0

@@ -101,9 +101,13 @@ def test_kernel_picture_shows_each_checkpoint_kernel_in_its_tower(two_checkpoint
     assert (pictures[0] != pictures[1]).mean() > 0.5
 
 
-def test_kernel_command_names_a_missing_checkpoint(tmp_path):
-    with pytest.raises(SystemExit, match=r"nowhere\.keras"):
-        main(["pictures", "kernels", str(tmp_path / "nowhere.keras")])
+def test_picture_commands_name_what_is_missing(two_checkpoints, tmp_path, capsys):
+    assert main(["pictures", "kernels", str(tmp_path / "nowhere.keras")]) == 1
+    assert "nowhere.keras: no such checkpoint" in capsys.readouterr().err
+    assert main(["pictures", "predictions", str(two_checkpoints[0]), str(tmp_path),
+                 "-o", str(tmp_path / "p.png")]) == 1
+    assert f"{tmp_path}: no validation shards" in capsys.readouterr().err
+    assert not (tmp_path / "p.png").exists()
 
 
 # --- Figure 4 left: top-5 bars --------------------------------------------------------------
