@@ -10,8 +10,8 @@ How a run goes:
    results come back in order and are written to `.<shard>.tmp`, renamed when complete.
    A receipt (record count, sha256, skipped and repaired members) is then written to
    `.convert/<shard>.json`.
-3. Merge: once every shard of a split has a receipt, `manifest.json` and `labels.txt`
-   are written from the receipts.
+3. Merge: once every shard of a split has a receipt, `manifest.json` is written from
+   the receipts (`labels.txt` is written at the start, from the devkit).
 
 A rerun skips the shards whose receipt matches both the job and the file's sha256, and
 redoes the others, so a crash or `kill -9` at any moment costs at most the shards in
@@ -29,6 +29,7 @@ import json
 import multiprocessing
 import os
 import random
+import socket
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -46,7 +47,7 @@ from tfrecords_tools.archives import (
     read_devkit,
 )
 from tfrecords_tools.errors import ArchiveError, OutputError
-from tfrecords_tools.images import ImageOptions, Outcome, reencode_many
+from tfrecords_tools.images import CODEC, ImageOptions, Outcome, reencode_many
 
 STATE_DIR = ".convert"
 MANIFEST = "manifest.json"
@@ -96,8 +97,8 @@ class Summary:
                  f"{'shards written':>16}{'shards kept':>13}"]
         for split in self.splits:
             lines.append(f"{split:<12}{self.images[split]:>10}{self.skipped[split]:>9}"
-                             f"{self.repaired[split]:>10}{self.shards_written[split]:>16}"
-                             f"{self.shards_kept[split]:>13}")
+                         f"{self.repaired[split]:>10}{self.shards_written[split]:>16}"
+                         f"{self.shards_kept[split]:>13}")
         total = sum(self.images.values())
         rate = total / self.seconds if self.seconds else 0.0
         lines.append(f"{total} images in {self.seconds:.1f} s ({rate:.0f} images/s); "
@@ -114,7 +115,8 @@ def file_sha256(path: Path) -> str:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    # Machines sharing the output may write the same file at once: one temporary each.
+    temporary = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
     with open(temporary, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -161,7 +163,7 @@ def plan_split(split: str, path: Path, devkit: Devkit | None, devkit_path: Path 
            "devkit": _archive_identity(devkit_path if split != "test" else None),
            "num_shards": num_shards, "images": len(members), "size": options.size,
            "crop": options.crop, "quality": options.quality, "seed": seed,
-           "version": __version__}
+           "version": __version__, "codec": CODEC}
     return SplitPlan(split, path, job, shards), classes
 
 
@@ -197,9 +199,9 @@ def _claim_output(output: Path, plan: SplitPlan) -> None:
         return
     strangers = sorted(output.glob(schema.shard_pattern(plan.split)))
     if strangers:
-        raise OutputError(f"{output} holds {plan.split} shards not made by this tool's job "
-                          f"records (e.g. {strangers[0].name}); choose another output directory "
-                          f"or remove them")
+        raise OutputError(f"{output} holds {plan.split} shards this converter has no record "
+                          f"of (e.g. {strangers[0].name}); choose another output directory or "
+                          f"remove them")
     _write_atomically(job_path, json.dumps(plan.job, indent=1, sort_keys=True))
 
 
@@ -304,7 +306,9 @@ class _ShardWriter:
         return receipt
 
     def abandon(self) -> None:
-        self.writer.close()
+        # Already failing (a full disk fails the close too): the temporary goes regardless.
+        with contextlib.suppress(Exception):
+            self.writer.close()
         self.temporary.unlink(missing_ok=True)
 
 

@@ -10,10 +10,15 @@ from __future__ import annotations
 import dataclasses
 import io
 
-from PIL import Image
+import PIL
+from PIL import Image, features
 
 # Truncated images must fail, not come back half grey.
 Image.LOAD_TRUNCATED_IMAGES = False
+
+#: The shards' bytes depend on the codec: machines sharing a job must agree on it.
+CODEC = (f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
+         f" (libjpeg-turbo {features.version('libjpeg_turbo')})")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -137,7 +137,7 @@ def test_resume_after_sigkill_is_byte_identical(converted_shards, sample_archive
     assert resumed.returncode == 0, resumed.stderr
     assert "manifest written for: train, validation, test" in resumed.stdout
     assert _outputs(tmp_path) == _outputs(converted_shards)
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(".*.tmp")) and not list(tmp_path.glob(".convert/.*.tmp"))
 
 
 def test_refuses_another_runs_shards_and_keeps_them(converted_shards, sample_archives,
@@ -152,7 +152,7 @@ def test_refuses_another_runs_shards_and_keeps_them(converted_shards, sample_arc
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "validation-00000-of-00002").write_bytes(b"someone else's")
-    with pytest.raises(OutputError, match="validation shards not made by this tool"):
+    with pytest.raises(OutputError, match="validation shards this converter has no record of"):
         convert(foreign, sample_archives.directory, splits=["validation"], processes=1,
                 **ARGUMENTS)
     assert (foreign / "validation-00000-of-00002").read_bytes() == b"someone else's"
