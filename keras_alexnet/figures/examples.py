@@ -59,7 +59,8 @@ def iterate_examples(data_dir: str | Path, split: str, image_size: int, batch_si
     """
     files = list_shards(data_dir, split)
     if shards is not None:
-        files = [f for f in files if f.name in set(shards)]
+        chosen = set(shards)
+        files = [f for f in files if f.name in chosen]
     names = [f.name for f in files]
 
     def parse(shard_index, offset, record):
@@ -87,6 +88,8 @@ def iterate_examples(data_dir: str | Path, split: str, image_size: int, batch_si
 def load_examples(data_dir: str | Path, split: str, image_size: int, count: int,
                   start: int = 0) -> Examples:
     """Images `start` .. `start + count - 1` of the split, in file order."""
+    if count < 1 or start < 0:
+        raise ValueError(f"need count >= 1 and start >= 0, got count={count}, start={start}")
     parts, seen = [], 0
     for batch in iterate_examples(data_dir, split, image_size, batch_size=min(count, 128)):
         part = batch.take(slice(max(0, start - seen), max(0, start + count - seen)))

@@ -25,7 +25,7 @@ import tqdm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from keras_alexnet.data import count_records
+from keras_alexnet.data import count_records, list_shards
 from keras_alexnet.figures.canvas import new_figure, save_png
 from keras_alexnet.figures.examples import (
     Examples,
@@ -126,11 +126,19 @@ def build_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
             progress.update(len(batch))
     np.savez(index_dir / "records.npz", shards=np.array(shards), offsets=np.concatenate(offsets),
              labels=np.concatenate(labels), filenames=np.array(filenames))
-    info = {"version": INDEX_VERSION, "fingerprint": model_fingerprint(model),
-            "data_dir": str(Path(data_dir).resolve()), "split": split, "count": count,
-            "dimensions": int(extractor.output_shape[-1]), "image_size": image_size}
+    info = {"version": INDEX_VERSION, "count": count,
+            "dimensions": int(extractor.output_shape[-1]), "image_size": image_size,
+            **_source(model, data_dir, split)}
     (index_dir / "index.json").write_text(json.dumps(info, indent=2) + "\n")
     return load_index(index_dir)
+
+
+def _source(model: keras.Model, data_dir: str | Path, split: str) -> dict:
+    """What an index was computed from: the weights and the shards (name -> bytes), so
+    that new weights or rewritten shards are never answered from a stale index."""
+    return {"fingerprint": model_fingerprint(model), "data_dir": str(Path(data_dir).resolve()),
+            "split": split,
+            "shards": {f.name: f.stat().st_size for f in list_shards(data_dir, split)}}
 
 
 def load_index(index_dir: str | Path) -> NeighbourIndex:
@@ -161,9 +169,8 @@ def open_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
     info_path = Path(index_dir) / "index.json"
     if not rebuild and info_path.exists():
         index = load_index(index_dir)
-        if (index.info["fingerprint"] == model_fingerprint(model)
-                and index.info["split"] == split
-                and index.info["data_dir"] == str(Path(data_dir).resolve())):
+        source = _source(model, data_dir, split)
+        if all(index.info.get(key) == value for key, value in source.items()):
             return index, False
     return build_index(model, data_dir, index_dir, split), True
 
@@ -206,6 +213,8 @@ def write_neighbours(model: keras.Model, data_dir: str | Path, path: str | Path,
                      start: int = 0, k: int = 6, index_split: str = "train",
                      rebuild_index: bool = False) -> Path:
     """Writes the nearest-neighbour picture for `count` images of `query_split`."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
     index, _ = open_index(model, data_dir, index_dir, index_split, rebuild_index)
     image_size = model.input_shape[1]
     queries = load_examples(data_dir, query_split, image_size, count, start)

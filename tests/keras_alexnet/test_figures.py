@@ -1,10 +1,12 @@
 """The paper's pictures: each PNG is read back and its content checked against the model."""
 
 import csv
+import shutil
 
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from PIL import Image
 from scipy import ndimage
 
@@ -179,6 +181,20 @@ def test_index_is_built_once_reused_and_rebuilt_for_other_weights(model, two_che
     other = keras.models.load_model(two_checkpoints[1])
     _, built = neighbours.open_index(other, converted_shards, index_dir)
     assert built
+
+
+def test_index_is_rebuilt_when_the_shards_are_rewritten(model, converted_shards, tmp_path):
+    data_dir = tmp_path / "data"
+    shutil.copytree(converted_shards, data_dir)
+    index_dir = tmp_path / "index"
+    first, _ = neighbours.open_index(model, data_dir, index_dir)
+    shard = sorted(data_dir.glob("train-*"))[0]
+    records = list(tf.data.TFRecordDataset(str(shard)).take(3).as_numpy_iterator())
+    with tf.io.TFRecordWriter(str(shard)) as writer:
+        for record in records:
+            writer.write(record)
+    second, built = neighbours.open_index(model, data_dir, index_dir)
+    assert built and len(second) < len(first)
 
 
 def test_a_training_image_is_its_own_nearest_neighbour(model, converted_shards, tmp_path):
