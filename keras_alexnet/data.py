@@ -131,15 +131,25 @@ def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool =
     return records
 
 
-def _parse(record: tf.Tensor, path: tf.Tensor, num_classes: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _parse(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     features = tf.io.parse_single_example(record, FEATURES)
-    label = features["image/class/label"]
-    message = tf.strings.join([
-        path, ": image/class/label is ", tf.strings.as_string(label),
-        f", expected 0 <= label < {num_classes} (the model's classes; -1 means unlabeled)"])
-    check = tf.debugging.Assert((label >= 0) & (label < num_classes), [message])
-    with tf.control_dependencies([check]):
-        return features["image/encoded"], tf.cast(label, tf.int32)
+    return features["image/encoded"], tf.cast(features["image/class/label"], tf.int32)
+
+
+def _check_labels(labels: tf.Tensor, paths: tf.Tensor, num_classes: int) -> tf.Tensor:
+    """A batch's labels, or an error naming the shard of the first one out of range."""
+    bad = (labels < 0) | (labels >= num_classes)
+
+    def fail():
+        first = tf.argmax(tf.cast(bad, tf.int32))
+        message = tf.strings.join([
+            paths[first], ": image/class/label is ", tf.strings.as_string(labels[first]),
+            f", expected 0 <= label < {num_classes} (the model's classes; -1 means "
+            f"unlabeled)"])
+        with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+            return tf.identity(labels)
+
+    return tf.cond(tf.reduce_any(bad), fail, lambda: labels)
 
 
 # --- pixel statistics ----------------------------------------------------------------------
@@ -157,29 +167,36 @@ class Normalizer:
         if mean == "pixel" and stats.mean_image is None:
             raise ValueError("mean='pixel' needs mean_image.npy next to the shards; write "
                              "it with `python -m tfrecords_tools stats`")
-        self.stats, self.mean = stats, mean
-        self.mean_image = None
-        if mean == "pixel":
+        self.stats, self.per_pixel = stats, mean == "pixel"
+        if self.per_pixel:
             image = tf.constant(stats.mean_image, tf.float32) * 255.0
             self.mean_image = tf.image.resize(image, (resize_size, resize_size))
             self.resize_size = resize_size
 
-    def __call__(self, image: tf.Tensor, top=None, left=None) -> tf.Tensor:
-        """Subtracts the mean; `top`/`left` place the crop in the resized square."""
-        if self.mean_image is None:
-            return subtract_mean(image, self.stats)
-        size = image.shape[-2]
+    def __call__(self, images: tf.Tensor, top=None, left=None, shift=None) -> tf.Tensor:
+        """Subtracts the mean from an image or a batch, adding a colour `shift` (3,).
+
+        Per pixel, the mean is the window of one image in the resized square (`top`,
+        `left`; default the centre).  Per channel, mean and shift go in one pass.
+        """
+        if not self.per_pixel:
+            if shift is None:
+                return subtract_mean(images, self.stats)
+            return images + (shift - tf.constant(self.stats.mean_rgb * 255.0, tf.float32))
+        size = images.shape[-2]
         top = (self.resize_size - size) // 2 if top is None else top
         left = (self.resize_size - size) // 2 if left is None else left
         top = tf.minimum(top, self.resize_size - size)  # non-square images: clamp
         left = tf.minimum(left, self.resize_size - size)
-        return image - self.mean_image[top:top + size, left:left + size]
+        images = images - self.mean_image[top:top + size, left:left + size]
+        return images if shift is None else images + shift
 
 
 def lighting_shift(alpha: tf.Tensor, stats: ImageStats) -> tf.Tensor:
     """The PCA colour shift [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T on the 0-255 scale [paper §4.1].
 
-    `stats` holds eigenvalues for [0, 1] pixels; the shift is the same for every pixel.
+    `alpha` is (3,) or a batch (N, 3); `stats` holds eigenvalues for [0, 1] pixels; the
+    shift is the same for every pixel of an image.
     """
     eigvec = tf.constant(stats.eigvec, tf.float32)
     eigval = tf.constant(stats.eigval, tf.float32)
@@ -188,31 +205,32 @@ def lighting_shift(alpha: tf.Tensor, stats: ImageStats) -> tf.Tensor:
 
 # --- training ------------------------------------------------------------------------------
 
-def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, seed: tf.Tensor):
-    """A uniformly placed `size` x `size` crop; returns (float32 0-255 crop, top, left).
+def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, position: tf.Tensor):
+    """A `size` x `size` crop; returns (uint8 crop, top, left).
 
-    Images whose shorter side is already `resize_size` (the converter's shards) are
-    decoded only inside the crop window; others are first rescaled as at test time.
+    `position` holds two numbers in [0, 1) that place the crop uniformly.  Images whose
+    shorter side is already `resize_size` (the converter's shards) are decoded only
+    inside the crop window; others are first rescaled as at test time.
     """
     shape = tf.image.extract_jpeg_shape(image_bytes)
     height, width = shape[0], shape[1]
-    seed_top, seed_left = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
 
     def offsets(h, w):
-        top = tf.random.stateless_uniform([], seed_top, 0, h - size + 1, tf.int32)
-        left = tf.random.stateless_uniform([], seed_left, 0, w - size + 1, tf.int32)
-        return top, left
+        choices = tf.cast(tf.stack([h, w]) - size + 1, tf.float32)
+        top_left = tf.cast(position * choices, tf.int32)
+        return top_left[0], top_left[1]
 
     def fused():
         top, left = offsets(height, width)
         crop = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, size, size]),
                                              channels=3)
-        return tf.cast(crop, tf.float32), top, left
+        return crop, top, left
 
     def rescaled():
         square = decode_center_crop(image_bytes, resize_size, resize_size)
         top, left = offsets(resize_size, resize_size)
-        return square[top:top + size, left:left + size], top, left
+        crop = tf.cast(tf.round(square[top:top + size, left:left + size]), tf.uint8)
+        return crop, top, left
 
     crop, top, left = tf.cond(tf.minimum(height, width) == resize_size, fused, rescaled)
     return tf.ensure_shape(crop, (size, size, 3)), top, left
@@ -221,16 +239,25 @@ def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, seed: tf.Te
 def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_size: int,
             stats: ImageStats, normalize: Normalizer,
             lighting_stddev: float = LIGHTING_STDDEV) -> tf.Tensor:
-    """One training input [paper §4.1]: crop, reflection, lighting, mean subtraction."""
-    crop_seed, flip_seed, alpha_seed = tf.unstack(
-        tf.random.experimental.stateless_split(seed, 3))
-    image, top, left = random_crop(image_bytes, image_size, resize_size, crop_seed)
-    image = normalize(image, top, left)
-    image = tf.image.stateless_random_flip_left_right(image, flip_seed)
+    """One training input [paper §4.1]: crop, reflection, lighting, mean subtraction.
+
+    `seed` (two int64) decides everything, so the same seed gives the same input.  The
+    crop is reflected while still uint8 and the colour shift joins the per-channel
+    mean: three passes over the pixels after the decode.
+    """
+    uniform = tf.random.stateless_uniform([3], seed)  # crop position, reflection
+    image, top, left = random_crop(image_bytes, image_size, resize_size, uniform[:2])
+    shift = None
     if lighting_stddev:
-        alpha = tf.random.stateless_normal([3], alpha_seed, stddev=lighting_stddev)
-        image = image + lighting_shift(alpha, stats)
-    return image
+        alpha = tf.random.stateless_normal([3], seed[::-1], stddev=lighting_stddev)
+        shift = lighting_shift(alpha, stats)
+
+    def reflect(pixels):
+        return tf.cond(uniform[2] < 0.5, lambda: tf.reverse(pixels, axis=[1]), lambda: pixels)
+
+    if normalize.per_pixel:  # the mean window follows the crop, so reflect after it
+        return reflect(normalize(tf.cast(image, tf.float32), top, left, shift))
+    return normalize(tf.cast(reflect(image), tf.float32), shift=shift)
 
 
 def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
@@ -285,16 +312,18 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
                                         np.int64(0)))
 
         def example(index, record_and_path):
-            image_bytes, label = _parse(*record_and_path, num_classes)
-            element_seed = tf.stack([epoch_seed, index])
-            image = augment(image_bytes, element_seed, image_size=image_size,
-                            resize_size=resize_size, stats=stats, normalize=normalize,
-                            lighting_stddev=lighting_stddev)
-            return image, label
+            record, path = record_and_path
+            image_bytes, label = _parse(record)
+            image = augment(image_bytes, tf.stack([epoch_seed, index]),
+                            image_size=image_size, resize_size=resize_size, stats=stats,
+                            normalize=normalize, lighting_stddev=lighting_stddev)
+            return image, label, path
 
         return (records
                 .map(example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-                .batch(batch_size, drop_remainder=True))
+                .batch(batch_size, drop_remainder=True)
+                .map(lambda images, labels, paths:
+                     (images, _check_labels(labels, paths, num_classes))))
 
     dataset = tf.data.Dataset.counter(first_epoch).flat_map(one_epoch)
     return dataset.prefetch(AUTOTUNE)
@@ -334,13 +363,14 @@ def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 
     normalize = Normalizer(stats, mean, resize_size)
 
     def example(record, path):
-        image_bytes, label = _parse(record, path, num_classes)
+        image_bytes, label = _parse(record)
         if crops == "center":
-            return normalize(decode_center_crop(image_bytes, image_size, resize_size)), label
+            image = normalize(decode_center_crop(image_bytes, image_size, resize_size))
+            return image, label, path
         square = decode_center_crop(image_bytes, resize_size, resize_size)
         # The mean image covers the whole square, so subtract it before cutting patches.
         square = normalize(square, 0, 0)
-        return ten_patches(square, image_size), label
+        return ten_patches(square, image_size), label, path
 
     dataset = _records(shards)
     if records is not None:
@@ -348,6 +378,8 @@ def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 
     dataset = (dataset
                .map(example, num_parallel_calls=AUTOTUNE)
                .batch(batch_size)
+               .map(lambda images, labels, paths:
+                    (images, _check_labels(labels, paths, num_classes)))
                .prefetch(AUTOTUNE))
     options = tf.data.Options()
     # Few validation shards: split by record, not by file, across workers.
