@@ -11,7 +11,6 @@ per image, and gives the same shards.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import io
@@ -23,6 +22,7 @@ import scipy.io
 
 from tfrecords_tools import schema
 from tfrecords_tools.errors import ArchiveError
+from tfrecords_tools.members import Member, member_reader  # noqa: F401 (part of this API)
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
 VAL_TAR = "ILSVRC2012_img_val.tar"
@@ -74,17 +74,6 @@ class Archives:
         if not Path(path).exists():
             raise ArchiveError(f"{path}: the {split} archive does not exist")
         return Path(path)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)  # 1.28 million of them for ILSVRC train
-class Member:
-    """One image inside an archive: its bytes are archive[offset:offset + size]."""
-
-    name: str  # base name, e.g. n01440764_10026.JPEG
-    offset: int
-    size: int
-    label: int = schema.UNLABELED
-    path: str = ""  # in a directory source, the file's path under it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -213,8 +202,8 @@ def index_train(path: Path, classes: ClassIndex | None = None,
     from tqdm import tqdm
 
     if path.is_dir():
-        found = [(wnid.name, Member(image.name, 0, image.stat().st_size,
-                                    path=f"{wnid.name}/{image.name}"))
+        found = [(wnid.name, Member(image.name, 0, image.stat().st_size, schema.UNLABELED,
+                                    f"{wnid.name}/{image.name}"))
                  for wnid in sorted(path.iterdir()) if wnid.is_dir()
                  for image in sorted(wnid.iterdir()) if image.is_file()]
         return _label_train(path, found, classes)
@@ -237,7 +226,7 @@ def index_train(path: Path, classes: ClassIndex | None = None,
                                   f"{inner_info.name}/")
                     found.append((wnid, Member(Path(image.name).name,
                                                inner_info.offset_data + image.offset_data,
-                                               image.size)))
+                                               image.size, schema.UNLABELED)))
     return _label_train(path, found, classes)
 
 
@@ -257,7 +246,7 @@ def _label_train(path: Path, found: list[tuple[str, Member]],
 def index_flat(path: Path) -> list[Member]:
     """The members of a flat tar or directory (val, test), sorted by name."""
     if path.is_dir():
-        return [Member(image.name, 0, image.stat().st_size, path=image.name)
+        return [Member(image.name, 0, image.stat().st_size, schema.UNLABELED, image.name)
                 for image in sorted(path.iterdir()) if image.is_file()]
     file_size = path.stat().st_size
     members = []
@@ -265,7 +254,8 @@ def index_flat(path: Path) -> list[Member]:
         for info in _members(_open_tar(raw, path), path):
             if info.isfile():
                 _check_inside(info, 0, path, file_size, "")
-                members.append(Member(Path(info.name).name, info.offset_data, info.size))
+                members.append(Member(Path(info.name).name, info.offset_data, info.size,
+                                      schema.UNLABELED))
     return sorted(members, key=lambda m: m.name)
 
 
@@ -286,18 +276,3 @@ def label_validation(members: list[Member], devkit: Devkit, path: Path,
         wnid = devkit.wnid_of_id[devkit.ground_truth[int(match[1]) - 1]]
         labelled.append(dataclasses.replace(member, label=labels[wnid]))
     return labelled
-
-
-@contextlib.contextmanager
-def member_reader(source: Path):
-    """A function from a member to its bytes: one seek in a tar, one file in a directory."""
-    if source.is_dir():
-        yield lambda member: (source / member.path).read_bytes()
-        return
-    with open(source, "rb") as handle:
-
-        def read(member: Member) -> bytes:
-            handle.seek(member.offset)
-            return handle.read(member.size)
-
-        yield read

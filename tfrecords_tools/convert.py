@@ -5,9 +5,9 @@ How a run goes:
    them with the seed and cut the list into shards.  The plan, and so every shard's
    bytes, depends only on the archives and the arguments, never on the number of
    processes or machines.
-2. Convert: this process reads each image's bytes with one seek and hands them to
-   worker processes, which decode, repair, resize and re-encode (`images.reencode`);
-   results come back in order and are written to `.<shard>.tmp`, renamed when complete.
+2. Convert: worker processes read each image with one seek (`members.MemberReader`),
+   decode, repair, resize and re-encode it (`images.reencode`); this process takes the
+   results in order and writes them to `.<shard>.tmp`, renamed when complete.
    A receipt (record count, sha256, skipped and repaired members) is then written to
    `.convert/<shard>.json`.
 3. Merge: once every shard of a split has a receipt, `manifest.json` is written from
@@ -39,15 +39,15 @@ from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
     Devkit,
-    Member,
     index_flat,
     index_train,
     label_validation,
-    member_reader,
     read_devkit,
 )
 from tfrecords_tools.errors import ArchiveError, OutputError
-from tfrecords_tools.images import CODEC, ImageOptions, Outcome, reencode_many
+from tfrecords_tools.images import CODEC, ImageOptions, Outcome
+from tfrecords_tools.members import Member, MemberReader
+from tfrecords_tools.worker import convert_chunk, convert_members
 
 STATE_DIR = ".convert"
 MANIFEST = "manifest.json"
@@ -215,22 +215,11 @@ def _claim_labels(output: Path, classes: ClassIndex) -> None:
         _write_atomically(path, classes.labels_txt())
 
 
-def _chunks(source: Path, shards: Sequence[ShardPlan]) -> Iterator[tuple[ShardPlan,
-                                                                         list[Member],
-                                                                         list[bytes]]]:
-    """The members' bytes, one seek (or file) each, in shard order."""
-    with member_reader(source) as read:
-        for shard in shards:
-            for start in range(0, len(shard.members), CHUNK):
-                members = list(shard.members[start:start + CHUNK])
-                data = []
-                for member in members:
-                    data.append(read(member))
-                    if len(data[-1]) != member.size:
-                        raise ArchiveError(f"{source}: member {member.name} has "
-                                           f"{len(data[-1])} of its {member.size} bytes; "
-                                           f"was the archive truncated during the run?")
-                yield shard, members, data
+def _chunks(shards: Sequence[ShardPlan]) -> Iterator[tuple[ShardPlan, list[Member]]]:
+    """The members in shard order, a worker task's worth at a time."""
+    for shard in shards:
+        for start in range(0, len(shard.members), CHUNK):
+            yield shard, list(shard.members[start:start + CHUNK])
 
 
 @contextlib.contextmanager
@@ -243,15 +232,18 @@ def _worker_pool(processes: int):
         yield pool
 
 
-def _reencoded(chunks: Iterator, options: ImageOptions, pool, window: int) -> Iterator:
-    """Worker results in input order, at most `window` chunks in flight."""
+def _reencoded(source: Path, shards: Sequence[ShardPlan], options: ImageOptions, pool,
+               window: int) -> Iterator[tuple[ShardPlan, list[Member], list[Outcome]]]:
+    """Worker results in shard order, at most `window` chunks in flight."""
     if pool is None:
-        for shard, members, data in chunks:
-            yield shard, members, reencode_many(data, options)
+        with MemberReader(source) as reader:
+            for shard, members in _chunks(shards):
+                yield shard, members, convert_members(reader, members, options)
         return
     pending = collections.deque()
-    for shard, members, data in chunks:
-        pending.append((shard, members, pool.apply_async(reencode_many, (data, options))))
+    for shard, members in _chunks(shards):
+        pending.append((shard, members, pool.apply_async(convert_chunk,
+                                                         (source, members, options))))
         if len(pending) >= window:
             shard, members, result = pending.popleft()
             yield shard, members, result.get()
@@ -319,8 +311,8 @@ def _convert_shards(output: Path, plan: SplitPlan, shards: Sequence[ShardPlan],
 
     writer = None
     try:
-        for shard, members, outcomes in _reencoded(_chunks(plan.archive, shards), options,
-                                                   pool, window):
+        for shard, members, outcomes in _reencoded(plan.archive, shards, options, pool,
+                                                   window):
             if writer is None:
                 writer = _ShardWriter(output, plan, shard, classes)
             for member, outcome in zip(members, outcomes, strict=True):

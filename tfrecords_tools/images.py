@@ -84,8 +84,3 @@ def reencode(data: bytes, options: ImageOptions) -> Outcome:
     except Exception as error:
         return Outcome(skipped=f"cannot convert to RGB: {type(error).__name__}: {error}")
     return Outcome(buffer.getvalue(), out_size[1], out_size[0], "; ".join(repairs))
-
-
-def reencode_many(chunk: list[bytes], options: ImageOptions) -> list[Outcome]:
-    """A worker task: several images, so that inter-process overhead stays small."""
-    return [reencode(data, options) for data in chunk]

@@ -9,10 +9,10 @@ from tfrecords_tools.archives import (
     index_flat,
     index_train,
     label_validation,
-    member_reader,
     read_devkit,
 )
 from tfrecords_tools.errors import ArchiveError
+from tfrecords_tools.members import MemberReader
 
 
 def test_devkit_labels_are_sorted_wnid_indices(sample_archives):
@@ -31,9 +31,9 @@ def test_train_index_reads_each_image_with_one_seek(sample_archives):
         for info in outer.getmembers():
             with tarfile.open(fileobj=outer.extractfile(info)) as inner:
                 expected.update({m.name: inner.extractfile(m).read() for m in inner})
-    with member_reader(sample_archives.train) as read:
+    with MemberReader(sample_archives.train) as reader:
         for member in members:
-            assert read(member) == expected[member.name]
+            assert reader.read(member) == expected[member.name]
             assert classes.wnids[member.label] == member.name.split("_")[0]
 
 
