@@ -34,6 +34,8 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import tensorflow as tf
+
 from tfrecords_tools import __version__, schema
 from tfrecords_tools.archives import (
     Archives,
@@ -257,8 +259,6 @@ class _ShardWriter:
 
     def __init__(self, output: Path, plan: SplitPlan, shard: ShardPlan,
                  classes: ClassIndex | None):
-        import tensorflow as tf
-
         self.output, self.plan, self.shard, self.classes = output, plan, shard, classes
         self.path = output / shard.name
         self.temporary = output / f".{shard.name}.tmp"
@@ -307,8 +307,6 @@ class _ShardWriter:
 def _convert_shards(output: Path, plan: SplitPlan, shards: Sequence[ShardPlan],
                     classes: ClassIndex | None, options: ImageOptions, pool, window: int, bar,
                     summary: Summary) -> None:
-    import tensorflow as tf
-
     writer = None
     try:
         for shard, members, outcomes in _reencoded(plan.archive, shards, options, pool,

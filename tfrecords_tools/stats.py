@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import tensorflow as tf
 
 from tfrecords_tools import schema
 
@@ -22,8 +23,6 @@ MEAN_IMAGE = "mean_image.npy"
 def _images(files: list[str], sample: int | None, size: int):
     """Decoded training images on the [0, 1] scale, centre-cropped to size x size (a no-op
     for the default cropped shards), in shard order; decoding runs on every core."""
-    import tensorflow as tf
-
     def decode(serialized):
         example = tf.io.parse_single_example(serialized, schema.FEATURES)
         # TensorFlow's default fast IDCT shifts small images' red and blue by ~1 level.
@@ -41,8 +40,6 @@ def _images(files: list[str], sample: int | None, size: int):
 
 
 def _first_image_size(path: str) -> int:
-    import tensorflow as tf
-
     for serialized in tf.data.TFRecordDataset(path).take(1):
         example = tf.io.parse_single_example(serialized, schema.FEATURES)
         return int(min(example["image/height"], example["image/width"]))

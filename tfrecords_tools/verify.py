@@ -16,6 +16,7 @@ import os
 import re
 from pathlib import Path
 
+import tensorflow as tf
 from PIL import Image
 
 from tfrecords_tools import schema
@@ -24,8 +25,6 @@ from tfrecords_tools.convert import LABELS, MANIFEST, file_sha256
 
 def _check_record(serialized: bytes, split: str, wnids: list[str]) -> tuple[int | None, str]:
     """(label, problem) of one record; problem is "" when the record is sound."""
-    import tensorflow as tf
-
     try:
         feature = tf.train.Example.FromString(serialized).features.feature
         encoded = feature["image/encoded"].bytes_list.value[0]
@@ -56,8 +55,6 @@ def _check_record(serialized: bytes, split: str, wnids: list[str]) -> tuple[int 
 
 def _verify_shard(path: Path, entry: dict, split: str,
                   wnids: list[str]) -> tuple[list[str], collections.Counter, int]:
-    import tensorflow as tf
-
     name = path.name
     problems = []
     if path.stat().st_size != entry["bytes"] or file_sha256(path) != entry["sha256"]:
