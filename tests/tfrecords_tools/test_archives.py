@@ -6,6 +6,7 @@ import pytest
 
 from tfrecords_tools.archives import (
     Archives,
+    ClassIndex,
     index_flat,
     index_train,
     label_validation,
@@ -77,3 +78,11 @@ def test_damaged_devkit_is_named(sample_archives, tmp_path):
     broken.write_bytes(broken.read_bytes()[:300])
     with pytest.raises(ArchiveError, match=r"ILSVRC2012_devkit_t12\.tar\.gz"):
         read_devkit(broken)
+
+
+def test_train_class_missing_from_the_devkit_is_named(sample_archives):
+    devkit = read_devkit(sample_archives.devkit)
+    fewer = ClassIndex(devkit.classes.wnids[1:], devkit.classes.names[1:])
+    with pytest.raises(ArchiveError, match=rf"member {devkit.classes.wnids[0]} is not a class "
+                                           r"of the devkit \(1 such classes\)"):
+        index_train(sample_archives.train, fewer, progress=False)
