@@ -33,7 +33,7 @@ from PIL import Image
 
 from keras_alexnet import data
 from keras_alexnet.preprocessing import ImageStats
-from tfrecords_tools.schema import FEATURES, ImageRecord, serialize, shard_name
+from tfrecords_tools.schema import ImageRecord, serialize, shard_name
 
 SIZE, CROP = 256, 224
 
@@ -76,7 +76,7 @@ def ours(directory: Path, batch: int):
 
 def decode_only(directory: Path, batch: int):
     def decode(record):
-        features = tf.io.parse_single_example(record, FEATURES)
+        features = tf.io.parse_single_example(record, data.IMAGE_AND_LABEL)
         image = tf.cast(tf.io.decode_jpeg(features["image/encoded"], channels=3), tf.float32)
         return image, features["image/class/label"]
 
