@@ -59,7 +59,9 @@ def _add_convert(sub) -> None:
     parser.add_argument("-j", "--processes", type=_positive,
                         help="decoding processes (default: one per core)")
     parser.add_argument("--num-workers", type=_positive, default=1,
-                        help="machines (or scheduler jobs) sharing this conversion")
+                        help="machines (or scheduler jobs) sharing this conversion into one "
+                             "output directory; each runs the same command but for "
+                             "--worker-index, then any of them runs `merge`")
     parser.add_argument("--worker-index", type=int, default=0,
                         help="this machine's index in [0, --num-workers)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
