@@ -398,6 +398,13 @@ def merge(output: str | Path, splits: Sequence[str] | None = None) -> list[str]:
     return merged
 
 
+def _usable_cpus() -> int:
+    # The cores this process may run on, not the machine's: schedulers pin jobs.
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def convert(output: str | Path, archives: Archives | str | Path,
             splits: Sequence[str] = schema.SPLITS, num_shards: dict[str, int] | None = None,
             image_size: int = 256, crop: bool = True, quality: int = 90, seed: int = 0,
@@ -406,9 +413,10 @@ def convert(output: str | Path, archives: Archives | str | Path,
     """Converts `splits` of the ILSVRC-2012 `archives` (an `Archives` or the directory
     holding them) into shards in `output`, resuming whatever an earlier run finished.
 
-    `processes` decode in parallel (default: every core).  With `num_workers` > 1 this
-    call converts only the shards of `worker_index`; the call that finds all shards
-    done writes the manifest (or run `merge`).
+    `processes` decode in parallel (default: every usable core); they are spawned, so a
+    script calling this needs the usual `if __name__ == "__main__":` guard.  With
+    `num_workers` > 1 this call converts only the shards of `worker_index`; the call
+    that finds all shards done writes the manifest (or run `merge`).
     """
     from tqdm import tqdm
 
@@ -422,7 +430,7 @@ def convert(output: str | Path, archives: Archives | str | Path,
         archives = Archives.find(archives)
     num_shards = {**schema.DEFAULT_NUM_SHARDS, **(num_shards or {})}
     options = ImageOptions(image_size, crop, quality)
-    processes = processes or os.cpu_count() or 1
+    processes = processes or _usable_cpus()
     output = Path(output)
     (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
 
