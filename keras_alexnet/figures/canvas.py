@@ -24,3 +24,10 @@ def save_png(figure: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, format="png", dpi=DPI)
     return path
+
+
+def short_name(name: str, limit: int = 18) -> str:
+    """A class name fit for a caption: its first synonym ("kit fox, Vulpes macrotis" ->
+    "kit fox"), cut to `limit` characters."""
+    name = name.split(",")[0].strip()
+    return name if len(name) <= limit else name[:limit - 1] + "…"

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from keras_alexnet.data import count_records, list_shards
-from keras_alexnet.figures.canvas import new_figure, save_png
+from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import (
     Examples,
     fetch_examples,
@@ -194,7 +194,7 @@ def draw_neighbours(queries: Examples, neighbours: Sequence[Examples], distances
         return axes
 
     def name(label):
-        return names[label][:18] if 0 <= label < len(names) else "(unlabeled)"
+        return short_name(names[label]) if 0 <= label < len(names) else "(unlabeled)"
 
     for row in range(len(queries)):
         query = tile(row, 0, queries.images[row], f"query: {name(queries.labels[row])}",

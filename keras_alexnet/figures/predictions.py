@@ -13,7 +13,7 @@ import keras
 import numpy as np
 from matplotlib.figure import Figure
 
-from keras_alexnet.figures.canvas import new_figure, save_png
+from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import Examples, load_examples
 from keras_alexnet.preprocessing import load_stats
 from keras_alexnet.saved_model import read_class_names
@@ -24,7 +24,6 @@ TRUE_LABEL_COLOUR = "#d62728"
 # names take the left part of the bars' row.
 CELL_WIDTH, CELL_HEIGHT = 300, 300
 IMAGE_SIZE, NAMES_WIDTH, BAR_HEIGHT = 140, 150, 20
-MAX_NAME = 18
 
 
 def top_k(probabilities: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
@@ -40,10 +39,6 @@ def predict(model: keras.Model, examples: Examples, data_dir: str | Path,
     """Softmax outputs for the examples' centre crops, with the dataset's mean."""
     inputs = examples.network_input(load_stats(data_dir))
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
-
-
-def _short(name: str) -> str:
-    return name if len(name) <= MAX_NAME else name[:MAX_NAME - 1] + "…"
 
 
 def draw_predictions(images: np.ndarray, probabilities: np.ndarray, labels: Sequence[int],
@@ -73,7 +68,7 @@ def draw_predictions(images: np.ndarray, probabilities: np.ndarray, labels: Sequ
         picture.imshow(image)
         picture.set_xticks([])
         picture.set_yticks([])
-        truth = _short(names[label]) if label >= 0 else "(unlabeled)"
+        truth = short_name(names[label]) if label >= 0 else "(unlabeled)"
         picture.set_xlabel(truth, fontsize=9, fontweight="bold")
 
         bars = axes(left + NAMES_WIDTH, top + IMAGE_SIZE + 40, CELL_WIDTH - NAMES_WIDTH - 15,
@@ -84,7 +79,7 @@ def draw_predictions(images: np.ndarray, probabilities: np.ndarray, labels: Sequ
                   antialiased=False, linewidth=0)
         bars.set_xlim(0, 1)
         bars.set_ylim(len(indices[i]) - 0.5, -0.5)  # best on top
-        bars.set_yticks(np.arange(len(indices[i])), [_short(names[c]) for c in indices[i]],
+        bars.set_yticks(np.arange(len(indices[i])), [short_name(names[c]) for c in indices[i]],
                         fontsize=8)
         bars.set_xticks([])
         bars.tick_params(length=0)
