@@ -158,6 +158,18 @@ def _truncate_log(model_dir: Path, epochs_done: int) -> list[dict[str, str]]:
 
 # --- fit ----------------------------------------------------------------------------------
 
+def _build(config: AlexNetConfig, devices, mixed_precision: str | None) -> keras.Model:
+    """The model, its layers computing in `mixed_precision` (they keep the policy when
+    saved, so a resumed run keeps it too) without changing the global policy."""
+    previous = keras.mixed_precision.dtype_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_dtype_policy(mixed_precision)
+    try:
+        return build_model(config, devices=devices)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
 def _continue_dropout_streams(model: keras.Model, seed: int, steps_done: int) -> None:
     """Puts each dropout layer's random stream where `steps_done` training steps leave it.
 
@@ -260,9 +272,6 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
     has_validation = any(data_dir.glob("validation-?????-of-?????"))
     if has_validation:
         data.check_shards(data.list_shards(data_dir, "validation"), num_classes)
-    if mixed_precision:
-        keras.mixed_precision.set_dtype_policy(mixed_precision)
-
     latest = checkpoints.latest_checkpoint(model_dir)
     with strategy.scope():
         if latest is not None:
@@ -272,7 +281,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
             initial_epoch = checkpoints.checkpoint_epoch(latest)
         else:
             config = dataclasses.replace(config or AlexNetConfig(), num_classes=num_classes)
-            model = build_model(config, devices=devices)
+            model = _build(config, devices, mixed_precision)
             optimizer = PaperSGD(learning_rate, momentum, weight_decay)
             initial_epoch = 0
         model.compile(

@@ -142,3 +142,16 @@ def test_the_train_command_reports_bad_input_without_a_traceback(tmp_path, capsy
                    "--mean", "--seed"):
         assert option in help_text
     assert os.environ.get("TF_CONFIG") is None  # the tests stay on one worker
+
+
+def test_mixed_precision_and_xla_switches(dataset, tmp_path):
+    history = keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=1, steps_per_epoch=2,
+                                validation_steps=1, mixed_precision="mixed_bfloat16", xla=True,
+                                **FIT_ARGS)
+    assert np.isfinite(history.history["loss"][0])
+    assert history.model.jit_compile is True
+    assert keras.mixed_precision.dtype_policy().name == "float32"  # left as it was
+    model = checkpoints.load_model(tmp_path)
+    assert model.get_layer("tower_b_fc6").layer.compute_dtype == "bfloat16"
+    assert model.get_layer("tower_b_fc6").layer.variable_dtype == "float32"
+    assert model.output.dtype == "float32"
