@@ -222,3 +222,20 @@ def test_a_bad_label_deep_in_a_shard_stops_the_pipeline_naming_the_shard(tmp_pat
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=rf"{path}: image/class/label is 9, expected 0 <= label < 4"):
         next(iter(dataset))
+
+
+def test_the_converters_shards_feed_training_and_evaluation(converted_shards):
+    """The shared fixture: tfrecords_tools output with manifest.json and mean_image.npy."""
+    for split in ("train", "validation"):
+        read = sum(1 for path in data.list_shards(converted_shards, split)
+                   for _ in tf.data.TFRecordDataset(str(path)))
+        assert data.count_records(converted_shards, split) == read  # from manifest.json
+    num_classes = len((converted_shards / "labels.txt").read_text().splitlines())
+    data.check_shards(data.list_shards(converted_shards, "train"), num_classes)
+    images, labels = next(iter(data.training_dataset(
+        converted_shards, SIZE, 16, num_classes=num_classes, mean="pixel", seed=0)))
+    assert images.shape == (16, SIZE, SIZE, 3) and np.isfinite(images.numpy()).all()
+    assert set(labels.numpy()) <= set(range(num_classes))
+    patches, _ = next(iter(data.evaluation_dataset(
+        converted_shards, SIZE, 4, num_classes=num_classes, crops="ten", mean="pixel")))
+    assert patches.shape == (4, 10, SIZE, SIZE, 3)
