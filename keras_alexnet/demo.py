@@ -107,6 +107,9 @@ def _check_workdir(workdir: Path, settings: DemoSettings) -> None:
             changed = sorted(k for k in wanted if found.get(k) != wanted[k])
             raise ValueError(f"{workdir} holds a demo run with other settings ({', '.join(changed)}"
                              f" differ, see {path}); use another --workdir")
+    elif workdir.is_dir() and any(workdir.iterdir()):
+        raise ValueError(f"{workdir} is not empty and holds no demo.json; give a new or "
+                         f"empty --workdir (the demo writes several directories into it)")
     else:
         workdir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(wanted, indent=2) + "\n")

@@ -105,6 +105,13 @@ def test_a_workdir_of_another_demo_is_refused_before_any_work(quick_run):
     assert sorted(p.name for p in result.workdir.iterdir()) == before
 
 
+def test_a_non_empty_directory_is_not_taken_as_a_workdir(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"not empty and holds no demo\.json"):
+        demo.run_demo(tmp_path, quick=True, log=lambda _: None)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_demo_command_takes_no_required_arguments():
     args = build_parser().parse_args(["demo"])
     assert args.workdir is None and not args.quick
