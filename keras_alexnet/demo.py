@@ -12,7 +12,9 @@ Stages (each prints its progress and time):
    `serving.Client` for held-out validation images (their original JPEG bytes);
 7. pictures: the paper's Figure 3 and Figure 4 and the training curves.
 
-Every stage resumes what a previous run in the same `workdir` finished.
+A rerun in the same `workdir` regenerates the (identical) archives and resumes the
+rest: the converter keeps its finished shards, training continues from the last
+checkpoint, the fc7 index is reused, and the export adds the next version.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class DemoSettings:
     epochs_per_round: int = 5
     max_epochs: int = 30
     target_top1: float | None = 0.8
-    batch_size: int = 32
+    batch_size: int = 32  # the paper's 128 would leave 600 images 4 steps an epoch
     learning_rate: float = 0.01  # [paper §5]
     # The paper's N(0, 0.01) [paper §5] leaves the 1/8-width network's signals too weak
     # to learn in minutes (the loss sits at ln(10)); 0.05 restores them.
