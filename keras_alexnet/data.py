@@ -5,9 +5,10 @@ JPEG decode, so only the crop is decoded), horizontal reflections, the PCA light
 shift drawn once per image, and mean subtraction [paper §2].  Test time: the centre
 crop, or the paper's ten patches (four corners, centre, and their reflections).
 
-Every training epoch is its own `tf.data` pipeline seeded by `(seed, epoch)`: a run
-resumed at epoch k sees the same images in the same order, with the same
-augmentation, as a run that never stopped.
+Every training epoch is its own `tf.data` pipeline seeded by `(seed, epoch)`, and
+every image's augmentation by its place in the epoch: a run resumed after k batches
+sees the same images in the same order, augmented the same way, as a run that never
+stopped.
 """
 
 from __future__ import annotations

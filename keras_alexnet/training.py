@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import importlib.util
 import math
 import random
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -42,16 +44,19 @@ class DivideLearningRateOnPlateau(keras.callbacks.Callback):
 
     "Stops improving" means no better error for `patience` epochs at the current
     learning rate; it happens at most `max_reductions` times (three in the paper).
-    Writes the epoch's learning rate into the logs as `learning_rate`.  The state is
-    rebuilt from the training log on resume (`restore`), so a killed run continues it.
+    Writes the epoch's learning rate into the logs as `learning_rate`.  A resumed run
+    passes the log rows of the epochs already trained (`trained`), and the state is
+    rebuilt from them, so a killed run carries on with the same schedule.
     """
 
     def __init__(self, initial_learning_rate: float, monitor: str = "val_top1",
-                 patience: int = 5, max_reductions: int = 3, min_delta: float = 0.0):
+                 patience: int = 5, max_reductions: int = 3, min_delta: float = 0.0,
+                 trained: list[dict[str, str]] = ()):
         super().__init__()
         self.initial_learning_rate = initial_learning_rate
         self.monitor, self.patience = monitor, patience
         self.max_reductions, self.min_delta = max_reductions, min_delta
+        self.trained = list(trained)
         self.best, self.wait = None, 0
 
     def current_learning_rate(self) -> float:
@@ -60,10 +65,11 @@ class DivideLearningRateOnPlateau(keras.callbacks.Callback):
     def _reductions(self, learning_rate: float) -> int:
         return round(math.log10(self.initial_learning_rate / learning_rate))
 
-    def restore(self, rows: list[dict[str, str]], learning_rate: float) -> None:
-        """Replays the epochs already trained at `learning_rate` (rows of the log)."""
+    def on_train_begin(self, logs=None):
+        """Replays the epochs already trained at the current learning rate."""
+        learning_rate = self.current_learning_rate()
         self.best, self.wait = None, 0
-        for row in rows:
+        for row in self.trained:
             if math.isclose(float(row["learning_rate"]), learning_rate, rel_tol=1e-4):
                 self._observe(float(row[self.monitor]))
 
@@ -182,7 +188,6 @@ def _continue_dropout_streams(model: keras.Model, seed: int, steps_done: int) ->
         state.assign(np.array([seed * 1_000 + index, steps_done], state.dtype))
 
 
-
 def _num_classes(data_dir: Path, config: AlexNetConfig | None) -> int:
     labels = data_dir / "labels.txt"
     if labels.exists():
@@ -213,6 +218,51 @@ def _check_compatible(model: keras.Model, path: Path, num_classes: int,
             raise ValueError(f"{path}: the checkpoint has {model.count_params():,} "
                              f"parameters but the config gives {expected:,}; use another "
                              f"model_dir")
+
+
+def _resume_or_build(model_dir: Path, strategy: tf.distribute.Strategy, num_classes: int,
+                     config: AlexNetConfig | None, *, devices, mixed_precision: str | None,
+                     make_optimizer: Callable[[], keras.optimizers.Optimizer], xla: bool
+                     ) -> tuple[keras.Model, int]:
+    """The latest checkpoint's model and epoch count, else a new model; compiled.
+
+    Everything is created in the strategy's scope (the optimizer too: its slots must
+    be variables of the same strategy as the weights)."""
+    latest = checkpoints.latest_checkpoint(model_dir)
+    with strategy.scope():
+        if latest is not None:
+            model = checkpoints.load_model(latest)
+            optimizer = model.optimizer  # its momentum, iterations and learning rate
+            initial_epoch = checkpoints.checkpoint_epoch(latest)
+        else:
+            config = dataclasses.replace(config or AlexNetConfig(), num_classes=num_classes)
+            model = _build(config, devices, mixed_precision)
+            optimizer = make_optimizer()
+            optimizer.build(model.trainable_variables)
+            initial_epoch = 0
+        model.compile(
+            optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                     keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+            jit_compile=xla)
+    if latest is not None:
+        _check_compatible(model, latest, num_classes, config)
+    return model, initial_epoch
+
+
+def _logs_and_checkpoints(model_dir: Path, chief: bool, nan: StopOnNaN,
+                          keep_checkpoints: int | None, tensorboard: bool
+                          ) -> list[keras.callbacks.Callback]:
+    """The CSV and TensorBoard logs (chief only), then the checkpoints: a kill between
+    the log row and the checkpoint leaves a row that the resume drops."""
+    callbacks = []
+    if chief:
+        callbacks.append(keras.callbacks.CSVLogger(str(model_dir / LOG_NAME), append=True))
+        if tensorboard and importlib.util.find_spec("tensorboard"):
+            callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "tensorboard")))
+        elif tensorboard:
+            print("TensorBoard logs skipped: `pip install tensorboard` to write them")
+    return [*callbacks, EpochCheckpoint(model_dir, keep_checkpoints, chief, nan)]
 
 
 def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | None = None,
@@ -249,7 +299,8 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         seed: reproducible data order and augmentation (resumes included).
         deterministic: make the input order independent of thread timing.
         mixed_precision: a Keras dtype policy such as "mixed_float16" (GPUs) or
-            "mixed_bfloat16"; None trains in float32.
+            "mixed_bfloat16" for a new model; None trains in float32.  A resumed model
+            keeps the policy it was saved with.
         xla: compile the training step with XLA (one device per tower or replica).
         strategy: "auto", "towers", "mirrored", "multi-worker" (`keras_alexnet.distribute`)
             or a `tf.distribute.Strategy`.
@@ -272,25 +323,13 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
     has_validation = any(data_dir.glob("validation-?????-of-?????"))
     if has_validation:
         data.check_shards(data.list_shards(data_dir, "validation"), num_classes)
-    latest = checkpoints.latest_checkpoint(model_dir)
-    with strategy.scope():
-        if latest is not None:
-            model = checkpoints.load_model(latest)
-            _check_compatible(model, latest, num_classes, config)
-            optimizer = model.optimizer
-            initial_epoch = checkpoints.checkpoint_epoch(latest)
-        else:
-            config = dataclasses.replace(config or AlexNetConfig(), num_classes=num_classes)
-            model = _build(config, devices, mixed_precision)
-            optimizer = PaperSGD(learning_rate, momentum, weight_decay)
-            initial_epoch = 0
-        model.compile(
-            optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
-                     keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
-            jit_compile=xla)
+    model, initial_epoch = _resume_or_build(
+        model_dir, strategy, num_classes, config, devices=devices,
+        mixed_precision=mixed_precision,
+        make_optimizer=functools.partial(PaperSGD, learning_rate, momentum, weight_decay),
+        xla=xla)
     if initial_epoch >= epochs:
-        print(f"{latest}: already trained for {initial_epoch} epochs (asked for {epochs})")
+        print(f"{model_dir}: already trained for {initial_epoch} epochs (asked for {epochs})")
         return keras.callbacks.History()
 
     image_size = model.input_shape[1]
@@ -319,25 +358,15 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
                                              num_classes=num_classes, stats=stats, mean=mean,
                                              records=data.count_records(data_dir, "validation"))
 
+    model_dir.mkdir(parents=True, exist_ok=True)
+    trained = (_truncate_log(model_dir, initial_epoch) if chief
+               else read_log(model_dir)[:initial_epoch])
     schedule = DivideLearningRateOnPlateau(
         learning_rate, monitor="val_top1" if has_validation else "top1", patience=patience,
-        max_reductions=max_lr_reductions, min_delta=min_delta)
+        max_reductions=max_lr_reductions, min_delta=min_delta, trained=trained)
     nan = StopOnNaN()
-    callbacks = [schedule, nan]
-    model_dir.mkdir(parents=True, exist_ok=True)
-    if chief:
-        rows = _truncate_log(model_dir, initial_epoch)
-        schedule.restore(rows, float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
-        callbacks.append(keras.callbacks.CSVLogger(str(model_dir / LOG_NAME), append=True))
-        if tensorboard and importlib.util.find_spec("tensorboard"):
-            callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "tensorboard")))
-        elif tensorboard:
-            print("TensorBoard logs skipped: `pip install tensorboard` to write them")
-    else:
-        schedule.restore(read_log(model_dir)[:initial_epoch],
-                         float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
-    # After the log: a kill between the two leaves a row that the resume drops.
-    callbacks.append(EpochCheckpoint(model_dir, keep_checkpoints, chief, nan))
+    callbacks = [schedule, nan,
+                 *_logs_and_checkpoints(model_dir, chief, nan, keep_checkpoints, tensorboard)]
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         keras_multi_worker_fixes(model)
