@@ -9,6 +9,7 @@ every worker and point them at one shared model_dir.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 
@@ -85,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     labels = Path(args.data_dir) / "labels.txt"
     if config is not None and labels.exists():  # the class count always comes from the data
-        import dataclasses
-
         config = dataclasses.replace(config, num_classes=len(read_labels(labels)))
     try:
         fit(args.data_dir, args.model_dir, config=config, epochs=args.epochs,

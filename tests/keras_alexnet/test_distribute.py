@@ -102,3 +102,15 @@ def test_each_input_pipeline_reads_its_own_shards(tmp_path):
                                         input_context=context)
         labels = np.concatenate([y.numpy() for _, y in dataset.take(4)])
         assert set(labels) == {pipeline}
+
+
+def test_fit_runs_under_a_mirrored_strategy(tmp_path):
+    import keras_alexnet
+    from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED
+
+    dataset = make_dataset(tmp_path / "data", train_per_class=8, validation_per_class=2)
+    history = keras_alexnet.fit(dataset, tmp_path / "model", config=REDUCED, epochs=1,
+                                steps_per_epoch=2, strategy="mirrored", **FIT_ARGS)
+    assert isinstance(history.model.distribute_strategy, tf.distribute.MirroredStrategy)
+    assert np.isfinite(history.history["loss"][0])
+    assert int(checkpoints.load_model(tmp_path / "model").optimizer.iterations.numpy()) == 2
