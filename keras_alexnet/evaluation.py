@@ -19,7 +19,6 @@ from keras_alexnet.preprocessing import ImageStats
 from tfrecords_tools.schema import read_labels
 
 CENTER = 4  # the centre crop among `data.ten_patches`
-CROPS = ("center", "ten_crop")
 
 
 def _errors(probabilities: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -33,8 +32,7 @@ def _per_class(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) 
     correct = probabilities.argmax(axis=1) == labels
     counts = np.bincount(labels, minlength=num_classes)
     hits = np.bincount(labels, weights=correct, minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
+    return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
 def _class_names(data_dir: Path, num_classes: int) -> list[tuple[str, str]]:
