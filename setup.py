@@ -27,6 +27,7 @@ setup(
         "scipy>=1.11,<2",
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",
+        "tensorboard>=2.21,<3",  # fit's TensorBoard logs; tensorflow no longer pulls it in
     ],
     extras_require={
         "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42"],

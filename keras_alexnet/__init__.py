@@ -4,6 +4,12 @@
 """
 
 import importlib
+import os
+
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) drown the progress bars; a
+# user's own setting wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 
 from keras_alexnet.config import AlexNetConfig, reduced_config
 from keras_alexnet.model import build_model, fc7_features

@@ -8,9 +8,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads a servable
 
 
 def _flag_bool(value: str) -> bool:

@@ -42,7 +42,7 @@ class ExportedModel:
 
 def build_test_model():
     config = keras_alexnet.reduced_config(num_classes=NUM_CLASSES, image_size=IMAGE_SIZE,
-                                          init_stddev=0.05, biases_one=())
+                                          biases_one=())
     return keras_alexnet.build_model(config, devices=("/CPU:0", "/CPU:0"))
 
 
