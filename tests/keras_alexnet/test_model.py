@@ -54,7 +54,7 @@ def test_caffe_geometry_also_gives_55(paper_model):
 
 
 def test_paper_initialisation():
-    model = build_model(reduced_config(width=0.5, num_classes=50))
+    model = build_model(AlexNetConfig(width=0.5, num_classes=50, image_size=64))
     for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"):
         for tower in TOWERS:
             inner = model.get_layer(f"{tower}_{layer}").layer
