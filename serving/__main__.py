@@ -91,6 +91,7 @@ def _client(args: argparse.Namespace):
 
 
 def query(args: argparse.Namespace) -> int:
+    from serving.client import format_top5
     from serving.errors import ServingError
 
     images = []
@@ -108,9 +109,7 @@ def query(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for path, top5 in zip(args.images, results, strict=True):
-        print(path)
-        for rank, (name, probability) in enumerate(top5, 1):
-            print(f"  {rank}. {probability:7.4f}  {name}")
+        print(format_top5(path, top5))
     return 0
 
 

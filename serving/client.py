@@ -77,6 +77,13 @@ def request_batches(images: Sequence[bytes], max_request_bytes: int,
         yield range(start, len(images))
 
 
+def format_top5(name: str, top5: Sequence[tuple[str, float]]) -> str:
+    """One image's classes as the `query` and `predict` commands print them."""
+    lines = [name] + [f"  {rank}. {probability:7.4f}  {label}"
+                      for rank, (label, probability) in enumerate(top5, 1)]
+    return "\n".join(lines)
+
+
 class Client:
     """One long-lived channel to a model server; every call has a deadline.
 

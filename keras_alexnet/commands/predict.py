@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import classify_files
+    from serving.client import format_top5
 
     if args.checkpoint and not args.data_dir:
         print("error: --checkpoint needs --data-dir for the class names", file=sys.stderr)
@@ -34,7 +35,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     for path, top5 in zip(args.images, results, strict=True):
-        print(path)
-        for rank, (name, probability) in enumerate(top5, 1):
-            print(f"  {rank}. {probability:7.4f}  {name}")
+        print(format_top5(path, top5))
     return 0
