@@ -1,8 +1,15 @@
 """Decode, repair, resize and re-encode one image: the work done in the worker processes.
 
-Only Pillow and the standard library are imported here, so a worker process starts in
-a fraction of a second.  The format and the colour space come from the bytes, never from
-the member's name: ILSVRC-2012 has a PNG named .JPEG, CMYK and grayscale JPEGs.
+Only the image libraries and the standard library are imported here, so a worker
+process starts in a fraction of a second.  The format and the colour space come from
+the bytes, never from the member's name: ILSVRC-2012 has a PNG named .JPEG, CMYK and
+grayscale JPEGs.
+
+Almost every image is a YCbCr JPEG and takes the fast path: libjpeg-turbo decodes it
+at the M/8 scale (M = 1..8) that leaves the shorter side just above the output size,
+so the IDCT does the downscaling, the remaining resize is small, and bilinear needs no
+antialiasing.  Everything else (PNG, CMYK, grayscale, JPEGs that libjpeg-turbo warns
+about) takes Pillow's path, with a full antialiased resize.
 """
 
 from __future__ import annotations
@@ -10,15 +17,24 @@ from __future__ import annotations
 import dataclasses
 import io
 
+import cv2
+import numpy as np
 import PIL
+import simplejpeg
 from PIL import Image, features
 
 # Truncated images must fail, not come back half grey.
 Image.LOAD_TRUNCATED_IMAGES = False
+# One thread per worker process: the processes already use every core.
+cv2.setNumThreads(1)
 
-#: The shards' bytes depend on the codec: machines sharing a job must agree on it.
-CODEC = (f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
+#: The shards' bytes depend on the codecs: machines sharing a job must agree on them.
+CODEC = (f"simplejpeg {simplejpeg.__version__}, OpenCV {cv2.__version__}, "
+         f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
          f" (libjpeg-turbo {features.version('libjpeg_turbo')})")
+
+#: Below this scale a resize needs antialiasing; above it bilinear alone is as good.
+_BILINEAR_ALONE = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +57,7 @@ class Outcome:
     skipped: str = ""  # why the image is not in the shards, "" if it is
 
 
-def _geometry(width: int, height: int, options: ImageOptions):
+def _geometry(width: float, height: float, options: ImageOptions):
     """Output size and the source box it is resampled from."""
     shorter = min(width, height)
     if options.crop:
@@ -52,10 +68,40 @@ def _geometry(width: int, height: int, options: ImageOptions):
     return size, (0, 0, width, height)
 
 
-def reencode(data: bytes, options: ImageOptions) -> Outcome:
-    """One archive member's bytes as an RGB JPEG of the configured geometry."""
-    if not data:
-        return Outcome(skipped="zero-byte member")
+def dct_scale(width: int, height: int, size: int) -> int:
+    """The smallest M such that decoding at M/8 keeps the shorter side at least `size`."""
+    return next((m for m in range(1, 8) if min(width, height) * m >= size * 8), 8)
+
+
+def _reencode_jpeg(data: bytes, options: ImageOptions) -> Outcome | None:
+    """The fast path for a YCbCr JPEG; None sends the image to Pillow's path."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+        if colorspace != "YCbCr":
+            return None
+        m = dct_scale(width, height, options.size)
+        # libjpeg-turbo rounds the scaled size up: the image content spans width * m / 8.
+        pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-height * m // 8),
+                                        min_width=-(-width * m // 8))
+    # Strict decoding fails on any libjpeg warning (truncation, corrupt data): Pillow
+    # then decides, and words the reason.
+    except Exception:
+        return None
+    out_size, box = _geometry(width * m / 8, height * m / 8, options)
+    left, top, right, bottom = (round(edge) for edge in box)  # whole pixels, for cv2
+    if min(out_size[0] / (right - left), out_size[1] / (bottom - top)) >= _BILINEAR_ALONE:
+        # The bit-exact variant, so that every machine of a job writes the same bytes.
+        resized = cv2.resize(pixels[top:bottom, left:right], out_size,
+                             interpolation=cv2.INTER_LINEAR_EXACT)
+    else:  # an image over 1024 pixels: the DCT scale steps are coarse there
+        resized = np.asarray(Image.fromarray(pixels).resize(
+            out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
+    encoded = simplejpeg.encode_jpeg(resized, options.quality, "RGB", "420", fastdct=False)
+    return Outcome(encoded, out_size[1], out_size[0])
+
+
+def _reencode_any(data: bytes, options: ImageOptions) -> Outcome:
+    """Pillow's path: any format and colour mode, converted to RGB and recorded."""
     try:
         image = Image.open(io.BytesIO(data))
         repairs = []
@@ -63,9 +109,8 @@ def reencode(data: bytes, options: ImageOptions) -> Outcome:
             repairs.append(f"{image.format} data re-encoded as JPEG")
         if image.mode != "RGB":
             repairs.append(f"{image.mode} converted to RGB")
-        # A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the output (the
-        # IDCT does the downscaling), and an RGB JPEG stays in its YCbCr: resampling
-        # commutes with that affine colour transform, and the encoder wants YCbCr anyway.
+        # A JPEG decodes at 1/2, 1/4 or 1/8 scale when that still covers the output, and
+        # an RGB JPEG stays in its YCbCr: resampling commutes with that affine transform.
         scale = options.size / min(image.size)
         request = (max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale)))
         image.draft("YCbCr" if image.format == "JPEG" and image.mode == "RGB" else image.mode,
@@ -84,3 +129,14 @@ def reencode(data: bytes, options: ImageOptions) -> Outcome:
     except Exception as error:
         return Outcome(skipped=f"cannot convert to RGB: {type(error).__name__}: {error}")
     return Outcome(buffer.getvalue(), out_size[1], out_size[0], "; ".join(repairs))
+
+
+def reencode(data: bytes, options: ImageOptions) -> Outcome:
+    """One archive member's bytes as an RGB JPEG of the configured geometry."""
+    if not data:
+        return Outcome(skipped="zero-byte member")
+    if data.startswith(b"\xff\xd8"):
+        outcome = _reencode_jpeg(data, options)
+        if outcome is not None:
+            return outcome
+    return _reencode_any(data, options)
