@@ -57,7 +57,7 @@ class Outcome:
     skipped: str = ""  # why the image is not in the shards, "" if it is
 
 
-def _geometry(width: float, height: float, options: ImageOptions):
+def _geometry(width: int, height: int, options: ImageOptions):
     """Output size and the source box it is resampled from."""
     shorter = min(width, height)
     if options.crop:
@@ -87,21 +87,26 @@ def _reencode_jpeg(data: bytes, options: ImageOptions) -> Outcome | None:
     # then decides, and words the reason.
     except Exception:
         return None
-    out_size, box = _geometry(width * m / 8, height * m / 8, options)
+    out_size, box = _geometry(width, height, options)
+    box = tuple(edge * m / 8 for edge in box)
     left, top, right, bottom = (round(edge) for edge in box)  # whole pixels, for cv2
     if min(out_size[0] / (right - left), out_size[1] / (bottom - top)) >= _BILINEAR_ALONE:
         # The bit-exact variant, so that every machine of a job writes the same bytes.
         resized = cv2.resize(pixels[top:bottom, left:right], out_size,
                              interpolation=cv2.INTER_LINEAR_EXACT)
-    else:  # an image over 1024 pixels: the DCT scale steps are coarse there
+    else:  # over 1024 pixels, where the steps between DCT scales are too coarse
         resized = np.asarray(Image.fromarray(pixels).resize(
             out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
     encoded = simplejpeg.encode_jpeg(resized, options.quality, "RGB", "420", fastdct=False)
     return Outcome(encoded, out_size[1], out_size[0])
 
 
-def _reencode_any(data: bytes, options: ImageOptions) -> Outcome:
-    """Pillow's path: any format and colour mode, converted to RGB and recorded."""
+def reencode_with_pillow(data: bytes, options: ImageOptions) -> Outcome:
+    """Pillow's path, for any format and colour mode (converted to RGB and recorded).
+
+    Decodes at full size, or at 1/2, 1/4, 1/8 scale, and resizes with antialiasing:
+    slower than `reencode`'s path for YCbCr JPEGs, and the yardstick for its quality.
+    """
     try:
         image = Image.open(io.BytesIO(data))
         repairs = []
@@ -139,4 +144,4 @@ def reencode(data: bytes, options: ImageOptions) -> Outcome:
         outcome = _reencode_jpeg(data, options)
         if outcome is not None:
             return outcome
-    return _reencode_any(data, options)
+    return reencode_with_pillow(data, options)

@@ -2,9 +2,10 @@ import io
 
 import numpy as np
 import pytest
+import simplejpeg
 from PIL import Image
 
-from tfrecords_tools.images import ImageOptions, reencode
+from tfrecords_tools.images import ImageOptions, dct_scale, reencode, reencode_with_pillow
 from tfrecords_tools.sample import class_image
 
 
@@ -77,3 +78,62 @@ def test_truncated_jpeg_is_skipped(pixels):
     data = _encode(pixels)
     outcome = reencode(data[: len(data) // 2], ImageOptions(size=64))
     assert "truncated" in outcome.skipped
+
+
+def _smooth(height, width):
+    """Smooth colour waves and one hard-edged disc: no noise, so that a misplaced crop
+    window or a blurred edge shows in the error."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    image = np.stack([np.sin(9 * x + 4 * y), np.cos(7 * y - 5 * x), np.sin(11 * (x + y))], -1)
+    image = image * 90 + 128
+    image[(y - 0.3) ** 2 + (x - 0.45) ** 2 < 0.04] = (230, 40, 60)
+    return image.astype(np.uint8)
+
+
+@pytest.mark.parametrize(("height", "width", "scale"), [
+    (200, 240, 8),  # smaller than the output: upscaled
+    (300, 420, 7),
+    (380, 500, 6),
+    (450, 600, 5),
+    (600, 800, 4),
+    (800, 900, 3),
+    (1300, 1400, 2),  # the remaining resize is large enough to need antialiasing
+])
+def test_dct_scaled_decode_is_as_good_as_pillows_path(height, width, scale):
+    """A YCbCr JPEG decodes at scale/8 in the IDCT, then is resized the rest of the way:
+    the geometry is exact and the output is as close to a float reference as Pillow's
+    path (a full-size or 1/2, 1/4, 1/8 decode and an antialiased resize)."""
+    assert dct_scale(width, height, 256) == scale
+    pixels = _smooth(height, width)
+    data = _encode(pixels)
+    shorter = min(height, width)
+    box = ((width - shorter) / 2, (height - shorter) / 2,
+           (width + shorter) / 2, (height + shorter) / 2)
+    reference = np.asarray(Image.fromarray(pixels).resize((256, 256), Image.LANCZOS, box=box),
+                           np.float32)
+    pillow_error = np.abs(_decode(reencode_with_pillow(data, ImageOptions(size=256)))
+                          - reference).mean()
+    outcome = reencode(data, ImageOptions(size=256))
+    assert (outcome.height, outcome.width, outcome.repaired) == (256, 256, "")
+    assert np.abs(_decode(outcome) - reference).mean() < 1.1 * pillow_error + 0.1
+    uncropped = reencode(data, ImageOptions(size=256, crop=False))
+    assert (uncropped.height, uncropped.width) == (256, round(width * 256 / height))
+
+
+def test_jpeg_that_libjpeg_turbo_warns_about_is_converted_by_pillow(pixels):
+    """Strict decoding refuses corrupt entropy data that Pillow decodes: Pillow's path
+    converts it, as the converter did before the fast path."""
+    data = _encode(pixels)
+    scan = data.index(b"\xff\xda")
+    for offset in range(scan + 100, len(data) - 2, 97):
+        corrupt = bytearray(data)
+        corrupt[offset] ^= 0x55
+        try:
+            simplejpeg.decode_jpeg(bytes(corrupt))
+        except ValueError:
+            break
+    else:
+        pytest.fail("no corruption found that libjpeg-turbo only warns about")
+    outcome = reencode(bytes(corrupt), ImageOptions(size=256))
+    assert (outcome.height, outcome.width, outcome.skipped) == (256, 256, "")
+    assert outcome == reencode_with_pillow(bytes(corrupt), ImageOptions(size=256))
