@@ -69,8 +69,13 @@ def _geometry(width: int, height: int, options: ImageOptions):
 
 
 def dct_scale(width: int, height: int, size: int) -> int:
-    """The smallest M such that decoding at M/8 keeps the shorter side at least `size`."""
-    return next((m for m in range(1, 8) if min(width, height) * m >= size * 8), 8)
+    """The M of the M/8 scale to decode at: the smallest that keeps the shorter side at
+    least `size`, or 8 where bilinear alone can take it the rest of the way (the full
+    size IDCT is in SIMD, the scaled ones are not, and cost more)."""
+    shorter = min(width, height)
+    if size / shorter >= _BILINEAR_ALONE:
+        return 8
+    return next(m for m in range(1, 8) if shorter * m >= size * 8)
 
 
 def _reencode_jpeg(data: bytes, options: ImageOptions) -> Outcome | None:
@@ -81,7 +86,7 @@ def _reencode_jpeg(data: bytes, options: ImageOptions) -> Outcome | None:
             return None
         m = dct_scale(width, height, options.size)
         # libjpeg-turbo rounds the scaled size up: the image content spans width * m / 8.
-        pixels = simplejpeg.decode_jpeg(data, "RGB", min_height=-(-height * m // 8),
+        pixels = simplejpeg.decode_jpeg(data, "RGBX", min_height=-(-height * m // 8),
                                         min_width=-(-width * m // 8))
     # Strict decoding fails on any libjpeg warning (truncation, corrupt data): Pillow
     # then decides, and words the reason.
@@ -95,9 +100,9 @@ def _reencode_jpeg(data: bytes, options: ImageOptions) -> Outcome | None:
         resized = cv2.resize(pixels[top:bottom, left:right], out_size,
                              interpolation=cv2.INTER_LINEAR_EXACT)
     else:  # over 1024 pixels, where the steps between DCT scales are too coarse
-        resized = np.asarray(Image.fromarray(pixels).resize(
-            out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0))
-    encoded = simplejpeg.encode_jpeg(resized, options.quality, "RGB", "420", fastdct=False)
+        resized = np.asarray(Image.fromarray(pixels[..., :3]).resize(
+            out_size, Image.Resampling.BILINEAR, box=box, reducing_gap=3.0).convert("RGBX"))
+    encoded = simplejpeg.encode_jpeg(resized, options.quality, "RGBX", "420", fastdct=False)
     return Outcome(encoded, out_size[1], out_size[0])
 
 
