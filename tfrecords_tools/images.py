@@ -5,11 +5,12 @@ process starts in a fraction of a second.  The format and the colour space come 
 the bytes, never from the member's name: ILSVRC-2012 has a PNG named .JPEG, CMYK and
 grayscale JPEGs.
 
-Almost every image is a YCbCr JPEG and takes the fast path: libjpeg-turbo decodes it
-at the M/8 scale (M = 1..8) that leaves the shorter side just above the output size,
-so the IDCT does the downscaling, the remaining resize is small, and bilinear needs no
-antialiasing.  Everything else (PNG, CMYK, grayscale, JPEGs that libjpeg-turbo warns
-about) takes Pillow's path, with a full antialiased resize.
+Almost every image is a YCbCr JPEG and takes the fast path (simplejpeg, OpenCV):
+libjpeg-turbo decodes it at the M/8 scale (M = 1..8) that leaves the shorter side just
+above the output size, so the IDCT does most of the downscaling and bilinear without
+antialiasing does the rest; the crop window snaps to whole pixels of the decoded image
+(at most half a pixel off centre).  Everything else (PNG, CMYK, grayscale, JPEGs that
+libjpeg-turbo warns about) takes Pillow's path, with an antialiased resize.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ CODEC = (f"simplejpeg {simplejpeg.__version__}, OpenCV {cv2.__version__}, "
          f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
          f" (libjpeg-turbo {features.version('libjpeg_turbo')})")
 
-#: Below this scale a resize needs antialiasing; above it bilinear alone is as good.
+#: Below this scale a resize needs antialiasing; from it up, bilinear alone loses little.
 _BILINEAR_ALONE = 0.8
 
 
