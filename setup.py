@@ -24,6 +24,10 @@ setup(
         "grpcio-health-checking>=1.70,<2",
         "numpy>=1.26,<3",
         "pillow>=10,<14",
+        # The converter's fast JPEG path: libjpeg-turbo's DCT-scaled decode and encode,
+        # OpenCV's bit-exact bilinear resize (tfrecords_tools/images.py).
+        "simplejpeg>=1.9,<2",
+        "opencv-python-headless>=4.8,<6",
         "scipy>=1.11,<2",
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",

@@ -229,7 +229,8 @@ def _worker_pool(processes: int):
     if processes == 1:
         yield None
         return
-    # spawn: the workers import only Pillow, not the TensorFlow of this process.
+    # spawn: the workers import the image codecs (Pillow, simplejpeg, OpenCV), not the
+    # TensorFlow of this process.
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         yield pool
 
