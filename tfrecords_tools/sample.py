@@ -128,7 +128,12 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
-def _write_meta_mat(path_or_buffer, entries: list[tuple[str, str]]) -> None:
+#: MAT-file v5 header text (116 bytes); scipy's names the creation time, which would make
+#: two builds with one seed differ.
+MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: tfrecords_tools.sample"
+
+
+def _meta_mat(entries: list[tuple[str, str]]) -> bytes:
     """`meta.mat` as in the real devkit: leaves 1..N, then non-leaf synsets."""
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
               "wordnet_height", "num_train_images"]
@@ -147,7 +152,9 @@ def _write_meta_mat(path_or_buffer, entries: list[tuple[str, str]]) -> None:
                                   np.array([[n_children]], np.float64), children,
                                   np.array([[height]], np.float64),
                                   np.array([[count]], np.float64))
-    scipy.io.savemat(path_or_buffer, {"synsets": synset_array})
+    buffer = io.BytesIO()
+    scipy.io.savemat(buffer, {"synsets": synset_array})
+    return MAT_HEADER.ljust(116) + buffer.getvalue()[116:]
 
 
 def make_sample_archives(directory: str | Path, num_classes: int = 10, train_per_class: int = 30,
@@ -210,11 +217,9 @@ def make_sample_archives(directory: str | Path, num_classes: int = 10, train_per
     ground_truth = "".join(f"{ilsvrc_id[wnids[label]]}\n" for label in val_labels)
 
     devkit = directory / DEVKIT
-    meta = io.BytesIO()
-    _write_meta_mat(meta, entries)
     with gzip.GzipFile(devkit, "wb", mtime=0) as compressed, \
             tarfile.open(fileobj=compressed, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        _add(archive, "ILSVRC2012_devkit_t12/data/meta.mat", meta.getvalue())
+        _add(archive, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat(entries))
         _add(archive, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
              ground_truth.encode())
         _add(archive, "ILSVRC2012_devkit_t12/readme.txt", b"Sample ILSVRC2012 devkit.\n")

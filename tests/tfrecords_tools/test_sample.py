@@ -1,5 +1,7 @@
 import io
+import itertools
 import tarfile
+import time
 
 import numpy as np
 import scipy.io
@@ -65,6 +67,16 @@ def test_quirks_are_what_they_claim(sample_archives):
 def _members_of_bytes(data):
     with tarfile.open(fileobj=io.BytesIO(data)) as archive:
         return {m.name: archive.extractfile(m).read() for m in archive.getmembers()}
+
+
+def test_devkit_bytes_do_not_depend_on_the_clock(tmp_path, monkeypatch):
+    # scipy stamps MAT files with time.asctime(): two builds a second apart must agree.
+    clock = (f"Thu Jan  1 00:00:0{second} 1970" for second in itertools.count())
+    monkeypatch.setattr(time, "asctime", lambda *args: next(clock))
+    first, second = (make_sample_archives(tmp_path / name, num_classes=2, train_per_class=1,
+                                          val_per_class=1, test_images=1, seed=3).devkit
+                     for name in ("a", "b"))
+    assert first.read_bytes() == second.read_bytes()
 
 
 def test_same_seed_same_bytes_and_classes_differ_in_colour(tmp_path):
