@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import os
 import re
 import tarfile
 from pathlib import Path
@@ -167,12 +168,10 @@ def _read_kaggle_labels(path: Path) -> Devkit:
                   tuple(truth[number] for number in sorted(truth)))
 
 
-def _check_inside(member: tarfile.TarInfo, base: int, path: Path, file_size: int,
-                  where: str) -> None:
-    end = base + member.offset_data + member.size
+def _check_inside(path: Path, file_size: int, name: str, end: int) -> None:
     if end > file_size:
-        raise ArchiveError(f"{path}: truncated: member {where}{member.name} ends at byte {end} "
-                           f"but the file has {file_size} bytes")
+        raise ArchiveError(f"{path}: truncated: member {name} ends at byte {end} but the file "
+                           f"has {file_size} bytes")
 
 
 def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
@@ -214,20 +213,63 @@ def index_train(path: Path, classes: ClassIndex | None = None,
         inner_tars = [m for m in _members(outer, path) if m.isfile()]
         for inner_info in tqdm(inner_tars, desc=f"indexing {path.name}", unit="class",
                                disable=not progress, leave=False):
-            _check_inside(inner_info, 0, path, file_size, "")
+            _check_inside(path, file_size, inner_info.name,
+                          inner_info.offset_data + inner_info.size)
             wnid = Path(inner_info.name).stem
             if not _WNID.fullmatch(wnid):
                 raise ArchiveError(f"{path}: member {inner_info.name} is not a per-class "
                                    f"n########.tar")
-            inner = _open_tar(outer.extractfile(inner_info), path, inner_info.name)
-            for image in _members(inner, path, inner_info.name):
-                if image.isfile():
-                    _check_inside(image, inner_info.offset_data, path, file_size,
-                                  f"{inner_info.name}/")
-                    found.append((wnid, Member(Path(image.name).name,
-                                               inner_info.offset_data + image.offset_data,
-                                               image.size, schema.UNLABELED)))
+            images = _plain_members(raw, inner_info.offset_data, inner_info.size)
+            if images is None:
+                inner = _open_tar(outer.extractfile(inner_info), path, inner_info.name)
+                images = [(image.name, image.offset_data, image.size)
+                          for image in _members(inner, path, inner_info.name)
+                          if image.isfile()]
+            for name, offset, size in images:
+                _check_inside(path, file_size, f"{inner_info.name}/{name}",
+                              inner_info.offset_data + offset + size)
+                found.append((wnid, Member(Path(name).name, inner_info.offset_data + offset,
+                                           size, schema.UNLABELED)))
     return _label_train(path, found, classes)
+
+
+_USTAR = (b"ustar\x0000", b"ustar  \0")  # POSIX, GNU
+
+
+def _plain_members(raw, start: int, size: int) -> list[tuple[str, int, int]] | None:
+    """(name, data offset, size) of the files of the tar at archive[start:start + size],
+    if it is a plain one, as ILSVRC's inner tars are: ustar headers of regular files,
+    ended by a zero block.  None for anything else (long names, pax headers, damage), which
+    `tarfile` then reads, and words the errors of: a fifth of its cost per header, on a
+    million headers."""
+    images, position, block = [], 0, tarfile.BLOCKSIZE
+    while position + block <= size:
+        header = os.pread(raw.fileno(), block, start + position)
+        if header == tarfile.NUL * block:
+            return images or None  # tarfile refuses a tar without members
+        if (len(header) < block or header[156:157] not in (b"0", b"\0")
+                or header[257:265] not in _USTAR or header[124] & 0x80):
+            return None
+        try:
+            name = _field(header[:100]).decode()
+            prefix = _field(header[345:500]).decode()
+            length = int(_field(header[124:136]).strip() or b"0", 8)
+            checksum = int(_field(header[148:156]).strip() or b"0", 8)
+        except ValueError:
+            return None
+        if checksum != sum(header[:148]) + 256 + sum(header[156:]):
+            return None
+        if prefix and header[257:265] == _USTAR[0]:
+            name = f"{prefix}/{name}"
+        if not name or name.endswith("/"):  # a directory, to tarfile
+            return None
+        images.append((name, position + block, length))
+        position += block + -(-length // block) * block
+    return None
+
+
+def _field(data: bytes) -> bytes:
+    return data.split(b"\0", 1)[0]
 
 
 def _label_train(path: Path, found: list[tuple[str, Member]],
@@ -240,7 +282,8 @@ def _label_train(path: Path, found: list[tuple[str, Member]],
     if strangers:
         raise ArchiveError(f"{path}: member {strangers[0]} is not a class of the devkit "
                            f"({len(strangers)} such classes)")
-    return [dataclasses.replace(m, label=classes.label_of[w]) for w, m in found], classes
+    label_of = classes.label_of
+    return [Member(m.name, m.offset, m.size, label_of[w], m.path) for w, m in found], classes
 
 
 def index_flat(path: Path) -> list[Member]:
@@ -253,7 +296,7 @@ def index_flat(path: Path) -> list[Member]:
     with open(path, "rb") as raw:
         for info in _members(_open_tar(raw, path), path):
             if info.isfile():
-                _check_inside(info, 0, path, file_size, "")
+                _check_inside(path, file_size, info.name, info.offset_data + info.size)
                 members.append(Member(Path(info.name).name, info.offset_data, info.size,
                                       schema.UNLABELED))
     return sorted(members, key=lambda m: m.name)

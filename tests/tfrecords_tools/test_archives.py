@@ -7,6 +7,7 @@ import pytest
 from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
+    _plain_members,
     index_flat,
     index_train,
     label_validation,
@@ -86,3 +87,58 @@ def test_train_class_missing_from_the_devkit_is_named(sample_archives):
     with pytest.raises(ArchiveError, match=rf"member {devkit.classes.wnids[0]} is not a class "
                                            r"of the devkit \(1 such classes\)"):
         index_train(sample_archives.train, fewer, progress=False)
+
+
+def _train_tar(path, inner_tars):
+    """A train tar holding `{wnid: (tarfile format, [(member name, bytes)])}`."""
+    with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as outer:
+        for wnid, (form, files) in inner_tars.items():
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w", format=form) as archive:
+                for name, data in files:
+                    info = tarfile.TarInfo(name)
+                    info.size = len(data)
+                    archive.addfile(info, io.BytesIO(data))
+                    if name.startswith("dir/"):
+                        info = tarfile.TarInfo("dir")
+                        info.type = tarfile.DIRTYPE
+                        archive.addfile(info)
+            info = tarfile.TarInfo(f"{wnid}.tar")
+            info.size = inner.tell()
+            outer.addfile(info, io.BytesIO(inner.getvalue()))
+
+
+@pytest.mark.parametrize("form", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_inner_tars_of_every_format_index_alike(tmp_path, form):
+    # Plain headers take the fast reader, long names (GNU, pax records, the ustar prefix),
+    # directories and empty files tarfile's; both must find the same images.
+    long_name = "n01443537_" + "3" * 120 + ".JPEG"
+    files = {"n01440764": [(f"n01440764_{i}.JPEG", bytes([i]) * (100 + 700 * i))
+                           for i in range(4)] + [("n01440764_empty.JPEG", b"")],
+             "n01443537": [("dir/" + "d" * 99 + "/n01443537_1.JPEG", b"prefix"),
+                           ("dir/n01443537_2.JPEG", b"dir")]}
+    if form != tarfile.USTAR_FORMAT:  # which has no room for a long name without a slash
+        files["n01443537"].append((long_name, b"long"))
+    path = tmp_path / "ILSVRC2012_img_train.tar"
+    _train_tar(path, {wnid: (form, members) for wnid, members in files.items()})
+    members, classes = index_train(path, progress=False)
+    expected = {name.rpartition("/")[2]: data for wnid in files for name, data in files[wnid]}
+    with MemberReader(path) as reader:
+        assert {m.name: reader.read(m) for m in members} == expected
+    assert [classes.wnids[m.label] for m in members] == [n[:9] for n in expected]
+    with open(path, "rb") as raw, tarfile.open(fileobj=raw) as outer:
+        plain, other = (_plain_members(raw, info.offset_data, info.size) for info in outer)
+    assert [name for name, _, _ in plain] == [name for name, _ in files["n01440764"]]
+    assert other is None
+
+
+def test_damaged_inner_tar_header_is_named(tmp_path):
+    # The fast reader refuses the header; tarfile then reads it and words the error.
+    path = tmp_path / "ILSVRC2012_img_train.tar"
+    _train_tar(path, {"n01440764": (tarfile.USTAR_FORMAT, [("n01440764_0.JPEG", b"x")])})
+    data = bytearray(path.read_bytes())
+    data[512 + 148:512 + 156] = b"0000000\0"  # the first inner header's checksum
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match=r"ILSVRC2012_img_train.tar: n01440764.tar is not "
+                                           r"a readable tar"):
+        index_train(path, progress=False)
