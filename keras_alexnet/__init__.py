@@ -10,14 +10,13 @@ import os
 # user's own setting wins.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-
 from keras_alexnet.config import AlexNetConfig, reduced_config
-from keras_alexnet.model import build_model, fc7_features
-from keras_alexnet.optimizer import PaperSGD
 
-# Imported on first use: each pulls in the input pipeline or the SavedModel machinery.
-_LAZY = {"fit": "keras_alexnet.training", "evaluate": "keras_alexnet.evaluation",
-         "export": "keras_alexnet.saved_model"}
+# Imported on first use, so that `python -m keras_alexnet --help` and the config do not
+# wait for TensorFlow.
+_LAZY = {"build_model": "keras_alexnet.model", "fc7_features": "keras_alexnet.model",
+         "PaperSGD": "keras_alexnet.optimizer", "fit": "keras_alexnet.training",
+         "evaluate": "keras_alexnet.evaluation", "export": "keras_alexnet.saved_model"}
 
 __all__ = ["AlexNetConfig", "PaperSGD", "build_model", "evaluate", "export", "fc7_features",
            "fit", "reduced_config"]

@@ -13,6 +13,11 @@ from pathlib import Path
 
 import keras
 
+# Registers AlexNet, TowerLayer, LocalResponseNormalization and PaperSGD with Keras, so
+# that every checkpoint this module loads deserialises.
+import keras_alexnet.model
+import keras_alexnet.optimizer  # noqa: F401
+
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^epoch-(\d{4,})\.keras$")
 
