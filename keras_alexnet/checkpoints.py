@@ -51,10 +51,7 @@ def checkpoint_epoch(path: str | Path) -> int:
 
 
 def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.Model:
-    """A `.keras` file, or a model directory meaning its latest checkpoint.
-
-    (Importing `keras_alexnet` registers AlexNet's classes for deserialisation.)
-    """
+    """A `.keras` file, or a model directory meaning its latest checkpoint."""
     path = Path(path_or_model_dir)
     if path.is_dir():
         latest = latest_checkpoint(path)
