@@ -28,6 +28,8 @@ setup(
         # OpenCV's bit-exact bilinear resize (tfrecords_tools/images.py).
         "simplejpeg>=1.9,<2",
         "opencv-python-headless>=4.8,<6",
+        # The converter's workers frame TFRecords themselves (CRC-32C), without TensorFlow.
+        "google-crc32c>=1.5,<2",
         "scipy>=1.11,<2",
         "matplotlib>=3.8,<4",
         "tqdm>=4.66,<5",

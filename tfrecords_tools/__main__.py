@@ -102,7 +102,7 @@ def _add_merge(sub) -> None:
 
 
 def _run_merge(args) -> int:
-    from tfrecords_tools.convert import merge
+    from tfrecords_tools.manifest import merge
 
     merged = merge(args.output, args.splits)
     print(f"manifest.json written for: {', '.join(merged) or 'none (shards still missing)'}")

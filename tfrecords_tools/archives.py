@@ -11,6 +11,7 @@ per image, and gives the same shards.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import io
@@ -33,7 +34,7 @@ KAGGLE_SYNSETS = "LOC_synset_mapping.txt"
 KAGGLE_VAL = "LOC_val_solution.csv"
 KAGGLE_IMAGES = Path("ILSVRC", "Data", "CLS-LOC")
 _WNID = re.compile(r"n\d{8}")
-_VAL_NUMBER = re.compile(r"ILSVRC2012_val_(\d+)\.")
+_VAL_NUMBER = re.compile(r"ILSVRC2012_val_(\d+)\.\w+")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,6 +98,8 @@ class Devkit:
     classes: ClassIndex
     wnid_of_id: dict[int, str]  # ILSVRC2012_ID -> WNID, leaves only
     ground_truth: tuple[int, ...]  # ILSVRC2012_ID of val image 1, 2, ...
+    #: meta.mat's num_train_images per leaf WNID; empty where the devkit does not say
+    train_counts: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 def _devkit_member(archive: tarfile.TarFile, path: Path, suffix: str) -> bytes:
@@ -124,6 +127,9 @@ def read_devkit(path: str | Path) -> Devkit:
         synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
         leaves = sorted((str(s["WNID"]), str(s["words"]), int(s["ILSVRC2012_ID"]))
                         for s in synsets if int(s["num_children"]) == 0)
+        counts = ({str(s["WNID"]): int(s["num_train_images"]) for s in synsets
+                   if int(s["num_children"]) == 0}
+                  if "num_train_images" in synsets.dtype.names else {})
     except (KeyError, ValueError, TypeError) as error:
         raise ArchiveError(f"{path}: data/meta.mat has no readable 'synsets' "
                            f"({error!r})") from None
@@ -138,7 +144,9 @@ def read_devkit(path: str | Path) -> Devkit:
     if unknown:
         raise ArchiveError(f"{path}: the validation ground truth uses ILSVRC2012_IDs "
                            f"{unknown[:5]} that are not leaf synsets of data/meta.mat")
-    return Devkit(classes, wnid_of_id, ground_truth)
+    # A devkit that gives no counts (zeros) leaves completeness to "at least one image".
+    return Devkit(classes, wnid_of_id, ground_truth,
+                  counts if all(counts.values()) else {})
 
 
 def _read_kaggle_labels(path: Path) -> Devkit:
@@ -156,7 +164,7 @@ def _read_kaggle_labels(path: Path) -> Devkit:
         lines = solution.read_text(encoding="utf-8").splitlines()[1:]  # ImageId,PredictionString
         for number, line in enumerate(lines, 2):
             image_id, _, boxes = line.partition(",")
-            match = _VAL_NUMBER.match(image_id + ".")
+            match = _VAL_NUMBER.fullmatch(image_id + ".JPEG")
             wnid = boxes.split(" ", 1)[0]
             if not match or wnid not in classes.label_of:
                 raise ArchiveError(f"{solution}:{number}: expected 'ILSVRC2012_val_%08d,WNID ...'"
@@ -174,6 +182,24 @@ def _check_inside(path: Path, file_size: int, name: str, end: int) -> None:
                            f"has {file_size} bytes")
 
 
+class DamagedArchive(ArchiveError):
+    """Reading a tar stopped before its end (an invalid header, a cut)."""
+
+
+@dataclasses.dataclass
+class Index:
+    """What indexing a split's archive found, before labelling (the converter caches it).
+
+    `entries` are (class WNID or "", member base name, offset, size, path) in archive
+    order; `not_images` the members that are not read ({"member", "reason"}); `damage`
+    where reading stopped early (only with `allow_incomplete`), else "".
+    """
+
+    entries: list[tuple[str, str, int, int, str]]
+    not_images: list[dict]
+    damage: str = ""
+
+
 def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
     try:
         return tarfile.open(fileobj=fileobj, mode="r:")
@@ -182,55 +208,116 @@ def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
                            f"({error})") from None
 
 
-def _members(archive: tarfile.TarFile, path: Path, where: str = ""):
-    last = "its start"
+def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
+               where: str = "", base: int = 0):
+    """(name, data offset, size) of the images of an open tar, in archive order.
+
+    Hard links are read through their target; symbolic links, directories and other
+    special members are listed in `not_images`.  `tarfile` ends its iteration without a
+    word at an invalid header past offset 0, so the block after the last member is
+    checked here: it must be the end-of-archive marker, else the archive is damaged
+    there (`base` turns the inner tar's offsets into the file's).
+    """
+    prefix = f"{where}/" if where else ""
+    last, files = "its start", {}
     try:
         for member in archive:
-            yield member
-            last = f"member {where}{'/' if where else ''}{member.name}"
+            name = f"{prefix}{member.name}"
+            if member.isfile():
+                files[member.name] = (member.offset_data, member.size)
+                yield member.name, member.offset_data, member.size
+            elif member.islnk() and member.linkname in files:
+                yield (member.name, *files[member.linkname])
+            else:
+                kind = ("a symbolic link" if member.issym() else "a hard link to nothing "
+                        "before it" if member.islnk() else "a directory" if member.isdir()
+                        else "a special file")
+                not_images.append({"member": name, "reason": f"{kind}, not an image"})
+            last = f"member {name}"
     except (tarfile.TarError, EOFError) as error:
-        raise ArchiveError(f"{path}: damaged or truncated after {last} ({error})") from None
+        raise DamagedArchive(f"{path}: damaged or truncated after {last} "
+                             f"({error})") from None
+    end = archive.offset
+    archive.fileobj.seek(end)
+    block = archive.fileobj.read(tarfile.BLOCKSIZE)
+    if block != tarfile.NUL * tarfile.BLOCKSIZE:
+        what = ("ends without the end-of-archive marker" if not block
+                else "has an invalid tar header")
+        raise DamagedArchive(f"{path}: {where or 'the archive'} {what} at byte {base + end} "
+                             f"(after {last}); reading stopped there: the archive is damaged "
+                             f"or truncated")
 
 
-def index_train(path: Path, classes: ClassIndex | None = None,
-                progress: bool = True) -> tuple[list[Member], ClassIndex]:
-    """Members of the per-class inner tars, labelled through the sorted WNIDs.
+def _hidden(name: str) -> bool:
+    # macOS's AppleDouble `._x.JPEG` and other dot files that copies of the archives pick up.
+    return Path(name).name.startswith(".")
 
-    Without `classes` (no devkit), the classes are the inner tars' WNIDs, named by WNID.
+
+def _keep(name: str, not_images: list[dict], where: str = "") -> bool:
+    if _hidden(name):
+        not_images.append({"member": f"{where}/{name}" if where else name,
+                           "reason": "a hidden file (a copy's stray, e.g. macOS's ._ files), "
+                                     "not an image"})
+        return False
+    return True
+
+
+def index_train(path: Path, progress: bool = True, allow_incomplete: bool = False) -> Index:
+    """The images of the per-class inner tars (or of a Kaggle train directory).
+
+    An outer or inner tar that stops early raises `DamagedArchive` naming the byte where
+    reading stopped, unless `allow_incomplete`, which keeps what came before it and
+    records where it stopped in `Index.damage`.
     """
     from tqdm import tqdm
 
+    not_images: list[dict] = []
     if path.is_dir():
-        found = [(wnid.name, Member(image.name, 0, image.stat().st_size, schema.UNLABELED,
-                                    f"{wnid.name}/{image.name}"))
-                 for wnid in sorted(path.iterdir()) if wnid.is_dir()
-                 for image in sorted(wnid.iterdir()) if image.is_file()]
-        return _label_train(path, found, classes)
+        entries = [(wnid.name, image.name, 0, image.stat().st_size,
+                    f"{wnid.name}/{image.name}")
+                   for wnid in sorted(path.iterdir()) if wnid.is_dir()
+                   for image in sorted(wnid.iterdir())
+                   if image.is_file() and _keep(image.name, not_images, wnid.name)]
+        return Index(entries, not_images)
     file_size = path.stat().st_size
-    found: list[tuple[str, Member]] = []
+    entries: list[tuple[str, str, int, int, str]] = []
+    damage = ""
     with open(path, "rb") as raw:
         outer = _open_tar(raw, path)
-        inner_tars = [m for m in _members(outer, path) if m.isfile()]
-        for inner_info in tqdm(inner_tars, desc=f"indexing {path.name}", unit="class",
-                               disable=not progress, leave=False):
-            _check_inside(path, file_size, inner_info.name,
-                          inner_info.offset_data + inner_info.size)
-            wnid = Path(inner_info.name).stem
+        try:
+            inner_tars = list(_tar_files(outer, path, not_images))
+        except DamagedArchive as error:
+            if not allow_incomplete:
+                raise
+            # What came before the damage, but for an inner tar cut by it.
+            damage = str(error)
+            inner_tars = [(m.name, m.offset_data, m.size) for m in outer.members
+                          if m.isfile() and m.offset_data + m.size <= file_size]
+        for inner_name, inner_offset, inner_size in tqdm(
+                inner_tars, desc=f"indexing {path.name}", unit="class", disable=not progress,
+                leave=False):
+            _check_inside(path, file_size, inner_name, inner_offset + inner_size)
+            wnid = Path(inner_name).stem
             if not _WNID.fullmatch(wnid):
-                raise ArchiveError(f"{path}: member {inner_info.name} is not a per-class "
+                raise ArchiveError(f"{path}: member {inner_name} is not a per-class "
                                    f"n########.tar")
-            images = _plain_members(raw, inner_info.offset_data, inner_info.size)
+            images = _plain_members(raw, inner_offset, inner_size)
             if images is None:
-                inner = _open_tar(outer.extractfile(inner_info), path, inner_info.name)
-                images = [(image.name, image.offset_data, image.size)
-                          for image in _members(inner, path, inner_info.name)
-                          if image.isfile()]
+                images = []
+                inner = _open_tar(outer.extractfile(inner_name), path, inner_name)
+                try:
+                    images.extend(_tar_files(inner, path, not_images, inner_name, inner_offset))
+                except DamagedArchive as error:
+                    if not allow_incomplete:
+                        raise
+                    damage = damage or str(error)
             for name, offset, size in images:
-                _check_inside(path, file_size, f"{inner_info.name}/{name}",
-                              inner_info.offset_data + offset + size)
-                found.append((wnid, Member(Path(name).name, inner_info.offset_data + offset,
-                                           size, schema.UNLABELED)))
-    return _label_train(path, found, classes)
+                if not _keep(name, not_images, inner_name):
+                    continue
+                _check_inside(path, file_size, f"{inner_name}/{name}",
+                              inner_offset + offset + size)
+                entries.append((wnid, Path(name).name, inner_offset + offset, size, ""))
+    return Index(entries, not_images, damage)
 
 
 _USTAR = (b"ustar\x0000", b"ustar  \0")  # POSIX, GNU
@@ -272,9 +359,13 @@ def _field(data: bytes) -> bytes:
     return data.split(b"\0", 1)[0]
 
 
-def _label_train(path: Path, found: list[tuple[str, Member]],
-                 classes: ClassIndex | None) -> tuple[list[Member], ClassIndex]:
-    wnids = sorted({wnid for wnid, _ in found})
+def label_train(path: Path, index: Index, classes: ClassIndex | None = None
+                ) -> tuple[list[Member], ClassIndex]:
+    """The train members labelled through the sorted WNIDs.
+
+    Without `classes` (no devkit), the classes are the inner tars' WNIDs, named by WNID.
+    """
+    wnids = sorted({wnid for wnid, *_ in index.entries})
     if classes is None:
         classes = ClassIndex(tuple(wnids), tuple(wnids))
     known = set(classes.wnids)
@@ -283,39 +374,77 @@ def _label_train(path: Path, found: list[tuple[str, Member]],
         raise ArchiveError(f"{path}: member {strangers[0]} is not a class of the devkit "
                            f"({len(strangers)} such classes)")
     label_of = classes.label_of
-    return [Member(m.name, m.offset, m.size, label_of[w], m.path) for w, m in found], classes
+    return [Member(name, offset, size, label_of[wnid], member_path)
+            for wnid, name, offset, size, member_path in index.entries], classes
 
 
-def index_flat(path: Path) -> list[Member]:
-    """The members of a flat tar or directory (val, test), sorted by name."""
+def train_shortfall(members: list[Member], classes: ClassIndex,
+                    devkit: Devkit | None) -> dict[str, list[int]]:
+    """{WNID: [images found, images expected]} for every class short of the devkit's
+    `num_train_images` (or with no image at all where the devkit gives no counts)."""
+    found = collections.Counter(m.label for m in members)
+    expected = devkit.train_counts if devkit else {}
+    return {wnid: [found[label], expected.get(wnid, 1)]
+            for label, wnid in enumerate(classes.wnids)
+            if (found[label] != expected[wnid] if wnid in expected else found[label] == 0)}
+
+
+def index_flat(path: Path, allow_incomplete: bool = False) -> Index:
+    """The members of a flat tar or directory (val, test), in archive order."""
+    not_images: list[dict] = []
     if path.is_dir():
-        return [Member(image.name, 0, image.stat().st_size, schema.UNLABELED, image.name)
-                for image in sorted(path.iterdir()) if image.is_file()]
+        return Index([("", image.name, 0, image.stat().st_size, image.name)
+                      for image in sorted(path.iterdir())
+                      if image.is_file() and _keep(image.name, not_images)], not_images)
     file_size = path.stat().st_size
-    members = []
+    entries, damage = [], ""
     with open(path, "rb") as raw:
-        for info in _members(_open_tar(raw, path), path):
-            if info.isfile():
-                _check_inside(path, file_size, info.name, info.offset_data + info.size)
-                members.append(Member(Path(info.name).name, info.offset_data, info.size,
-                                      schema.UNLABELED))
-    return sorted(members, key=lambda m: m.name)
+        try:
+            for name, offset, size in _tar_files(_open_tar(raw, path), path, not_images):
+                if _keep(name, not_images):
+                    _check_inside(path, file_size, name, offset + size)
+                    entries.append(("", Path(name).name, offset, size, ""))
+        except DamagedArchive as error:
+            if not allow_incomplete:
+                raise
+            damage = str(error)
+    return Index(entries, not_images, damage)
 
 
-def label_validation(members: list[Member], devkit: Devkit, path: Path,
-                     devkit_path: Path) -> list[Member]:
-    """Val labels: `ILSVRC2012_val_%08d` is line %d of the ground truth."""
-    if len(members) != len(devkit.ground_truth):
-        raise ArchiveError(f"{devkit_path} does not match {path}: the ground truth has "
-                           f"{len(devkit.ground_truth)} lines, the val tar "
-                           f"{len(members)} images")
+def flat_members(index: Index) -> list[Member]:
+    return [Member(name, offset, size, schema.UNLABELED, member_path)
+            for _, name, offset, size, member_path in index.entries]
+
+
+def label_validation(index: Index, devkit: Devkit, path: Path,
+                     allow_incomplete: bool = False) -> tuple[list[Member], list[int]]:
+    """Val labels (`ILSVRC2012_val_%08d` is line %d of the ground truth), and the
+    ground-truth lines with no image in the val tar.
+
+    Members with other names are moved to `index.not_images`.  Missing images are an
+    error naming the val tar, unless `allow_incomplete`.
+    """
     labels = devkit.classes.label_of
-    labelled = []
-    for member in members:
-        match = _VAL_NUMBER.match(member.name)
-        if not match or not 1 <= int(match[1]) <= len(devkit.ground_truth):
-            raise ArchiveError(f"{path}: member {member.name} is not one of the "
-                               f"ILSVRC2012_val_%08d images of the ground truth in {devkit_path}")
-        wnid = devkit.wnid_of_id[devkit.ground_truth[int(match[1]) - 1]]
+    labelled, seen = [], set()
+    for member in flat_members(index):
+        match = _VAL_NUMBER.fullmatch(member.name)
+        if not match:
+            index.not_images.append({"member": member.name, "reason": "not an "
+                                     "ILSVRC2012_val_%08d image name"})
+            continue
+        number = int(match[1])
+        if not 1 <= number <= len(devkit.ground_truth):
+            raise ArchiveError(f"{path}: member {member.name} is beyond the "
+                               f"{len(devkit.ground_truth)} images of the devkit's validation "
+                               f"ground truth; is this the ILSVRC2012 val tar?")
+        wnid = devkit.wnid_of_id[devkit.ground_truth[number - 1]]
         labelled.append(dataclasses.replace(member, label=labels[wnid]))
-    return labelled
+        seen.add(number)
+    missing = [n for n in range(1, len(devkit.ground_truth) + 1) if n not in seen]
+    if missing and not allow_incomplete:
+        names = ", ".join(f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing[:3])
+        raise ArchiveError(f"{path}: has {len(seen)} of the {len(devkit.ground_truth)} images "
+                           f"of the devkit's ground truth; missing {len(missing)} (e.g. {names})"
+                           f"{'; ' + index.damage if index.damage else ''}. Download the val "
+                           f"tar again, or pass --allow-incomplete to convert what is there")
+    return labelled, missing

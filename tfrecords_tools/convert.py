@@ -1,60 +1,72 @@
-"""ILSVRC-2012 archives to sharded TFRecords: deterministic, parallel, resumable (DESIGN.md §2).
+"""ILSVRC-2012 archives to sharded TFRecords: one forward pass per archive, deterministic,
+parallel, resumable (docs/design.md, "The converter").
 
-How a run goes:
-1. Plan: index the archives (headers only), sort each split's images by name, shuffle
-   them with the seed and cut the list into shards.  The plan, and so every shard's
-   bytes, depends only on the archives and the arguments, never on the number of
-   processes or machines.
-2. Convert: worker processes read each image with one seek (`members.MemberReader`),
-   decode, repair, resize and re-encode it (`images.reencode`); this process takes the
-   results in order and writes them to `.<shard>.tmp`, renamed when complete.
-   A receipt (record count, sha256, skipped and repaired members) is then written to
-   `.convert/<shard>.json`.
-3. Merge: once every shard of a split has a receipt, `manifest.json` is written from
-   the receipts (`labels.txt` is written at the start, from the devkit).
+How a run goes, per split:
+1. Plan: index the archive (headers only, front to back; cached in `.convert/` and
+   reused while the archive's size and mtime stay), check it against the devkit (every
+   class has meta.mat's `num_train_images`, every ground-truth line its val image),
+   sort the images by name, shuffle them with the seed and cut the list into shards.
+   The plan, and so every shard's bytes, depends only on the archives and the
+   arguments, never on the number of processes or machines.
+2. Forward pass: this process reads the archive front to back, a few MB at a time,
+   into a buffer shared with the worker processes; the workers turn each image into
+   its finished record; this process appends each record to the bucket file of its
+   shard (`.convert/buckets/`).  Every `checkpoint_seconds` the buckets are synced and
+   their lengths recorded (`.convert/<split>.pass.*.json`); a rerun truncates the
+   buckets back to that record and reads on from there.  The shard shuffle never
+   becomes the read order: on a disk, a NAS or a network mount every backward jump is
+   a seek.
+3. Shards: a worker reads a complete bucket, puts its records in the shard's order,
+   writes `.<shard>.tmp` and renames it; then a receipt (`manifest.py`) is written.
+4. Merge: once every shard of a split has a receipt, `manifest.json` is written.
 
-A rerun skips the shards whose receipt matches both the job and the file's sha256, and
-redoes the others, so a crash or `kill -9` at any moment costs at most the shards in
-flight.  With `num_workers` K and `worker_index` I, this machine converts every K-th
-shard from I; any machine then merges.
+A rerun keeps the shards whose receipt matches the job and the file's size and mtime,
+so a crash or `kill -9` at any moment costs at most the work since the last
+checkpoint.  With `num_workers` K and `worker_index` I, this machine converts every
+K-th shard from I (reading the whole archive, converting only its shards' images);
+any machine then merges.
 """
 
 from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import dataclasses
-import hashlib
+import itertools
 import json
 import multiprocessing
 import os
 import random
 import socket
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import tensorflow as tf
-
-from tfrecords_tools import __version__, schema
+from tfrecords_tools import __version__, manifest, schema, worker
 from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
     Devkit,
+    Index,
+    flat_members,
     index_flat,
     index_train,
+    label_train,
     label_validation,
     read_devkit,
+    train_shortfall,
 )
-from tfrecords_tools.errors import ArchiveError, OutputError
-from tfrecords_tools.images import CODEC, ImageOptions, Outcome
-from tfrecords_tools.members import Member, MemberReader
-from tfrecords_tools.worker import convert_chunk, convert_members
+from tfrecords_tools.errors import ArchiveError, OutputError, WorkerError
+from tfrecords_tools.images import CODEC, ImageOptions
+from tfrecords_tools.members import Member
+from tfrecords_tools.pool import InlinePool, Pool
 
-STATE_DIR = ".convert"
-MANIFEST = "manifest.json"
-LABELS = "labels.txt"
-CHUNK = 16  # images per worker task
+CHUNK = 32  # images per worker task: few enough messages, small enough to keep all busy
+SLOT_BYTES = 4 << 20  # archive bytes read at once into one slot of the shared buffer
+FLUSH_BYTES = 32 << 20  # records held in memory before they are appended to buckets
+CHECKPOINT_SECONDS = 30.0  # at most this much forward-pass work is lost to a kill
+INDEX_VERSION = 1  # of the cached index's format
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,23 +85,26 @@ class ShardPlan:
 class SplitPlan:
     split: str
     archive: Path
-    job: dict  # everything the split's bytes depend on
+    job: dict  # what the split's bytes depend on, and what indexing found
     shards: tuple[ShardPlan, ...]
+    classes: ClassIndex | None
 
     @property
     def job_id(self) -> str:
-        return hashlib.sha256(json.dumps(self.job, sort_keys=True).encode()).hexdigest()[:16]
+        return manifest.job_id(self.job)
 
 
 @dataclasses.dataclass
 class Summary:
-    """What a run did, per split."""
+    """What a run did, per split, and where it went."""
 
+    output: Path | None = None
     images: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     repaired: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     shards_written: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     shards_kept: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    incomplete: list[str] = dataclasses.field(default_factory=list)
     splits: list[str] = dataclasses.field(default_factory=list)
     merged: list[str] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
@@ -103,31 +118,10 @@ class Summary:
                          f"{self.shards_kept[split]:>13}")
         total = sum(self.images.values())
         rate = total / self.seconds if self.seconds else 0.0
-        lines.append(f"{total} images in {self.seconds:.1f} s ({rate:.0f} images/s); "
-                     f"manifest written for: {', '.join(self.merged) or 'none yet'}")
+        lines.append(f"{total} images in {self.seconds:.1f} s ({rate:.0f} images/s) into "
+                     f"{self.output}; manifest written for: {', '.join(self.merged) or 'none yet'}")
+        lines += [f"INCOMPLETE (--allow-incomplete): {note}" for note in self.incomplete]
         return "\n".join(lines)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    # Into one buffer, unbuffered: a new 1 MiB bytes object per block costs as much again
-    # as the hashing.
-    block = bytearray(1 << 20)
-    view = memoryview(block)
-    with open(path, "rb", buffering=0) as handle:
-        while size := handle.readinto(block):
-            digest.update(view[:size])
-    return digest.hexdigest()
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # Machines sharing the output may write the same file at once: one temporary each.
-    temporary = path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def _archive_identity(path: Path | None) -> dict | None:
@@ -137,25 +131,84 @@ def _archive_identity(path: Path | None) -> dict | None:
     return {"name": path.name, "bytes": None if path.is_dir() else path.stat().st_size}
 
 
-def plan_split(split: str, path: Path, devkit: Devkit | None, devkit_path: Path | None,
-               classes: ClassIndex | None, num_shards: int, options: ImageOptions, seed: int,
-               progress: bool = True) -> tuple[SplitPlan, ClassIndex | None]:
-    """The split's shards, each with its members in their final order, and the classes."""
+# --- planning ------------------------------------------------------------------------------
+
+def _index(output: Path, split: str, path: Path, progress: bool) -> Index:
+    """The archive's index, from the cache while the archive's size and mtime hold.
+
+    Indexed with `allow_incomplete`, so that damage is reported together with what it
+    costs (the classes it leaves short); `_plan_split` decides whether that is an error.
+    """
+    def build() -> Index:
+        if split == "train":
+            return index_train(path, progress, allow_incomplete=True)
+        return index_flat(path, allow_incomplete=True)
+
+    if path.is_dir():  # the Kaggle layout: a directory's mtime misses its files' changes
+        return build()
+    stat = path.stat()
+    key = {"version": INDEX_VERSION, "archive": str(path.resolve()), "bytes": stat.st_size,
+           "mtime_ns": stat.st_mtime_ns}
+    cache = manifest.state_dir(output) / f"{split}.index.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        cached = json.loads(cache.read_text())
+        if cached["key"] == key:
+            return Index([tuple(e) for e in cached["entries"]], cached["not_images"],
+                         cached["damage"])
+    index = build()
+    manifest.write_atomically(cache, json.dumps(
+        {"key": key, "entries": index.entries, "not_images": index.not_images,
+         "damage": index.damage}, separators=(",", ":")))
+    return index
+
+
+def _refuse_incomplete(path: Path, what: str, damage: str) -> None:
+    raise ArchiveError(f"{path}: {what}{'; ' + damage if damage else ''}. Download the "
+                       f"archive again, or pass --allow-incomplete to convert what is there "
+                       f"(the shortfall is then recorded in {schema.MANIFEST})")
+
+
+def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
+                devkit_path: Path | None, classes: ClassIndex | None, num_shards: int,
+                options: ImageOptions, seed: int, label_offset: int,
+                allow_incomplete: bool) -> SplitPlan:
+    """The split's shards, each with its members in their final order."""
+    findings: dict = {}
     if split == "train":
-        members, classes = index_train(path, devkit.classes if devkit else classes, progress)
+        members, classes = label_train(path, index, devkit.classes if devkit else classes)
+        short = train_shortfall(members, classes, devkit)
+        if short or index.damage:
+            if not allow_incomplete:
+                counts = ", ".join(f"{w} has {n} of {e}" for w, (n, e) in list(short.items())[:5])
+                what = (f"{len(short)} of the {len(classes.wnids)} classes are missing or short "
+                        f"of the devkit's num_train_images ({counts}"
+                        f"{', ...' if len(short) > 5 else ''})" if short else "damaged")
+                _refuse_incomplete(path, what, index.damage)
+            findings["incomplete"] = {"damage": index.damage, "classes": short}
+        if devkit and devkit.train_counts:
+            findings["expected"] = {"class_counts": devkit.train_counts}
     elif split == "validation":
         if devkit is None:
             raise ArchiveError(f"{path}: labelling the validation split needs the devkit "
                                f"(ILSVRC2012_devkit_t12.tar.gz)")
-        members = label_validation(index_flat(path), devkit, path, devkit_path)
+        members, missing = label_validation(index, devkit, path, allow_incomplete)
         classes = devkit.classes
+        if missing or index.damage:
+            if not allow_incomplete:
+                _refuse_incomplete(path, "damaged", index.damage)
+            findings["incomplete"] = {"damage": index.damage, "missing": [
+                f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing]}
+        findings["expected"] = {"images": len(devkit.ground_truth)}
     else:
-        members = index_flat(path)
+        members = flat_members(index)
+        if index.damage:
+            if not allow_incomplete:
+                _refuse_incomplete(path, "damaged", index.damage)
+            findings["incomplete"] = {"damage": index.damage}
     members = sorted(members, key=lambda m: m.name)
-    names = [m.name for m in members]
-    if len(set(names)) != len(names):
-        duplicate = next(n for n, c in collections.Counter(names).items() if c > 1)
-        raise ArchiveError(f"{path}: member {duplicate} appears more than once")
+    for previous, member in itertools.pairwise(members):
+        if previous.name == member.name:
+            raise ArchiveError(f"{path}: member {member.name} appears more than once")
     if split != "test":
         # Classes mixed within every shard; the string seed hashes the same in every run.
         random.Random(f"{split}:{seed}").shuffle(members)
@@ -169,238 +222,287 @@ def plan_split(split: str, path: Path, devkit: Devkit | None, devkit_path: Path 
            "devkit": _archive_identity(devkit_path if split != "test" else None),
            "num_shards": num_shards, "images": len(members), "size": options.size,
            "crop": options.crop, "quality": options.quality, "seed": seed,
-           "version": __version__, "codec": CODEC}
-    return SplitPlan(split, path, job, shards), classes
-
-
-def _receipt_path(output: Path, shard: ShardPlan) -> Path:
-    return output / STATE_DIR / f"{shard.name}.json"
-
-
-def _finished(output: Path, plan: SplitPlan, shard: ShardPlan) -> dict | None:
-    """The shard's receipt if the shard on disk is the one it describes, else None."""
-    try:
-        receipt = json.loads(_receipt_path(output, shard).read_text())
-    except (OSError, ValueError):
-        return None
-    path = output / shard.name
-    if receipt.get("job") != plan.job_id or not path.is_file():
-        return None
-    if path.stat().st_size != receipt.get("bytes") or file_sha256(path) != receipt.get("sha256"):
-        return None
-    return receipt
+           "label_offset": label_offset, "version": __version__, "codec": CODEC}
+    if index.not_images:
+        findings["not_images"] = index.not_images
+    return SplitPlan(split, path, {**job, **findings}, shards, classes)
 
 
 def _claim_output(output: Path, plan: SplitPlan) -> None:
-    """Refuses a directory that holds this split's shards from another conversion."""
-    job_path = output / STATE_DIR / f"{plan.split}.job.json"
+    """Refuses a directory that holds this split's shards from another conversion, or
+    other splits written with another label offset."""
+    for split in schema.SPLITS:
+        other = manifest.job_path(output, split)
+        if split != plan.split and other.exists():
+            theirs = json.loads(other.read_text()).get("label_offset", 0)
+            if theirs != plan.job["label_offset"]:
+                raise OutputError(f"{output} holds {split} shards with --label-offset {theirs}; "
+                                  f"convert {plan.split} with the same offset, or into another "
+                                  f"directory")
+    job_path = manifest.job_path(output, plan.split)
     if job_path.exists():
         theirs = json.loads(job_path.read_text())
         if theirs != plan.job:
             differences = ", ".join(f"{k}: {theirs.get(k)!r} there, {v!r} here"
-                                    for k, v in plan.job.items() if theirs.get(k) != v)
+                                    for k, v in plan.job.items()
+                                    if theirs.get(k) != v and k not in manifest.FINDINGS)
             raise OutputError(f"{output} holds {plan.split} shards of another conversion "
-                              f"({differences}); choose another output directory or remove "
-                              f"them")
+                              f"({differences or 'the archive changed'}); choose another output "
+                              f"directory or remove them")
         return
     strangers = sorted(output.glob(schema.shard_pattern(plan.split)))
     if strangers:
         raise OutputError(f"{output} holds {plan.split} shards this converter has no record "
                           f"of (e.g. {strangers[0].name}); choose another output directory or "
                           f"remove them")
-    _write_atomically(job_path, json.dumps(plan.job, indent=1, sort_keys=True))
+    manifest.write_atomically(job_path, json.dumps(plan.job, indent=1, sort_keys=True))
 
 
 def _claim_labels(output: Path, classes: ClassIndex) -> None:
-    path = output / LABELS
+    path = output / schema.LABELS
     if path.exists():
         if path.read_text(encoding="utf-8") != classes.labels_txt():
             raise OutputError(f"{path} lists other classes than these archives; choose "
                               f"another output directory")
     else:
-        _write_atomically(path, classes.labels_txt())
+        manifest.write_atomically(path, classes.labels_txt())
 
 
-def _chunks(shards: Sequence[ShardPlan]) -> Iterator[tuple[ShardPlan, list[Member]]]:
-    """The members in shard order, a worker task's worth at a time."""
-    for shard in shards:
-        for start in range(0, len(shard.members), CHUNK):
-            yield shard, list(shard.members[start:start + CHUNK])
+# --- the forward pass -------------------------------------------------------------------
 
+class _Buckets:
+    """Each shard's records as they come, appended to `.convert/buckets/<shard>`."""
 
-@contextlib.contextmanager
-def _worker_pool(processes: int):
-    if processes == 1:
-        yield None
-        return
-    # spawn: the workers import the image codecs (Pillow, simplejpeg, OpenCV), not the
-    # TensorFlow of this process.
-    with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        yield pool
+    def __init__(self, directory: Path, sizes: dict[str, int]):
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.sizes = dict(sizes)
+        self.pending: dict[str, list[bytes]] = collections.defaultdict(list)
+        self.pending_bytes = 0
+        self.unsynced: set[str] = set()
+        for name, size in self.sizes.items():  # back to the last checkpoint
+            with open(self.path(name), "ab") as handle:
+                handle.truncate(size)
 
+    def path(self, shard: str) -> Path:
+        return self.directory / shard
 
-def _reencoded(source: Path, shards: Sequence[ShardPlan], options: ImageOptions, pool,
-               window: int) -> Iterator[tuple[ShardPlan, list[Member], list[Outcome]]]:
-    """Worker results in shard order, at most `window` chunks in flight."""
-    if pool is None:
-        with MemberReader(source) as reader:
-            for shard, members in _chunks(shards):
-                yield shard, members, convert_members(reader, members, options)
-        return
-    pending = collections.deque()
-    for shard, members in _chunks(shards):
-        pending.append((shard, members, pool.apply_async(convert_chunk,
-                                                         (source, members, options))))
-        if len(pending) >= window:
-            shard, members, result = pending.popleft()
-            yield shard, members, result.get()
-    while pending:
-        shard, members, result = pending.popleft()
-        yield shard, members, result.get()
+    def add(self, shard: str, entry: bytes) -> None:
+        self.pending[shard].append(entry)
+        self.pending_bytes += len(entry)
+        if self.pending_bytes >= FLUSH_BYTES:
+            self.flush()
 
+    def flush(self) -> None:
+        for shard, entries in self.pending.items():
+            data = b"".join(entries)
+            with open(self.path(shard), "ab") as handle:
+                handle.write(data)
+            self.sizes[shard] = self.sizes.get(shard, 0) + len(data)
+            self.unsynced.add(shard)
+        self.pending.clear()
+        self.pending_bytes = 0
 
-class _ShardWriter:
-    """Writes one shard to a temporary name; `finish` renames it and returns the receipt."""
-
-    def __init__(self, output: Path, plan: SplitPlan, shard: ShardPlan,
-                 classes: ClassIndex | None):
-        self.output, self.plan, self.shard, self.classes = output, plan, shard, classes
-        self.path = output / shard.name
-        self.temporary = output / f".{shard.name}.tmp"
-        self.writer = tf.io.TFRecordWriter(str(self.temporary))
-        self.records = 0
-        self.class_counts = collections.Counter()
-        self.skipped, self.repaired = [], []
-        self.pending = len(shard.members)
-
-    def add(self, member: Member, outcome: Outcome) -> None:
-        self.pending -= 1
-        if outcome.skipped:
-            self.skipped.append({"member": member.name, "reason": outcome.skipped})
-            return
-        if outcome.repaired:
-            self.repaired.append({"member": member.name, "repair": outcome.repaired})
-        labelled = member.label != schema.UNLABELED
-        record = schema.ImageRecord(
-            outcome.encoded, outcome.height, outcome.width, member.name, member.label,
-            self.classes.wnids[member.label] if labelled else "",
-            self.classes.names[member.label] if labelled else "")
-        self.writer.write(schema.serialize(record))
-        self.records += 1
-        if labelled:
-            self.class_counts[member.label] += 1
-
-    def finish(self) -> dict:
-        self.writer.close()
-        with open(self.temporary, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.temporary, self.path)
-        receipt = {"job": self.plan.job_id, "shard": self.shard.name, "records": self.records,
-                   "bytes": self.path.stat().st_size, "sha256": file_sha256(self.path),
-                   "class_counts": {str(k): v for k, v in sorted(self.class_counts.items())},
-                   "skipped": self.skipped, "repaired": self.repaired}
-        _write_atomically(_receipt_path(self.output, self.shard), json.dumps(receipt, indent=1))
-        return receipt
-
-    def abandon(self) -> None:
-        # Already failing (a full disk fails the close too): the temporary goes regardless.
-        with contextlib.suppress(Exception):
-            self.writer.close()
-        self.temporary.unlink(missing_ok=True)
-
-
-def _convert_shards(output: Path, plan: SplitPlan, shards: Sequence[ShardPlan],
-                    classes: ClassIndex | None, options: ImageOptions, pool, window: int, bar,
-                    summary: Summary) -> None:
-    writer = None
-    try:
-        for shard, members, outcomes in _reencoded(plan.archive, shards, options, pool,
-                                                   window):
-            if writer is None:
-                writer = _ShardWriter(output, plan, shard, classes)
-            for member, outcome in zip(members, outcomes, strict=True):
-                writer.add(member, outcome)
-                summary.skipped[plan.split] += bool(outcome.skipped)
-                summary.repaired[plan.split] += bool(outcome.repaired)
-            bar.update(len(members))
-            summary.images[plan.split] += len(members)
-            if writer.pending == 0:
-                writer.finish()
-                writer = None
-                summary.shards_written[plan.split] += 1
-    except (OSError, tf.errors.OpError) as error:
-        if writer is not None:
-            writer.abandon()
-        done = summary.shards_written[plan.split] + summary.shards_kept[plan.split]
-        raise OutputError(f"writing {output / (writer.shard.name if writer else '')}: "
-                          f"{getattr(error, 'message', error)}; the {done} {plan.split} shards "
-                          f"finished are kept, rerun to finish after fixing this "
-                          f"(a full disk?)") from error
-    except BaseException:
-        if writer is not None:
-            writer.abandon()
-        raise
-
-
-def merge(output: str | Path, splits: Sequence[str] | None = None) -> list[str]:
-    """Writes `manifest.json` for every split whose shards all have receipts.
-
-    Returns the splits merged.  `splits` (default: all the directory has job records for)
-    must be complete, or the error names the missing shards.
-    """
-    output = Path(output)
-    state = output / STATE_DIR
-    available = [s for s in schema.SPLITS if (state / f"{s}.job.json").exists()]
-    if splits is None:
-        wanted, strict = available, False
-    else:
-        wanted, strict = list(splits), True
-        absent = [s for s in wanted if s not in available]
-        if absent:
-            raise OutputError(f"{output}: no conversion of {', '.join(absent)} was started here")
-    manifest_path = output / MANIFEST
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {
-        "tool": "tfrecords_tools", "version": __version__, "splits": {}}
-    classes = schema.read_labels(output / LABELS) if (output / LABELS).exists() else []
-    merged = []
-    for split in wanted:
-        job = json.loads((state / f"{split}.job.json").read_text())
-        job_id = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
-        receipts, missing = [], []
-        for index in range(job["num_shards"]):
-            name = schema.shard_name(split, index, job["num_shards"])
+    def sync(self) -> dict[str, int]:
+        """Flushes and fsyncs every bucket written since the last call; their sizes."""
+        self.flush()
+        for shard in sorted(self.unsynced):
+            descriptor = os.open(self.path(shard), os.O_RDONLY)
             try:
-                receipt = json.loads((state / f"{name}.json").read_text())
-            except (OSError, ValueError):
-                receipt = None
-            if receipt is None or receipt["job"] != job_id or not (output / name).is_file():
-                missing.append(name)
-            else:
-                receipts.append(receipt)
-        if missing:
-            if strict:
-                raise OutputError(f"{output}: {len(missing)} {split} shards are not finished "
-                                  f"(e.g. {missing[0]}); run the converter for them first")
-            continue
-        class_counts = collections.Counter()
-        for receipt in receipts:
-            class_counts.update({int(k): v for k, v in receipt["class_counts"].items()})
-        manifest["splits"][split] = {
-            "records": sum(r["records"] for r in receipts),
-            "num_shards": job["num_shards"],
-            "class_counts": ({classes[label][0]: class_counts[label]
-                              for label in range(len(classes))} if split != "test" else {}),
-            "shards": [{"name": r["shard"], "records": r["records"], "bytes": r["bytes"],
-                        "sha256": r["sha256"]} for r in receipts],
-            "skipped": [dict(s, shard=r["shard"]) for r in receipts for s in r["skipped"]],
-            "repaired": [dict(s, shard=r["shard"]) for r in receipts for s in r["repaired"]],
-            "arguments": job,
-        }
-        merged.append(split)
-    if merged:
-        manifest["num_classes"] = len(classes)
-        _write_atomically(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
-    return merged
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        self.unsynced.clear()
+        return dict(self.sizes)
+
+
+def _pass_path(output: Path, split: str, num_workers: int, worker_index: int) -> Path:
+    return manifest.state_dir(output) / f"{split}.pass.{worker_index}-of-{num_workers}.json"
+
+
+def _start_pass(output: Path, plan: SplitPlan, todo: list[ShardPlan], state_path: Path
+                ) -> tuple[list[ShardPlan], int, dict[str, int]]:
+    """The shards of this forward pass, where it starts, and the buckets' sizes there:
+    the recorded pass if one matches (and its buckets hold what it says), else a new
+    pass over `todo` from the start."""
+    buckets = manifest.state_dir(output) / "buckets"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads(state_path.read_text())
+        by_name = {shard.name: shard for shard in plan.shards}
+        sizes = state["bucket_bytes"]
+        if (state["job"] == plan.job_id and {s.name for s in todo} <= set(state["shards"])
+                and all((buckets / name).stat().st_size >= size
+                        for name, size in sizes.items())):
+            return [by_name[name] for name in state["shards"]], state["position"], sizes
+    for shard in todo:
+        (buckets / shard.name).unlink(missing_ok=True)
+    return todo, 0, {}
+
+
+def _save_pass(state_path: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
+               sizes: dict[str, int]) -> None:
+    manifest.write_atomically(state_path, json.dumps(
+        {"job": plan.job_id, "shards": [s.name for s in shards], "position": position,
+         "bucket_bytes": sizes}))
+
+
+def _read_span(descriptor: int, view: memoryview, offset: int) -> None:
+    while len(view):
+        count = os.preadv(descriptor, [view], offset)
+        if count == 0:
+            raise ArchiveError(f"archive ended at byte {offset}: did it change during the run?")
+        view, offset = view[count:], offset + count
+
+
+def _batches(order: list[tuple], start: int):
+    """Runs of consecutive members in archive order: at most CHUNK images and SLOT_BYTES
+    of the archive each (one larger member alone)."""
+    position = start
+    while position < len(order):
+        first = order[position][3]
+        end = position + 1
+        span_end = first.offset + first.size
+        while end < len(order) and end - position < CHUNK:
+            member = order[end][3]
+            if max(span_end, member.offset + member.size) - first.offset > SLOT_BYTES:
+                break
+            span_end = max(span_end, member.offset + member.size)
+            end += 1
+        yield position, end, first.offset, span_end
+        position = end
+
+
+def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
+                  sizes: dict[str, int], state_path: Path, pool, buffer: memoryview,
+                  slots: int, checkpoint_seconds: float, bar, summary: Summary) -> None:
+    """Reads the split's archive once, front to back, filing every record of `shards`
+    into its bucket; checkpoints as it goes."""
+    split = plan.split
+    # (archive offset, path, shard, member, index in its shard), in the archive's order.
+    order = sorted((member.offset, member.path, shard.name, member, number)
+                   for shard in shards for number, member in enumerate(shard.members))
+    order = [(shard, number, offset, member) for offset, _, shard, member, number in order]
+    bar.update(position)
+    if position >= len(order):
+        return
+    buckets = _Buckets(manifest.state_dir(output) / "buckets", sizes)
+    tar = not plan.archive.is_dir()
+    descriptor = os.open(plan.archive, os.O_RDONLY) if tar else -1
+    free = list(range(slots))
+    in_flight: collections.deque = collections.deque()
+    last_checkpoint = time.monotonic()
+    batches = _batches(order, position)
+    try:
+        while True:
+            while free and (batch := next(batches, None)) is not None:
+                begin, end, span_start, span_end = batch
+                slot = free.pop()
+                items = []
+                if tar and span_end - span_start > SLOT_BYTES:  # one member too large
+                    member = order[begin][3]
+                    data = os.pread(descriptor, member.size, member.offset)
+                    items.append((data, member.size, member.label, member.name,
+                                  order[begin][1]))
+                elif tar:
+                    base = slot * SLOT_BYTES
+                    _read_span(descriptor, buffer[base:base + span_end - span_start],
+                               span_start)
+                    items = [(base + member.offset - span_start, member.size, member.label,
+                              member.name, number)
+                             for _, number, _, member in order[begin:end]]
+                else:
+                    items = [(member.path, member.size, member.label, member.name, number)
+                             for _, number, _, member in order[begin:end]]
+                names = [f"{plan.archive}: member {order[i][3].path or order[i][3].name}"
+                         for i in range(begin, end)]
+                ticket = pool.submit(worker.convert_batch, (str(plan.archive), items), names)
+                in_flight.append((ticket, slot, begin, end))
+            if not in_flight:
+                break
+            ticket, slot, begin, end = in_flight.popleft()
+            entries = pool.result(ticket)
+            free.append(slot)
+            for (shard, *_), entry in zip(order[begin:end], entries, strict=True):
+                buckets.add(shard, entry)
+                kind = entry[worker.ENTRY.size - 1]
+                summary.skipped[split] += kind == worker.SKIPPED
+                summary.repaired[split] += kind == worker.REPAIRED
+            summary.images[split] += end - begin
+            bar.update(end - begin)
+            position = end
+            if time.monotonic() - last_checkpoint >= checkpoint_seconds:
+                _save_pass(state_path, plan, shards, position, buckets.sync())
+                last_checkpoint = time.monotonic()
+        _save_pass(state_path, plan, shards, position, buckets.sync())
+    except OSError as error:
+        raise OutputError(f"writing the buckets in {buckets.directory}: {error}; rerun the "
+                          f"same command to resume from the last checkpoint after fixing "
+                          f"this (a full disk?)") from error
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
+
+
+def _write_shards(output: Path, plan: SplitPlan, shards: list[ShardPlan], pool, window: int,
+                  bar, summary: Summary) -> None:
+    """Writes each shard from its complete bucket (in the workers), then its receipt."""
+    buckets = manifest.state_dir(output) / "buckets"
+    pending: collections.deque = collections.deque()
+    todo = collections.deque(shards)
+    while todo or pending:
+        while todo and len(pending) < window:
+            shard = todo.popleft()
+            args = (str(buckets / shard.name), str(output / f".{shard.name}.tmp"),
+                    str(output / shard.name), len(shard.members))
+            pending.append((shard, pool.submit(worker.write_shard, args,
+                                               [str(output / shard.name)])))
+        shard, ticket = pending.popleft()
+        try:
+            facts = pool.result(ticket)
+        except WorkerError as error:
+            if not isinstance(error.__cause__, OSError):
+                raise
+            done = summary.shards_written[plan.split] + summary.shards_kept[plan.split]
+            raise OutputError(f"writing {output / shard.name}: {error.__cause__}; the {done} "
+                              f"{plan.split} shards finished are kept, rerun to finish after "
+                              f"fixing this (a full disk?)") from error
+        labelled = plan.split != "test"
+        receipt = {
+            "job": plan.job_id, "shard": shard.name, "records": facts["records"],
+            "bytes": facts["bytes"], "mtime_ns": facts["mtime_ns"], "sha256": facts["sha256"],
+            "class_counts": {str(k): v for k, v in facts["class_counts"].items()},
+            "skipped": [{"member": shard.members[i].name, "reason": reason}
+                        | ({"synset": plan.classes.wnids[shard.members[i].label]}
+                           if labelled else {}) for i, reason in facts["skipped"]],
+            "repaired": [{"member": shard.members[i].name, "repair": repair}
+                         for i, repair in facts["repaired"]]}
+        manifest.write_receipt(output, receipt)
+        (buckets / shard.name).unlink(missing_ok=True)
+        summary.shards_written[plan.split] += 1
+        bar.update(1)
+
+
+def _remove_our_temporaries(output: Path, shards: Sequence[ShardPlan]) -> None:
+    """The temporaries a killed run of ours left: its shards' and its atomic writes'."""
+    for shard in shards:
+        (output / f".{shard.name}.tmp").unlink(missing_ok=True)
+    host = socket.gethostname()
+    for directory in (output, manifest.state_dir(output)):
+        for path in directory.glob(f".*.{host}-*.tmp"):
+            pid = path.name.rsplit("-", 1)[1].removesuffix(".tmp")
+            alive = pid.isdigit() and (int(pid) == os.getpid() or _alive(int(pid)))
+            if not alive:
+                path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _usable_cpus() -> int:
@@ -414,14 +516,18 @@ def convert(output: str | Path, archives: Archives | str | Path,
             splits: Sequence[str] = schema.SPLITS, num_shards: dict[str, int] | None = None,
             image_size: int = 256, crop: bool = True, quality: int = 90, seed: int = 0,
             processes: int | None = None, num_workers: int = 1, worker_index: int = 0,
-            progress: bool = True) -> Summary:
+            label_offset: int = 0, allow_incomplete: bool = False,
+            checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True) -> Summary:
     """Converts `splits` of the ILSVRC-2012 `archives` (an `Archives` or the directory
     holding them) into shards in `output`, resuming whatever an earlier run finished.
 
     `processes` decode in parallel (default: every usable core); they are spawned, so a
     script calling this needs the usual `if __name__ == "__main__":` guard.  With
     `num_workers` > 1 this call converts only the shards of `worker_index`; the call
-    that finds all shards done writes the manifest (or run `merge`).
+    that finds all shards done writes the manifest (or run `merge`).  `label_offset` 1
+    writes labels 1..N (the Inception convention, see `schema`).  An archive short of
+    what the devkit lists is an error unless `allow_incomplete`, which converts what is
+    there and records the shortfall in the manifest.
     """
     from tqdm import tqdm
 
@@ -431,47 +537,74 @@ def convert(output: str | Path, archives: Archives | str | Path,
         raise ValueError(f"splits {list(splits)}: choose from {', '.join(schema.SPLITS)}")
     if not 0 <= worker_index < num_workers:
         raise ValueError(f"--worker-index {worker_index} must be in [0, {num_workers})")
+    if label_offset not in schema.LABEL_OFFSETS:
+        raise ValueError(f"--label-offset {label_offset}: choose 0 (labels 0..N-1, TFDS and "
+                         f"Keras) or 1 (1..N, the Inception and TPU readers)")
     if not isinstance(archives, Archives):
         archives = Archives.find(archives)
     num_shards = {**schema.DEFAULT_NUM_SHARDS, **(num_shards or {})}
     options = ImageOptions(image_size, crop, quality)
     processes = processes or _usable_cpus()
     output = Path(output)
-    (output / STATE_DIR).mkdir(parents=True, exist_ok=True)
+    manifest.state_dir(output).mkdir(parents=True, exist_ok=True)
+    slots = 2 * processes + 2  # enough read-ahead to keep every worker busy
+    shared = (multiprocessing.get_context("spawn").RawArray(ctypes.c_ubyte, slots * SLOT_BYTES)
+              if processes > 1 else bytearray(slots * SLOT_BYTES))
+    summary = Summary(output=output)
 
     # The workers start while the archives are indexed.
-    with _worker_pool(processes) as pool:
+    with (Pool(processes, worker.initialize, (shared,)) if processes > 1
+          else InlinePool(worker.initialize, (shared,))) as pool:
         # Plan everything first: a bad archive fails here, before any work is done.
         devkit = read_devkit(archives.devkit) if archives.devkit else None
         plans, classes = [], devkit.classes if devkit else None
         for split in schema.SPLITS:
             if split in splits:
-                plan, classes = plan_split(split, archives.path_for(split), devkit,
-                                           archives.devkit, classes, num_shards[split], options,
-                                           seed, progress)
+                path = archives.path_for(split)
+                plan = _plan_split(split, path, _index(output, split, path, progress), devkit,
+                                   archives.devkit, classes, num_shards[split], options, seed,
+                                   label_offset, allow_incomplete)
+                classes = plan.classes or classes
                 plans.append(plan)
         if classes is not None:
             _claim_labels(output, classes)
         for plan in plans:
             _claim_output(output, plan)
+            if "incomplete" in plan.job:
+                summary.incomplete.append(f"{plan.split}: {json.dumps(plan.job['incomplete'])}")
 
         ours = [(plan, shard) for plan in plans for shard in plan.shards]
         ours = ours[worker_index::num_workers]
-        summary = Summary(splits=[plan.split for plan in plans])
-        todo = []
-        for plan, shard in ours:
-            if _finished(output, plan, shard):
-                summary.shards_kept[plan.split] += 1
-            else:
-                todo.append((plan, shard))
-        with tqdm(total=sum(len(s.members) for _, s in todo), unit="img", desc="converting",
-                  disable=not progress, smoothing=0.05) as bar:
-            for plan in plans:
-                shards = [s for p, s in todo if p is plan]
-                if shards:
-                    bar.set_postfix_str(plan.split)
-                    _convert_shards(output, plan, shards, classes, options, pool,
-                                    4 * processes, bar, summary)
-    summary.merged = merge(output)
+        summary.splits = [plan.split for plan in plans]
+        passes = []
+        for plan in plans:
+            todo = []
+            for shard in (s for p, s in ours if p is plan):
+                if manifest.read_receipt(output, shard.name, plan.job_id):
+                    summary.shards_kept[plan.split] += 1
+                else:
+                    todo.append(shard)
+            if todo:
+                state_path = _pass_path(output, plan.split, num_workers, worker_index)
+                passes.append((plan, state_path, *_start_pass(output, plan, todo, state_path)))
+        with tqdm(total=sum(len(s.members) for _, _, shards, _, _ in passes for s in shards),
+                  unit="img", desc="converting", disable=not progress, smoothing=0.05) as bar:
+            for plan, state_path, shards, position, sizes in passes:
+                bar.set_postfix_str(plan.split)
+                pool.broadcast(worker.configure, (
+                    plan.classes.wnids if plan.classes else (),
+                    plan.classes.names if plan.classes else (), options, label_offset))
+                _forward_pass(output, plan, shards, position, sizes, state_path, pool,
+                              memoryview(shared).cast("B"), slots, checkpoint_seconds, bar,
+                              summary)
+        with tqdm(total=sum(len(shards) for _, _, shards, _, _ in passes), unit="shard",
+                  desc="writing shards", disable=not progress) as bar:
+            for plan, state_path, shards, _, _ in passes:
+                unfinished = [s for s in shards
+                              if not manifest.read_receipt(output, s.name, plan.job_id)]
+                _write_shards(output, plan, unfinished, pool, 2 * processes, bar, summary)
+                state_path.unlink(missing_ok=True)
+    _remove_our_temporaries(output, [shard for _, shard in ours])
+    summary.merged = manifest.merge(output)
     summary.seconds = time.monotonic() - started
     return summary

@@ -7,3 +7,7 @@ class ArchiveError(ValueError):
 
 class OutputError(RuntimeError):
     """The output directory cannot take this run's shards (another run's, a full disk)."""
+
+
+class WorkerError(RuntimeError):
+    """A worker process died or failed; the message names the member it was on."""

@@ -133,14 +133,15 @@ def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
 MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: posix, Created by: tfrecords_tools.sample"
 
 
-def _meta_mat(entries: list[tuple[str, str]]) -> bytes:
-    """`meta.mat` as in the real devkit: leaves 1..N, then non-leaf synsets."""
+def _meta_mat(entries: list[tuple[str, str]], train_per_class: int) -> bytes:
+    """`meta.mat` as in the real devkit: leaves 1..N with their `num_train_images`, then
+    non-leaf synsets (whose count is 0)."""
     fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children",
               "wordnet_height", "num_train_images"]
     # Two inner synsets, as the real file's 860 non-leaves follow the 1000 leaves.
     leaf_ids = list(range(1, len(entries) + 1))
     half = len(entries) // 2
-    rows = [(i, wnid, words, f"gloss of {words}", 0, np.zeros((1, 0)), 0, 0)
+    rows = [(i, wnid, words, f"gloss of {words}", 0, np.zeros((1, 0)), 0, train_per_class)
             for i, (wnid, words) in zip(leaf_ids, entries, strict=True)]
     rows.append((len(entries) + 1, "n00015388", "animal, animate being, beast", "a living organism",
                  half, np.array([leaf_ids[:half]], np.float64), 2, 0))
@@ -219,7 +220,7 @@ def make_sample_archives(directory: str | Path, num_classes: int = 10, train_per
     devkit = directory / DEVKIT
     with gzip.GzipFile(devkit, "wb", mtime=0) as compressed, \
             tarfile.open(fileobj=compressed, mode="w", format=tarfile.USTAR_FORMAT) as archive:
-        _add(archive, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat(entries))
+        _add(archive, "ILSVRC2012_devkit_t12/data/meta.mat", _meta_mat(entries, train_per_class))
         _add(archive, "ILSVRC2012_devkit_t12/data/ILSVRC2012_validation_ground_truth.txt",
              ground_truth.encode())
         _add(archive, "ILSVRC2012_devkit_t12/readme.txt", b"Sample ILSVRC2012 devkit.\n")

@@ -1,19 +1,44 @@
-"""The TFRecord example schema shared by the converter and every reader (DESIGN.md §2).
+"""The shard directory's contract: its file names, the TFRecord example schema, the
+label convention, and the readers of its files.  Every module that reads or writes a
+shard directory takes the names from here.
 
-Keys match the TensorFlow models Inception converter, so existing readers work on
-our shards.  Labels are 0-based indices into the sorted WNIDs; -1 means unlabeled.
+Keys match the TensorFlow models Inception converter (`image/encoded`,
+`image/class/label`, ...).  Keys alone do not make readers agree on labels:
+
+- `label_offset=0` (the default): labels 0..999, the sorted-WNID index, as TFDS's
+  `imagenet2012` and Keras expect; `keras_alexnet.data` reads these.
+- `label_offset=1`: labels 1..1000 with 0 for "background", as the Inception
+  converter (`build_imagenet_data.py`) writes and as its `parse_example_proto`,
+  tensorflow/tpu's ImageNet input and tf-models' official/legacy `parse_record` (which
+  subtracts 1) expect; `keras_alexnet.data` reads these too (it takes the offset from
+  `manifest.json`).
+
+Either way line i of `labels.txt` is the class of label i + offset; unlabeled
+records (the test split) have label -1.  Free of TensorFlow at import (the converter's
+worker processes use it): `FEATURES` imports it on first use.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import struct
+from pathlib import Path
 
-import tensorflow as tf
+import google_crc32c
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_NUM_SHARDS = {"train": 1024, "validation": 128, "test": 128}
 UNLABELED = -1
+LABEL_OFFSETS = (0, 1)
+
+# The files of a shard directory.
+LABELS = "labels.txt"  # line i: WNID<TAB>name of label i + label_offset
+MANIFEST = "manifest.json"  # per split: records, shards with sha256, skips, repairs
+STATS = "stats.json"  # pixel statistics on the [0, 1] scale (tfrecords_tools.stats)
+MEAN_IMAGE = "mean_image.npy"  # the per-pixel mean image [paper §2]
+STATE_DIR = ".convert"  # the converter's receipts, job records, index cache, buckets
 
 
 def shard_name(split: str, index: int, num_shards: int) -> str:
@@ -114,17 +139,40 @@ def serialize(record: ImageRecord) -> bytes:
     return b"".join([b"\x0a", _varint(features), *parts])
 
 
-#: Parsing spec for `tf.io.parse_single_example` / `parse_example`.
-FEATURES = {
-    "image/encoded": tf.io.FixedLenFeature([], tf.string),
-    "image/format": tf.io.FixedLenFeature([], tf.string, default_value="JPEG"),
-    "image/height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    "image/width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
-    "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=UNLABELED),
-    "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value=""),
-    "image/class/text": tf.io.FixedLenFeature([], tf.string, default_value=""),
-}
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def tfrecord(serialized: bytes) -> bytes:
+    """`serialized` framed as one TFRecord: length, masked CRC-32C of the length, the
+    data and its masked CRC-32C, the bytes `tf.io.TFRecordWriter` writes."""
+    length = struct.pack("<Q", len(serialized))
+    return b"".join((length, _masked_crc(length), serialized, _masked_crc(serialized)))
+
+
+def _features() -> dict:
+    import tensorflow as tf
+
+    return {
+        "image/encoded": tf.io.FixedLenFeature([], tf.string),
+        "image/format": tf.io.FixedLenFeature([], tf.string, default_value="JPEG"),
+        "image/height": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        "image/width": tf.io.FixedLenFeature([], tf.int64, default_value=0),
+        "image/filename": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "image/class/label": tf.io.FixedLenFeature([], tf.int64, default_value=UNLABELED),
+        "image/class/synset": tf.io.FixedLenFeature([], tf.string, default_value=""),
+        "image/class/text": tf.io.FixedLenFeature([], tf.string, default_value=""),
+    }
+
+
+def __getattr__(name: str):
+    # FEATURES, the parsing spec for `tf.io.parse_single_example` / `parse_example`,
+    # needs TensorFlow: built on first use, so that importing this module does not.
+    if name == "FEATURES":
+        globals()["FEATURES"] = features = _features()
+        return features
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_labels(path) -> list[tuple[str, str]]:
@@ -137,3 +185,31 @@ def read_labels(path) -> list[tuple[str, str]]:
                 raise ValueError(f"{path}:{number}: expected 'WNID<TAB>name', got {line!r}")
             entries.append((wnid, name))
     return entries
+
+
+def read_manifest(directory: str | Path) -> dict:
+    """`manifest.json` of a shard directory; a clear error when it is absent or damaged."""
+    path = Path(directory) / MANIFEST
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such file; write it with `python -m "
+                                f"tfrecords_tools convert` (or `merge`)") from None
+    except ValueError as error:
+        raise ValueError(f"{path}: not a readable manifest ({error}); rerun `python -m "
+                         f"tfrecords_tools merge {directory}`") from None
+
+
+def label_offset(directory: str | Path) -> int:
+    """The label convention of a shard directory: 0 (labels 0..N-1) or 1 (1..N).
+
+    A directory without a manifest, or with one written before the option existed, is
+    0-based.
+    """
+    if not (Path(directory) / MANIFEST).exists():
+        return 0
+    offset = read_manifest(directory).get("label_offset", 0)
+    if offset not in LABEL_OFFSETS:
+        raise ValueError(f"{Path(directory) / MANIFEST}: label_offset {offset!r}, expected "
+                         f"one of {LABEL_OFFSETS}")
+    return offset

@@ -16,9 +16,6 @@ import tensorflow as tf
 
 from tfrecords_tools import schema
 
-STATS = "stats.json"
-MEAN_IMAGE = "mean_image.npy"
-
 
 def _images(files: list[str], sample: int | None, size: int):
     """Decoded training images on the [0, 1] scale, centre-cropped to size x size (a no-op
@@ -59,7 +56,7 @@ def compute_stats(output: str | Path, sample: int | None = None, progress: bool 
     if not files:
         raise FileNotFoundError(f"{output}: no training shards ({schema.shard_pattern('train')})")
     size = _first_image_size(files[0])
-    manifest = output / "manifest.json"
+    manifest = output / schema.MANIFEST
     total = (json.loads(manifest.read_text())["splits"].get("train", {}).get("records")
              if manifest.exists() else None)
     total = min(filter(None, (total, sample)), default=None)
@@ -90,6 +87,6 @@ def compute_stats(output: str | Path, sample: int | None = None, progress: bool 
         "num_images": count,
         "image_size": [size, size],
     }
-    (output / STATS).write_text(json.dumps(stats, indent=1) + "\n")
-    np.save(output / MEAN_IMAGE, mean_image.astype(np.float32))
+    (output / schema.STATS).write_text(json.dumps(stats, indent=1) + "\n")
+    np.save(output / schema.MEAN_IMAGE, mean_image.astype(np.float32))
     return stats

@@ -1,26 +1,124 @@
-"""The task of a worker process: read a chunk of members and re-encode them.
+"""The tasks of the worker processes: convert a batch of members, write a shard.
 
-Workers read the archive themselves (each with its own handle), so the parent process
-only orders the results and writes them: image bytes never cross a process boundary.
+The parent reads the archive front to back into a buffer shared with the workers, so
+a worker never seeks in the archive; a worker turns each member into the finished
+TFRecord bytes of its record (decode, repair, resize, encode, serialise, frame), so
+the parent only files them into their shard's bucket.  Once every member of a shard
+is in its bucket, a worker puts the bucket's records in the shard's order and writes
+the shard.  Free of TensorFlow, so a worker starts in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import collections
+import hashlib
+import os
+import struct
 from pathlib import Path
 
-from tfrecords_tools.images import ImageOptions, Outcome, reencode
-from tfrecords_tools.members import Member, MemberReader
+from tfrecords_tools import schema
+from tfrecords_tools.images import ImageOptions, reencode
+from tfrecords_tools.pool import working_on
 
-_readers: dict[Path, MemberReader] = {}  # open for the worker's life, one per archive
+#: A bucket entry's head: the record's index in its shard, its label (the class index,
+#: without the label offset, -1 unlabeled), the record's length, the note's length, and
+#: its kind; then the framed record, then the note (the repair, or why it was skipped).
+ENTRY = struct.Struct("<IiIHB")
+CONVERTED, REPAIRED, SKIPPED = 0, 1, 2
+
+_buffer: memoryview | None = None  # the parent's read buffer, shared
+_job: tuple | None = None  # (wnids, names, ImageOptions, label offset) of the split
 
 
-def convert_members(reader: MemberReader, members: list[Member],
-                    options: ImageOptions) -> list[Outcome]:
-    return [reencode(reader.read(member), options) for member in members]
+def initialize(buffer) -> None:
+    global _buffer
+    _buffer = memoryview(buffer).cast("B")
 
 
-def convert_chunk(source: Path, members: list[Member], options: ImageOptions) -> list[Outcome]:
-    """A worker task; several images each, so that inter-process overhead stays small."""
-    if source not in _readers:
-        _readers[source] = MemberReader(source)
-    return convert_members(_readers[source], members, options)
+def configure(wnids: tuple[str, ...], names: tuple[str, ...], options: ImageOptions,
+              label_offset: int) -> None:
+    """Sets the split's classes and image options before its batches come."""
+    global _job
+    _job = (wnids, names, options, label_offset)
+
+
+def convert_batch(source: str, items: list[tuple]) -> list[bytes]:
+    """Bucket entries for `items`: (where, size, label, name, index in the shard), where
+    `where` is an offset into the shared buffer, the member's bytes themselves (one too
+    large for the buffer), or a file path under `source` (the Kaggle layout)."""
+    wnids, names, options, offset = _job
+    entries = []
+    for number, (where, size, label, name, index) in enumerate(items):
+        working_on(number)
+        if isinstance(where, int):
+            data = bytes(_buffer[where:where + size])
+        elif isinstance(where, bytes):
+            data = where
+        else:
+            data = (Path(source) / where).read_bytes()
+        outcome = reencode(data, options)
+        if outcome.skipped:
+            record, kind, note = b"", SKIPPED, outcome.skipped
+        else:
+            labelled = label != schema.UNLABELED
+            record = schema.tfrecord(schema.serialize(schema.ImageRecord(
+                outcome.encoded, outcome.height, outcome.width, name,
+                label + offset if labelled else label, wnids[label] if labelled else "",
+                names[label] if labelled else "")))
+            kind, note = (REPAIRED, outcome.repaired) if outcome.repaired else (CONVERTED, "")
+        note = note.encode()[:0xFFFF]
+        entries.append(ENTRY.pack(index, label, len(record), len(note), kind) + record + note)
+    return entries
+
+
+def read_bucket(path: Path, count: int) -> list[tuple[int, bytes, int, str]]:
+    """The bucket's (label, record, kind, note) in shard order; every index once."""
+    data = path.read_bytes()
+    slots: list = [None] * count
+    position = 0
+    while position < len(data):
+        index, label, length, note_length, kind = ENTRY.unpack_from(data, position)
+        position += ENTRY.size
+        record = data[position:position + length]
+        note = data[position + length:position + length + note_length].decode()
+        position += length + note_length
+        if index >= count or slots[index] is not None:
+            raise ValueError(f"{path}: entry for record {index} of {count} is out of place")
+        slots[index] = (label, record, kind, note)
+    missing = [i for i, entry in enumerate(slots) if entry is None]
+    if missing:
+        raise ValueError(f"{path}: {len(missing)} of its {count} records are missing "
+                         f"(e.g. record {missing[0]})")
+    return slots
+
+
+def write_shard(bucket: str, temporary: str, final: str, count: int) -> dict:
+    """Writes the shard from its complete bucket; returns the receipt's facts."""
+    working_on(0)
+    digest = hashlib.sha256()
+    class_counts = collections.Counter()
+    skipped, repaired, records = [], [], 0
+    try:
+        with open(temporary, "wb") as handle:
+            for index, (label, record, kind, note) in enumerate(read_bucket(Path(bucket),
+                                                                           count)):
+                if kind == SKIPPED:
+                    skipped.append((index, note))
+                    continue
+                if kind == REPAIRED:
+                    repaired.append((index, note))
+                handle.write(record)
+                digest.update(record)
+                records += 1
+                if label != schema.UNLABELED:
+                    class_counts[label] += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, final)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    stat = os.stat(final)
+    return {"records": records, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "sha256": digest.hexdigest(), "class_counts": dict(sorted(class_counts.items())),
+            "skipped": skipped, "repaired": repaired}

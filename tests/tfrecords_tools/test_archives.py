@@ -10,6 +10,7 @@ from tfrecords_tools.archives import (
     _plain_members,
     index_flat,
     index_train,
+    label_train,
     label_validation,
     read_devkit,
 )
@@ -26,7 +27,8 @@ def test_devkit_labels_are_sorted_wnid_indices(sample_archives):
 
 
 def test_train_index_reads_each_image_with_one_seek(sample_archives):
-    members, classes = index_train(sample_archives.train, progress=False)
+    members, classes = label_train(sample_archives.train,
+                                   index_train(sample_archives.train, progress=False))
     assert len(members) == 300
     expected = {}
     with tarfile.open(sample_archives.train) as outer:
@@ -41,9 +43,10 @@ def test_train_index_reads_each_image_with_one_seek(sample_archives):
 
 def test_validation_labels_come_from_the_ground_truth(sample_archives):
     devkit = read_devkit(sample_archives.devkit)
-    members = label_validation(index_flat(sample_archives.validation), devkit,
-                               sample_archives.validation, sample_archives.devkit)
+    members, missing = label_validation(index_flat(sample_archives.validation), devkit,
+                                        sample_archives.validation)
     assert [m.label for m in members] == list(sample_archives.validation_labels)
+    assert missing == []
 
 
 def test_truncated_archive_names_file_and_member(sample_archives, tmp_path):
@@ -68,9 +71,14 @@ def test_devkit_that_does_not_match_the_val_tar(sample_archives, tmp_path):
         for info in full.getmembers()[:-1]:
             part.addfile(info, io.BytesIO(full.extractfile(info).read()))
     devkit = read_devkit(sample_archives.devkit)
-    with pytest.raises(ArchiveError, match=r"ILSVRC2012_devkit_t12.tar.gz does not match .*"
-                                           r"ILSVRC2012_img_val.tar: .* 50 lines, .* 49 images"):
-        label_validation(index_flat(shorter), devkit, shorter, sample_archives.devkit)
+    # The val tar's problem, named as such, with the image it lacks.
+    with pytest.raises(ArchiveError, match=r"ILSVRC2012_img_val.tar: has 49 of the 50 images "
+                                           r"of the devkit's ground truth; missing 1 \(e.g. "
+                                           r"ILSVRC2012_val_00000050.JPEG\)"):
+        label_validation(index_flat(shorter), devkit, shorter)
+    members, missing = label_validation(index_flat(shorter), devkit, shorter,
+                                        allow_incomplete=True)
+    assert (len(members), missing) == (49, [50])
 
 
 def test_damaged_devkit_is_named(sample_archives, tmp_path):
@@ -86,7 +94,8 @@ def test_train_class_missing_from_the_devkit_is_named(sample_archives):
     fewer = ClassIndex(devkit.classes.wnids[1:], devkit.classes.names[1:])
     with pytest.raises(ArchiveError, match=rf"member {devkit.classes.wnids[0]} is not a class "
                                            r"of the devkit \(1 such classes\)"):
-        index_train(sample_archives.train, fewer, progress=False)
+        label_train(sample_archives.train, index_train(sample_archives.train, progress=False),
+                    fewer)
 
 
 def _train_tar(path, inner_tars):
@@ -121,7 +130,11 @@ def test_inner_tars_of_every_format_index_alike(tmp_path, form):
         files["n01443537"].append((long_name, b"long"))
     path = tmp_path / "ILSVRC2012_img_train.tar"
     _train_tar(path, {wnid: (form, members) for wnid, members in files.items()})
-    members, classes = index_train(path, progress=False)
+    index = index_train(path, progress=False)
+    members, classes = label_train(path, index)
+    # The helper adds a directory entry after each of the two files under dir/.
+    assert index.not_images == 2 * [{"member": "n01443537.tar/dir",
+                                     "reason": "a directory, not an image"}]
     expected = {name.rpartition("/")[2]: data for wnid in files for name, data in files[wnid]}
     with MemberReader(path) as reader:
         assert {m.name: reader.read(m) for m in members} == expected

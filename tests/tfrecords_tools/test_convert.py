@@ -15,8 +15,9 @@ from PIL import Image
 
 from tests.conftest import SAMPLE_IMAGE_SIZE, SAMPLE_NUM_SHARDS
 from tfrecords_tools import schema
-from tfrecords_tools.convert import convert, merge
+from tfrecords_tools.convert import convert
 from tfrecords_tools.errors import OutputError
+from tfrecords_tools.manifest import merge
 
 ARGUMENTS = {"num_shards": SAMPLE_NUM_SHARDS, "image_size": SAMPLE_IMAGE_SIZE, "progress": False}
 
