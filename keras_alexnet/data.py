@@ -28,6 +28,7 @@ from keras_alexnet.preprocessing import (
     resize_size_for,
     subtract_mean,
 )
+from tfrecords_tools import schema
 from tfrecords_tools.schema import FEATURES, UNLABELED, shard_pattern
 
 LIGHTING_STDDEV = 0.1  # alpha_i ~ N(0, 0.1) [paper §4.1]
@@ -83,16 +84,19 @@ def check_shards(shards: Sequence[Path], num_classes: int | None = None) -> None
         if label == UNLABELED:
             raise ValueError(f"{shard}: records have no 'image/class/label' (unlabeled "
                              f"split?); training and evaluation need labels")
-        if not 0 <= label < num_classes:
+        offset = schema.label_offset(shard.parent)
+        if not 0 <= label - offset < num_classes:
             raise ValueError(f"{shard}: 'image/class/label' {label} is outside the "
-                             f"{num_classes} classes of the model")
+                             f"{num_classes} classes of the model (labels {offset}.."
+                             f"{num_classes - 1 + offset}, the label offset of "
+                             f"{shard.parent / schema.MANIFEST})")
 
 
 def count_records(data_dir: str | Path, split: str) -> int:
     """Records in a split: from `manifest.json` when it has the count, else by reading."""
     data_dir = Path(data_dir)
     shards = list_shards(data_dir, split)
-    manifest = data_dir / "manifest.json"
+    manifest = data_dir / schema.MANIFEST
     if manifest.exists():
         try:
             count = json.loads(manifest.read_text())["splits"][split]["records"]
@@ -137,9 +141,12 @@ def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool =
 IMAGE_AND_LABEL = {key: FEATURES[key] for key in ("image/encoded", "image/class/label")}
 
 
-def _parse(record: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _parse(record: tf.Tensor, label_offset: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The image bytes and the 0-based label (shards written with `--label-offset 1`
+    store label + 1)."""
     features = tf.io.parse_single_example(record, IMAGE_AND_LABEL)
-    return features["image/encoded"], tf.cast(features["image/class/label"], tf.int32)
+    label = tf.cast(features["image/class/label"], tf.int32)
+    return features["image/encoded"], label - label_offset
 
 
 def _check_labels(labels: tf.Tensor, paths: tf.Tensor, num_classes: int) -> tf.Tensor:
@@ -297,6 +304,7 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
         input_context: this input pipeline's share of a distributed run.
     """
     shards = list_shards(data_dir, split)
+    label_offset = schema.label_offset(data_dir)
     stats = stats or load_stats(data_dir)
     resize_size = resize_size_for(image_size)
     normalize = Normalizer(stats, mean, resize_size)
@@ -319,7 +327,7 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
 
         def example(index, record_and_path):
             record, path = record_and_path
-            image_bytes, label = _parse(record)
+            image_bytes, label = _parse(record, label_offset)
             image = augment(image_bytes, tf.stack([epoch_seed, index]),
                             image_size=image_size, resize_size=resize_size, stats=stats,
                             normalize=normalize, lighting_stddev=lighting_stddev)
@@ -364,12 +372,13 @@ def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     shards = list_shards(data_dir, split)
+    label_offset = schema.label_offset(data_dir)
     stats = stats or load_stats(data_dir)
     resize_size = resize_size_for(image_size)
     normalize = Normalizer(stats, mean, resize_size)
 
     def example(record, path):
-        image_bytes, label = _parse(record)
+        image_bytes, label = _parse(record, label_offset)
         if crops == "center":
             image = normalize(decode_center_crop(image_bytes, image_size, resize_size))
             return image, label, path

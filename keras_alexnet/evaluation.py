@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_alexnet import checkpoints, data
 from keras_alexnet.preprocessing import ImageStats
-from tfrecords_tools.schema import read_labels
+from tfrecords_tools.schema import LABELS, read_labels
 
 CENTER = 4  # the centre crop among `data.ten_patches`
 
@@ -36,7 +36,7 @@ def _per_class(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) 
 
 
 def _class_names(data_dir: Path, num_classes: int) -> list[tuple[str, str]]:
-    path = data_dir / "labels.txt"
+    path = data_dir / LABELS
     if not path.exists():
         return [("", f"class {i}") for i in range(num_classes)]
     names = read_labels(path)

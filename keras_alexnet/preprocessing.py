@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from tfrecords_tools.schema import MEAN_IMAGE, STATS
+
 RESIZE_SIZE = 256  # images are rescaled so that the shorter side is 256 [paper §2]
 PAPER_IMAGE_SIZE = 224
 
@@ -47,7 +49,7 @@ def load_stats(data_dir: str | Path) -> ImageStats:
     Falls back to the ImageNet values when the directory has no `stats.json`.
     """
     data_dir = Path(data_dir)
-    path = data_dir / "stats.json"
+    path = data_dir / STATS
     if not path.exists():
         return ImageStats.imagenet()
     try:
@@ -60,7 +62,7 @@ def load_stats(data_dir: str | Path) -> ImageStats:
                          f"`python -m tfrecords_tools stats`") from None
     if stats.get("pixel_scale", 1.0) != 1.0:
         raise ValueError(f"{path}: pixel_scale must be 1.0, got {stats['pixel_scale']}")
-    mean_image_path = data_dir / "mean_image.npy"
+    mean_image_path = data_dir / MEAN_IMAGE
     if mean_image_path.exists():
         values = dataclasses.replace(values, mean_image=np.load(mean_image_path))
     return values

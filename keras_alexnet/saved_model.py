@@ -30,7 +30,7 @@ import tensorflow as tf
 from keras_alexnet import checkpoints
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import ImageStats, decode_center_crop, load_stats, subtract_mean
-from tfrecords_tools.schema import read_labels
+from tfrecords_tools.schema import LABELS, read_labels
 
 TOP_K = 5  # the paper reports top-1 and top-5 error [paper §1, §6]
 DEFAULT_SIGNATURE = "serving_default"
@@ -53,7 +53,7 @@ def read_class_names(data_dir_or_labels: str | os.PathLike) -> tuple[list[str], 
     Accepts the shard directory or the `labels.txt` path itself.
     """
     path = Path(data_dir_or_labels)
-    labels_path = path / "labels.txt" if path.is_dir() else path
+    labels_path = path / LABELS if path.is_dir() else path
     if not labels_path.is_file():
         raise FileNotFoundError(f"{labels_path}: no labels file; pass the shard directory "
                                 f"written by `python -m tfrecords_tools convert` or its labels.txt")

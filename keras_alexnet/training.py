@@ -31,7 +31,7 @@ from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_
 from keras_alexnet.model import build_model
 from keras_alexnet.optimizer import PaperSGD
 from keras_alexnet.preprocessing import load_stats
-from tfrecords_tools.schema import read_labels
+from tfrecords_tools.schema import LABELS, read_labels
 
 LOG_NAME = "training_log.csv"
 LR_DIVISOR = 10.0  # "divide the learning rate by 10" [paper §5]
@@ -189,7 +189,7 @@ def _continue_dropout_streams(model: keras.Model, seed: int, steps_done: int) ->
 
 
 def _num_classes(data_dir: Path, config: AlexNetConfig | None) -> int:
-    labels = data_dir / "labels.txt"
+    labels = data_dir / LABELS
     if labels.exists():
         count = len(read_labels(labels))
         if config is not None and config.num_classes != count:

@@ -1,4 +1,4 @@
-"""ILSVRC archives to sharded TFRecords (DESIGN.md §2).
+"""ILSVRC archives to sharded TFRecords.
 
 `python -m tfrecords_tools convert | merge | verify | stats`; the library functions are
 `tfrecords_tools.convert.convert`, `.convert.merge`, `.verify.verify` and

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -56,6 +57,18 @@ def _add_convert(sub) -> None:
                         help="keep the whole resized image instead of the central square")
     parser.add_argument("--quality", type=_positive, default=90, help="JPEG quality (90)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the shard shuffle (0)")
+    parser.add_argument("--label-offset", type=int, choices=(0, 1), default=0,
+                        help="0: labels 0..999, as TFDS, Keras and keras_alexnet read them "
+                             "(default); 1: labels 1..1000 (0 = background), as the Inception "
+                             "converter's and tensorflow/tpu's readers and tf-models' "
+                             "official/legacy parse_record expect; recorded in manifest.json")
+    parser.add_argument("--allow-incomplete", action="store_true",
+                        help="convert an archive that lacks images the devkit lists (or is "
+                             "damaged part way), recording the shortfall in manifest.json, "
+                             "instead of stopping with an error")
+    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
+                        help="how often the forward pass records where it is, i.e. the most "
+                             "work a kill can cost (30)")
     parser.add_argument("-j", "--processes", type=_positive,
                         help="decoding processes (default: one per core)")
     parser.add_argument("--num-workers", type=_positive, default=1,
@@ -86,7 +99,9 @@ def _run_convert(args) -> int:
                                   if getattr(args, f"{s}_shards")},
                       image_size=args.size, crop=args.crop, quality=args.quality,
                       seed=args.seed, processes=args.processes, num_workers=args.num_workers,
-                      worker_index=args.worker_index, progress=not args.quiet)
+                      worker_index=args.worker_index, label_offset=args.label_offset,
+                      allow_incomplete=args.allow_incomplete,
+                      checkpoint_seconds=args.checkpoint_seconds, progress=not args.quiet)
     print(summary)
     return 0
 
@@ -117,6 +132,10 @@ def _add_verify(sub) -> None:
     parser.add_argument("--splits", nargs="+", help="splits to check (default: all)")
     parser.add_argument("-j", "--processes", type=_positive,
                         help="parallel shard readers (default: one per core)")
+    parser.add_argument("--devkit", type=Path,
+                        help="check the image counts against this devkit "
+                             "(ILSVRC2012_devkit_t12.tar.gz) instead of the counts the "
+                             "manifest recorded from it at conversion")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_verify)
 
@@ -124,7 +143,8 @@ def _add_verify(sub) -> None:
 def _run_verify(args) -> int:
     from tfrecords_tools.verify import verify
 
-    problems = verify(args.output, args.splits, args.processes, progress=not args.quiet)
+    problems = verify(args.output, args.splits, args.processes, progress=not args.quiet,
+                      devkit=args.devkit)
     for problem in problems:
         print(problem)
     print(f"{len(problems)} problems" if problems else "all shards verified")
@@ -155,24 +175,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_tools", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="ILSVRC-2012 archives to sharded TFRecords, streamed, parallel, "
-                    "resumable (DESIGN.md §2).")
+        description="ILSVRC-2012 archives to sharded TFRecords: one forward pass over "
+                    "each archive, parallel, resumable.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_convert, _add_merge, _add_verify, _add_stats):
         add(sub)
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that the run cleans up as for Ctrl-C."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only a file format here
-    from tfrecords_tools.errors import ArchiveError, OutputError
+    from tfrecords_tools.errors import ArchiveError, OutputError, WorkerError
 
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         return args.run(args)
-    except (ArchiveError, OutputError, ValueError) as error:
+    except (ArchiveError, OutputError, WorkerError, ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("terminated; rerun the same command to resume", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

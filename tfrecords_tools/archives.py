@@ -80,7 +80,7 @@ class Archives:
 
 @dataclasses.dataclass(frozen=True)
 class ClassIndex:
-    """The 1000 classes: label i is the i-th WNID in sorted order (DESIGN.md §2)."""
+    """The 1000 classes: label i is the i-th WNID in sorted order, as in TFDS."""
 
     wnids: tuple[str, ...]
     names: tuple[str, ...]

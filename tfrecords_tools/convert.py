@@ -1,5 +1,5 @@
 """ILSVRC-2012 archives to sharded TFRecords: one forward pass per archive, deterministic,
-parallel, resumable (docs/design.md, "The converter").
+parallel, resumable.
 
 How a run goes, per split:
 1. Plan: index the archive (headers only, front to back; cached in `.convert/` and
@@ -553,57 +553,61 @@ def convert(output: str | Path, archives: Archives | str | Path,
     summary = Summary(output=output)
 
     # The workers start while the archives are indexed.
-    with (Pool(processes, worker.initialize, (shared,)) if processes > 1
-          else InlinePool(worker.initialize, (shared,))) as pool:
-        # Plan everything first: a bad archive fails here, before any work is done.
-        devkit = read_devkit(archives.devkit) if archives.devkit else None
-        plans, classes = [], devkit.classes if devkit else None
-        for split in schema.SPLITS:
-            if split in splits:
-                path = archives.path_for(split)
-                plan = _plan_split(split, path, _index(output, split, path, progress), devkit,
-                                   archives.devkit, classes, num_shards[split], options, seed,
-                                   label_offset, allow_incomplete)
-                classes = plan.classes or classes
-                plans.append(plan)
-        if classes is not None:
-            _claim_labels(output, classes)
-        for plan in plans:
-            _claim_output(output, plan)
-            if "incomplete" in plan.job:
-                summary.incomplete.append(f"{plan.split}: {json.dumps(plan.job['incomplete'])}")
+    try:
+        with (Pool(processes, worker.initialize, (shared,)) if processes > 1
+              else InlinePool(worker.initialize, (shared,))) as pool:
+            # Plan everything first: a bad archive fails here, before any work is done.
+            devkit = read_devkit(archives.devkit) if archives.devkit else None
+            plans, classes = [], devkit.classes if devkit else None
+            for split in schema.SPLITS:
+                if split in splits:
+                    path = archives.path_for(split)
+                    plan = _plan_split(split, path, _index(output, split, path, progress), devkit,
+                                       archives.devkit, classes, num_shards[split], options, seed,
+                                       label_offset, allow_incomplete)
+                    classes = plan.classes or classes
+                    plans.append(plan)
+            if classes is not None:
+                _claim_labels(output, classes)
+            for plan in plans:
+                _claim_output(output, plan)
+                if "incomplete" in plan.job:
+                    summary.incomplete.append(f"{plan.split}: {json.dumps(plan.job['incomplete'])}")
 
-        ours = [(plan, shard) for plan in plans for shard in plan.shards]
-        ours = ours[worker_index::num_workers]
-        summary.splits = [plan.split for plan in plans]
-        passes = []
-        for plan in plans:
-            todo = []
-            for shard in (s for p, s in ours if p is plan):
-                if manifest.read_receipt(output, shard.name, plan.job_id):
-                    summary.shards_kept[plan.split] += 1
-                else:
-                    todo.append(shard)
-            if todo:
-                state_path = _pass_path(output, plan.split, num_workers, worker_index)
-                passes.append((plan, state_path, *_start_pass(output, plan, todo, state_path)))
-        with tqdm(total=sum(len(s.members) for _, _, shards, _, _ in passes for s in shards),
-                  unit="img", desc="converting", disable=not progress, smoothing=0.05) as bar:
-            for plan, state_path, shards, position, sizes in passes:
-                bar.set_postfix_str(plan.split)
-                pool.broadcast(worker.configure, (
-                    plan.classes.wnids if plan.classes else (),
-                    plan.classes.names if plan.classes else (), options, label_offset))
-                _forward_pass(output, plan, shards, position, sizes, state_path, pool,
-                              memoryview(shared).cast("B"), slots, checkpoint_seconds, bar,
-                              summary)
-        with tqdm(total=sum(len(shards) for _, _, shards, _, _ in passes), unit="shard",
-                  desc="writing shards", disable=not progress) as bar:
-            for plan, state_path, shards, _, _ in passes:
-                unfinished = [s for s in shards
-                              if not manifest.read_receipt(output, s.name, plan.job_id)]
-                _write_shards(output, plan, unfinished, pool, 2 * processes, bar, summary)
-                state_path.unlink(missing_ok=True)
+            ours = [(plan, shard) for plan in plans for shard in plan.shards]
+            ours = ours[worker_index::num_workers]
+            summary.splits = [plan.split for plan in plans]
+            passes = []
+            for plan in plans:
+                todo = []
+                for shard in (s for p, s in ours if p is plan):
+                    if manifest.read_receipt(output, shard.name, plan.job_id):
+                        summary.shards_kept[plan.split] += 1
+                    else:
+                        todo.append(shard)
+                if todo:
+                    state_path = _pass_path(output, plan.split, num_workers, worker_index)
+                    passes.append((plan, state_path, *_start_pass(output, plan, todo, state_path)))
+            with tqdm(total=sum(len(s.members) for _, _, shards, _, _ in passes for s in shards),
+                      unit="img", desc="converting", disable=not progress, smoothing=0.05) as bar:
+                for plan, state_path, shards, position, sizes in passes:
+                    bar.set_postfix_str(plan.split)
+                    pool.broadcast(worker.configure, (
+                        plan.classes.wnids if plan.classes else (),
+                        plan.classes.names if plan.classes else (), options, label_offset))
+                    _forward_pass(output, plan, shards, position, sizes, state_path, pool,
+                                  memoryview(shared).cast("B"), slots, checkpoint_seconds, bar,
+                                  summary)
+            with tqdm(total=sum(len(shards) for _, _, shards, _, _ in passes), unit="shard",
+                      desc="writing shards", disable=not progress) as bar:
+                for plan, state_path, shards, _, _ in passes:
+                    unfinished = [s for s in shards
+                                  if not manifest.read_receipt(output, s.name, plan.job_id)]
+                    _write_shards(output, plan, unfinished, pool, 2 * processes, bar, summary)
+                    state_path.unlink(missing_ok=True)
+    except WorkerError as error:
+        raise WorkerError(f"{error}; the finished shards are kept and a rerun of the same "
+                          f"command resumes from the last checkpoint") from error
     _remove_our_temporaries(output, [shard for _, shard in ours])
     summary.merged = manifest.merge(output)
     summary.seconds = time.monotonic() - started

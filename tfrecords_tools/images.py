@@ -127,10 +127,19 @@ def reencode_with_pillow(data: bytes, options: ImageOptions) -> Outcome:
         image.draft("YCbCr" if image.format == "JPEG" and image.mode == "RGB" else image.mode,
                     request)
         image.load()
+    except Image.UnidentifiedImageError:
+        # Its own message names a BytesIO object's address, which would make two runs'
+        # manifests differ.
+        return Outcome(skipped="undecodable: not an image format Pillow knows")
     # Any failure of any decoder on any bytes must cost one image, never the run.
     except Exception as error:
         return Outcome(skipped=f"undecodable: {type(error).__name__}: {error}")
     try:
+        if image.mode.startswith("I;16") or image.mode == "I":
+            # 16-bit grey: Pillow's convert clips at 255; scale 0..65535 to 0..255 instead.
+            wide = np.asarray(image, np.uint32) if image.mode != "I" else np.clip(
+                np.asarray(image), 0, 65535).astype(np.uint32)
+            image = Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L")
         if image.mode not in ("RGB", "YCbCr"):
             image = image.convert("RGB")
         out_size, box = _geometry(*image.size, options)

@@ -1,6 +1,6 @@
 """Small ILSVRC-2012-shaped archives for tests and the demo.
 
-The archives have the real layout (DESIGN.md §2): a train tar of per-class
+The archives have the real layout: a train tar of per-class
 `n########.tar`, a flat val tar, a devkit whose `meta.mat` numbers the classes in an
 order that is NOT the sorted-WNID order, and an unlabeled test tar.  Every class is a
 distinct hue with stripes at its own orientation, placed, scaled and noised at random,

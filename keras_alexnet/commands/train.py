@@ -81,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from keras_alexnet.training import fit
-    from tfrecords_tools.schema import read_labels
+    from tfrecords_tools.schema import LABELS, read_labels
 
     config = _config(args)
-    labels = Path(args.data_dir) / "labels.txt"
+    labels = Path(args.data_dir) / LABELS
     if config is not None and labels.exists():  # the class count always comes from the data
         config = dataclasses.replace(config, num_classes=len(read_labels(labels)))
     try:
