@@ -42,12 +42,16 @@ def configure(wnids: tuple[str, ...], names: tuple[str, ...], options: ImageOpti
     _job = (wnids, names, options, label_offset)
 
 
-def convert_batch(source: str, items: list[tuple]) -> list[bytes]:
+def convert_batch(source: str, items: list[tuple], out: int, room: int) -> list[int | bytes]:
     """Bucket entries for `items`: (where, size, label, name, index in the shard), where
     `where` is an offset into the shared buffer, the member's bytes themselves (one too
-    large for the buffer), or a file path under `source` (the Kaggle layout)."""
+    large for the buffer), or a file path under `source` (the Kaggle layout).
+
+    Entries go into the shared buffer from offset `out` while `room` bytes last, and
+    only their lengths come back (sparing the parent a pipe's copies); the others come
+    back as bytes."""
     wnids, names, options, offset = _job
-    entries = []
+    entries: list[int | bytes] = []
     for number, (where, size, label, name, index) in enumerate(items):
         working_on(number)
         if isinstance(where, int):
@@ -67,7 +71,13 @@ def convert_batch(source: str, items: list[tuple]) -> list[bytes]:
                 names[label] if labelled else "")))
             kind, note = (REPAIRED, outcome.repaired) if outcome.repaired else (CONVERTED, "")
         note = note.encode()[:0xFFFF]
-        entries.append(ENTRY.pack(index, label, len(record), len(note), kind) + record + note)
+        entry = ENTRY.pack(index, label, len(record), len(note), kind) + record + note
+        if len(entry) <= room:
+            _buffer[out:out + len(entry)] = entry
+            out, room = out + len(entry), room - len(entry)
+            entries.append(len(entry))
+        else:
+            entries.append(entry)
     return entries
 
 

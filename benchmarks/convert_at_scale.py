@@ -1,0 +1,153 @@
+"""How the converter reads its archive, and what the parent process costs per image.
+
+For each version (this tree, and `--baseline` trees such as a git worktree of an earlier
+commit), on the same generated train tar (`convert.py`'s photo-like JPEGs):
+
+- read order, from the outside: the real CLI runs under `strace -f`; every read of the
+  archive (read, pread64, preadv, with lseek and open tracked) is put in time order,
+  and a read is in forward order when it starts at or after the end of the previous
+  one.  Reported: the fraction of the archive's bytes read in forward order, the number
+  of backward jumps, and the bytes read in all (the index pass reads only headers);
+- speed, without strace: wall time of `convert()` in a child process, and the parent
+  process's own CPU time per image (getrusage RUSAGE_SELF around the call), the work
+  that caps a run however many cores decode.
+
+    python benchmarks/convert_at_scale.py --images 5000 --baseline /tmp/base --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from convert import make_data  # noqa: E402  (the sibling benchmark's generated archive)
+
+_CALL = re.compile(r"^(\d+)\s+[\d.]+\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
+_FD = re.compile(r"^(\d+)<([^>]*)>")
+
+
+def traced_reads(command: list[str], environment: dict, archive: Path,
+                 log: Path) -> list[tuple[int, int]]:
+    """(offset, bytes) of every read of `archive` by `command` and its children, in
+    time order.  Run from the log's directory: the current directory comes first on
+    `python -m`'s path, before PYTHONPATH."""
+    subprocess.run(["strace", "-f", "-ttt", "-y", "-s", "0", "-o", str(log), "-e",
+                    "trace=read,pread64,preadv,preadv2,lseek", *command], env=environment,
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   cwd=log.parent)
+    target = str(archive.resolve())
+    pending: dict[str, str] = {}
+    positions: dict[tuple[str, str], int] = {}
+    reads = []
+    for line in log.read_text().splitlines():
+        pid = line.split(None, 1)[0]
+        if line.endswith("<unfinished ...>"):
+            pending[pid] = line.removesuffix("<unfinished ...>")
+            continue
+        if "resumed>" in line:
+            line = pending.pop(pid, "") + line.split("resumed>", 1)[1]
+        match = _CALL.match(line)
+        if not match:
+            continue
+        _, name, arguments, result = match.groups()
+        fd = _FD.match(arguments)
+        if not fd or fd[2] != target:
+            continue
+        key, result = (pid, fd[1]), int(result)
+        fields = [f.strip() for f in arguments.split(",")]
+        if name == "lseek":
+            positions[key] = result
+        elif result > 0 and name == "read":
+            offset = positions.get(key, 0)
+            reads.append((offset, result))
+            positions[key] = offset + result
+        elif result > 0:  # pread64(fd, buf, n, offset), preadv(fd, [...], count, offset)
+            reads.append((int(fields[-1] if name != "preadv2" else fields[-2]), result))
+    return reads
+
+
+def read_order(reads: list[tuple[int, int]]) -> dict:
+    total = forward = jumps = 0
+    end = 0
+    for offset, size in reads:
+        total += size
+        if offset >= end:
+            forward += size
+        else:
+            jumps += 1
+        end = offset + size
+    return {"bytes": total, "forward": forward / total if total else 0.0, "jumps": jumps}
+
+
+def child(output: Path, archives: Path, processes: int) -> None:
+    from tfrecords_tools.convert import convert
+
+    start, own = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
+    convert(output, archives, splits=["train"], num_shards={"train": 16},
+            processes=processes, progress=False)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"wall": wall, "parent_cpu": after.ru_utime + after.ru_stime
+                      - own.ru_utime - own.ru_stime}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--processes", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--repeats", type=int, default=3, help="speed runs; medians quoted")
+    parser.add_argument("--baseline", type=Path, nargs="*", default=[],
+                        help="other source trees to measure the same way")
+    parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child, args.processes)
+        return
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "unknown CPU")
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        make_data(workdir, args.images)
+        archive = workdir / "ILSVRC2012_img_train.tar"
+        print(f"{args.images} JPEGs, {archive.stat().st_size / 1e6:.0f} MB train tar, "
+              f"{args.processes} processes, {cpu}; speed: medians of {args.repeats} runs")
+        print(f"{'version':<24}{'forward bytes':>14}{'back jumps':>11}{'MB read':>9}"
+              f"{'wall s':>8}{'img/s':>7}{'parent ms/img':>14}")
+        for tree in [Path(__file__).parents[1], *args.baseline]:
+            environment = dict(os.environ, PYTHONPATH=str(tree.resolve()),
+                               TF_CPP_MIN_LOG_LEVEL="2")
+            output = workdir / f"traced-{tree.name}"
+            reads = traced_reads([sys.executable, "-m", "tfrecords_tools", "convert",
+                                  str(workdir), str(output), "--splits", "train",
+                                  "--train-shards", "16", "--quiet", "-j",
+                                  str(args.processes)], environment, archive,
+                                 workdir / "strace.log")
+            order = read_order(reads)
+            runs = []
+            for repeat in range(args.repeats):
+                result = subprocess.run(
+                    [sys.executable, __file__, "--child", str(workdir / f"run-{tree.name}-"
+                                                              f"{repeat}"), str(workdir),
+                     "--processes", str(args.processes)], env=environment, check=True,
+                    capture_output=True, text=True, cwd=workdir)
+                runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+            wall = statistics.median(r["wall"] for r in runs)
+            parent = statistics.median(r["parent_cpu"] for r in runs)
+            print(f"{tree.name:<24}{order['forward']:>13.2%} {order['jumps']:>10}"
+                  f"{order['bytes'] / 1e6:>9.0f}{wall:>8.2f}{args.images / wall:>7.0f}"
+                  f"{parent / args.images * 1e3:>14.3f}")
+
+
+if __name__ == "__main__":
+    main()
