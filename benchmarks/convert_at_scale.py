@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from convert import make_data  # noqa: E402  (the sibling benchmark's generated archive)
+from convert import make_data
 
 _CALL = re.compile(r"^(\d+)\s+[\d.]+\s+(\w+)\((.*)\)\s+=\s+(-?\d+)")
 _FD = re.compile(r"^(\d+)<([^>]*)>")

@@ -200,9 +200,31 @@ class Index:
     damage: str = ""
 
 
+class _Recording:
+    """A file object that remembers its last read, for `_tar_files`'s end check."""
+
+    def __init__(self, fileobj):
+        self.fileobj, self.last, self.position = fileobj, b"", 0
+
+    def read(self, size: int = -1) -> bytes:
+        self.last = self.fileobj.read(size)
+        self.position += len(self.last)
+        return self.last
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        self.position = self.fileobj.seek(offset, whence)
+        return self.position
+
+    def tell(self) -> int:
+        return self.position
+
+    def seekable(self) -> bool:
+        return True
+
+
 def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
     try:
-        return tarfile.open(fileobj=fileobj, mode="r:")
+        return tarfile.open(fileobj=_Recording(fileobj), mode="r:")
     except tarfile.TarError as error:
         raise ArchiveError(f"{path}: {where or 'archive'} is not a readable tar "
                            f"({error})") from None
@@ -238,8 +260,9 @@ def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
         raise DamagedArchive(f"{path}: damaged or truncated after {last} "
                              f"({error})") from None
     end = archive.offset
-    archive.fileobj.seek(end)
-    block = archive.fileobj.read(tarfile.BLOCKSIZE)
+    # The block tarfile stopped at, as it read it (read again, it would be a step back).
+    block = archive.fileobj.last if archive.fileobj.position == end + len(
+        archive.fileobj.last) else b""
     if block != tarfile.NUL * tarfile.BLOCKSIZE:
         what = ("ends without the end-of-archive marker" if not block
                 else "has an invalid tar header")
@@ -316,7 +339,9 @@ def index_train(path: Path, progress: bool = True, allow_incomplete: bool = Fals
             images = _plain_members(raw, inner_offset, inner_size)
             if images is None:
                 images = []
-                inner = _open_tar(outer.extractfile(inner_name), path, inner_name)
+                # By its TarInfo, the one just read: by name, tarfile would first read
+                # every header to the end of the archive.
+                inner = _open_tar(outer.extractfile(outer.members[-1]), path, inner_name)
                 try:
                     images.extend(_tar_files(inner, path, not_images, inner_name, inner_offset))
                 except DamagedArchive as error:

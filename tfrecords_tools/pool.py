@@ -137,7 +137,7 @@ class Pool:
             if ready is worker.connection:
                 try:
                     ticket, ok, value = worker.connection.recv()
-                except EOFError:  # the worker died: its sentinel says how
+                except (EOFError, OSError):  # the worker died: its sentinel says how
                     self._died(worker)
                 worker.tasks.remove(ticket)
                 self._results[ticket] = (ok, value)
