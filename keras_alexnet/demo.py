@@ -117,8 +117,7 @@ def _check_workdir(workdir: Path, settings: DemoSettings) -> None:
 def _held_out_images(archives: SampleArchives, count: int) -> list[tuple[str, str, bytes]]:
     """(file name, true class name, original JPEG bytes) of the first clean val images."""
     devkit = read_devkit(archives.devkit)
-    members = label_validation(index_flat(archives.validation), devkit, archives.validation,
-                               archives.devkit)
+    members, _ = label_validation(index_flat(archives.validation), devkit, archives.validation)
     chosen = [m for m in members if m.name not in archives.quirks][:count]
     with member_reader(archives.validation) as read:
         return [(m.name, devkit.classes.names[m.label], read(m)) for m in chosen]

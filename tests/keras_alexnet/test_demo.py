@@ -16,7 +16,7 @@ from keras_alexnet import demo
 from keras_alexnet.commands import build_parser, main
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.saved_model import classify_files
-from tfrecords_tools.archives import VAL_TAR, index_flat, member_reader
+from tfrecords_tools.archives import VAL_TAR, flat_members, index_flat, member_reader
 from tfrecords_tools.schema import read_labels
 
 
@@ -61,7 +61,7 @@ def test_served_top5_is_the_trained_checkpoint_answer(quick_run, tmp_path):
     result, lines = quick_run
     assert len(result.served) == demo.QUICK.queries
     archive = result.paths["archives"] / VAL_TAR
-    members = {m.name: m for m in index_flat(archive)}
+    members = {m.name: m for m in flat_members(index_flat(archive))}
     files = []
     with member_reader(archive) as read:
         for query in result.served:
