@@ -98,8 +98,12 @@ class Pool:
         ticket = self._next_ticket
         self._next_ticket += 1
         self._items[ticket] = items
-        worker.connection.send((ticket, function, args))
         worker.tasks.append(ticket)
+        try:
+            worker.connection.send((ticket, function, args))
+        except OSError:  # a broken pipe: the worker died
+            worker.tasks.pop()
+            self._died(worker)
         return ticket
 
     def result(self, ticket: int):
