@@ -275,6 +275,17 @@ def _claim_labels(output: Path, classes: ClassIndex) -> None:
 _IOV_MAX = 1024  # buffers per writev call (Linux's limit)
 
 
+@contextlib.contextmanager
+def _writing(directory: Path):
+    """The forward pass's output errors (a full disk), worded; reading errors pass."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputError(f"writing in {directory}: {error}; rerun the same command to "
+                          f"resume from the last checkpoint after fixing this (a full "
+                          f"disk?)") from error
+
+
 def _write_all(descriptor: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -305,6 +316,10 @@ class _Buckets:
             self.flush()
 
     def flush(self) -> None:
+        with _writing(self.directory):
+            self._flush()
+
+    def _flush(self) -> None:
         for shard, entries in self.pending.items():
             # writev, not a join: a fresh 32 MB buffer costs a page fault per 4 KiB.
             descriptor = os.open(self.path(shard), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
@@ -324,12 +339,13 @@ class _Buckets:
     def sync(self) -> dict[str, int]:
         """Flushes and fsyncs every bucket written since the last call; their sizes."""
         self.flush()
-        for shard in sorted(self.unsynced):
-            descriptor = os.open(self.path(shard), os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
+        with _writing(self.directory):
+            for shard in sorted(self.unsynced):
+                descriptor = os.open(self.path(shard), os.O_RDONLY)
+                try:
+                    os.fsync(descriptor)
+                finally:
+                    os.close(descriptor)
         self.unsynced.clear()
         return dict(self.sizes)
 
@@ -359,9 +375,10 @@ def _start_pass(output: Path, plan: SplitPlan, todo: list[ShardPlan], state_path
 
 def _save_pass(state_path: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
                sizes: dict[str, int]) -> None:
-    manifest.write_atomically(state_path, json.dumps(
-        {"job": plan.job_id, "shards": [s.name for s in shards], "position": position,
-         "bucket_bytes": sizes}))
+    with _writing(state_path.parent):
+        manifest.write_atomically(state_path, json.dumps(
+            {"job": plan.job_id, "shards": [s.name for s in shards], "position": position,
+             "bucket_bytes": sizes}))
 
 
 def _read_span(descriptor: int, view: memoryview, offset: int) -> None:
@@ -456,10 +473,6 @@ def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], positi
                 _save_pass(state_path, plan, shards, position, buckets.sync())
                 last_checkpoint = time.monotonic()
         _save_pass(state_path, plan, shards, position, buckets.sync())
-    except OSError as error:
-        raise OutputError(f"writing the buckets in {buckets.directory}: {error}; rerun the "
-                          f"same command to resume from the last checkpoint after fixing "
-                          f"this (a full disk?)") from error
     finally:
         if descriptor >= 0:
             os.close(descriptor)
