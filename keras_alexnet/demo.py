@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_alexnet.checkpoints import latest_checkpoint, load_model
+from keras_alexnet.checkpoints import LOG_NAME, latest_checkpoint, load_model
 from keras_alexnet.config import reduced_config
 from keras_alexnet.evaluation import evaluate
 from keras_alexnet.figures.curves import read_training_log, write_curves
@@ -35,7 +35,7 @@ from keras_alexnet.figures.neighbours import write_neighbours
 from keras_alexnet.figures.predictions import write_predictions
 from keras_alexnet.preprocessing import resize_size_for
 from keras_alexnet.saved_model import export
-from keras_alexnet.training import LOG_NAME, fit
+from keras_alexnet.training import fit
 from serving.client import Client
 from serving.server import ModelServer
 from tfrecords_tools.archives import index_flat, label_validation, member_reader, read_devkit

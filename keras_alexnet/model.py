@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 
 import keras
@@ -110,7 +111,7 @@ def _validate_config(config: AlexNetConfig) -> None:
 
 
 def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] | None = None,
-                name: str = "alexnet", **overrides) -> AlexNet:
+                seed: int | None = None, name: str = "alexnet", **overrides) -> AlexNet:
     """Builds the paper's AlexNet [paper §3.5, Figure 2].
 
     Args:
@@ -119,6 +120,8 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
             single fields, e.g. `build_model(num_classes=10, image_size=64, width=0.125)`.
         devices: where `tower_a` and `tower_b` run, e.g. `("/GPU:0", "/GPU:1")`, as
             the paper's two GPUs.  Default: `default_devices()`.
+        seed: makes the initial weights reproducible (each layer draws from its own
+            seed derived from it); None draws them from Keras's global generator.
         name: the model's name.
 
     Input: float32 RGB images of shape (image_size, image_size, 3), pixel values on
@@ -133,9 +136,13 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     units = config.tower_units()
     classes = (config.num_classes - config.num_classes // 2, config.num_classes // 2)
 
+    layer_seeds = itertools.count(0 if seed is None else seed * 1_000)
+
     def init(layer_name: str) -> dict:
         bias = 1.0 if layer_name in config.biases_one else 0.0
-        return {"kernel_initializer": keras.initializers.RandomNormal(0.0, config.init_stddev),
+        kernel_seed = None if seed is None else next(layer_seeds)
+        return {"kernel_initializer": keras.initializers.RandomNormal(0.0, config.init_stddev,
+                                                                      seed=kernel_seed),
                 "bias_initializer": keras.initializers.Constant(bias)}
 
     def conv(name, filters, size, strides=1, padding="same"):
@@ -187,6 +194,25 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     probabilities = keras.layers.Activation("softmax", dtype="float32",
                                             name="probabilities")(logits)
     return AlexNet(image, probabilities, name=name)
+
+
+def topology(config: AlexNetConfig) -> dict[str, object]:
+    """What a checkpoint must share with a config to be trained on as that config."""
+    return {"classes": config.num_classes, "input size": config.image_size,
+            "conv1 padding": tuple(config.conv1_pad),
+            "filters per tower (conv1..conv5)": config.tower_filters(),
+            "fc6/fc7 units per tower": config.tower_units()}
+
+
+def model_topology(model: keras.Model) -> dict[str, object]:
+    """`topology` read from a built model's layers."""
+    inner = {name: model.get_layer(f"tower_a_{name}").layer
+             for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6")}
+    return {"classes": model.output_shape[-1], "input size": model.input_shape[1],
+            "conv1 padding": tuple(model.get_layer("conv1_pad").padding[0]),
+            "filters per tower (conv1..conv5)": tuple(
+                inner[f"conv{i}"].filters for i in range(1, 6)),
+            "fc6/fc7 units per tower": inner["fc6"].units}
 
 
 def fc7_features(model: keras.Model) -> keras.Model:

@@ -1,12 +1,14 @@
 """`keras_alexnet.fit`: train AlexNet on the converter's shards the paper's way [paper §5].
 
-A run writes into `model_dir`:
+A run writes into `model_dir` (the layout is `keras_alexnet.checkpoints`'s):
     checkpoints/epoch-NNNN.keras   the whole model with optimiser state, every epoch
+    checkpoints/backup.keras       the whole training state every `backup_every` steps
     training_log.csv               one row per epoch (Keras CSVLogger)
+    run.json                       the seed, so that the run can be repeated
     tensorboard/                   TensorBoard event files
-and a rerun with the same `model_dir` resumes from the latest checkpoint: same epoch,
-same learning rate, same momentum, and (with a `seed`) the same images in the same
-order as a run that never stopped.
+and a rerun with the same `model_dir` resumes from the newest of them: the same epoch
+and step, learning rate, momentum, dropout streams and images in the same order, so
+the weights end bit-identical to those of a run that never stopped.
 """
 
 from __future__ import annotations
@@ -15,10 +17,9 @@ import csv
 import dataclasses
 import functools
 import importlib.util
-import math
+import json
 import random
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
@@ -26,121 +27,30 @@ import numpy as np
 import tensorflow as tf
 
 from keras_alexnet import checkpoints, data
-from keras_alexnet.config import AlexNetConfig
+from keras_alexnet.callbacks import (
+    Checkpoints,
+    DivideLearningRateOnPlateau,
+    Progress,
+    RunCallbacks,
+    StopOnNaN,
+)
+from keras_alexnet.config import BACKUP_EVERY, AlexNetConfig
 from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_strategy
-from keras_alexnet.model import build_model
+from keras_alexnet.model import build_model, model_topology, topology
 from keras_alexnet.optimizer import PaperSGD
 from keras_alexnet.preprocessing import load_stats
 from tfrecords_tools.schema import LABELS, read_labels
 
-LOG_NAME = "training_log.csv"
-LR_DIVISOR = 10.0  # "divide the learning rate by 10" [paper §5]
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`: the state was saved, the message says how to resume."""
 
 
-# --- callbacks ----------------------------------------------------------------------------
-
-class DivideLearningRateOnPlateau(keras.callbacks.Callback):
-    """Divides the learning rate by 10 when validation error stops improving [paper §5].
-
-    "Stops improving" means no better error for `patience` epochs at the current
-    learning rate; it happens at most `max_reductions` times (three in the paper).
-    Writes the epoch's learning rate into the logs as `learning_rate`.  A resumed run
-    passes the log rows of the epochs already trained (`trained`), and the state is
-    rebuilt from them, so a killed run carries on with the same schedule.
-    """
-
-    def __init__(self, initial_learning_rate: float, monitor: str = "val_top1",
-                 patience: int = 5, max_reductions: int = 3, min_delta: float = 0.0,
-                 trained: list[dict[str, str]] = ()):
-        super().__init__()
-        self.initial_learning_rate = initial_learning_rate
-        self.monitor, self.patience = monitor, patience
-        self.max_reductions, self.min_delta = max_reductions, min_delta
-        self.trained = list(trained)
-        self.best, self.wait = None, 0
-
-    def current_learning_rate(self) -> float:
-        return float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-
-    def _reductions(self, learning_rate: float) -> int:
-        return round(math.log10(self.initial_learning_rate / learning_rate))
-
-    def on_train_begin(self, logs=None):
-        """Replays the epochs already trained at the current learning rate."""
-        learning_rate = self.current_learning_rate()
-        self.best, self.wait = None, 0
-        for row in self.trained:
-            if math.isclose(float(row["learning_rate"]), learning_rate, rel_tol=1e-4):
-                self._observe(float(row[self.monitor]))
-
-    def _observe(self, accuracy: float) -> None:
-        if self.best is None or accuracy > self.best + self.min_delta:
-            self.best, self.wait = accuracy, 0
-        else:
-            self.wait += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs if logs is not None else {}
-        learning_rate = self.current_learning_rate()
-        logs["learning_rate"] = learning_rate
-        if self.monitor not in logs:
-            return
-        self._observe(float(logs[self.monitor]))
-        if self.wait >= self.patience and self._reductions(learning_rate) < self.max_reductions:
-            self.model.optimizer.learning_rate = learning_rate / LR_DIVISOR
-            self.best, self.wait = None, 0
-            print(f"\nEpoch {epoch + 1}: {self.monitor} stopped improving; learning rate "
-                  f"{learning_rate:g} -> {learning_rate / LR_DIVISOR:g}")
-
-
-class StopOnNaN(keras.callbacks.Callback):
-    """Stops at the first non-finite loss and remembers where (no checkpoint follows)."""
-
-    def __init__(self):
-        super().__init__()
-        self.epoch, self.failed_at = 0, None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.failed_at = (self.epoch, batch)
-            self.model.stop_training = True
-
-
-class EpochCheckpoint(keras.callbacks.Callback):
-    """Saves `epoch-NNNN.keras` after every epoch and keeps the newest `keep` of them.
-
-    In a multi-worker run every worker saves (saving may need collective reads of the
-    variables), but only the chief into `model_dir`.
-    """
-
-    def __init__(self, model_dir: Path, keep: int | None, chief: bool, nan: StopOnNaN):
-        super().__init__()
-        self.model_dir, self.keep, self.chief, self.nan = model_dir, keep, chief, nan
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.nan.failed_at is not None:
-            return
-        if not self.chief:
-            with tempfile.TemporaryDirectory() as scratch:
-                checkpoints.save_checkpoint(self.model, checkpoints.checkpoint_path(
-                    scratch, epoch + 1))
-            return
-        checkpoints.save_checkpoint(self.model,
-                                    checkpoints.checkpoint_path(self.model_dir, epoch + 1))
-        if self.keep:
-            for _, old in checkpoints.list_checkpoints(self.model_dir)[:-self.keep]:
-                old.unlink()
-
-
-# --- the training log ---------------------------------------------------------------------
+# --- the training log and the run file -----------------------------------------------------
 
 def read_log(model_dir: str | Path) -> list[dict[str, str]]:
     """The rows of `training_log.csv` (empty when there is none)."""
-    path = Path(model_dir) / LOG_NAME
+    path = Path(model_dir) / checkpoints.LOG_NAME
     if not path.exists():
         return []
     with open(path, newline="") as file:
@@ -148,8 +58,9 @@ def read_log(model_dir: str | Path) -> list[dict[str, str]]:
 
 
 def _truncate_log(model_dir: Path, epochs_done: int) -> list[dict[str, str]]:
-    """Drops rows of epochs newer than the checkpoint (a kill between log and save)."""
-    path = model_dir / LOG_NAME
+    """Drops rows of epochs newer than the checkpoint (a kill between log and save, or
+    an epoch a callback cut short)."""
+    path = model_dir / checkpoints.LOG_NAME
     rows = read_log(model_dir)
     kept = [row for row in rows if int(row["epoch"]) < epochs_done]
     if len(kept) != len(rows):
@@ -162,30 +73,46 @@ def _truncate_log(model_dir: Path, epochs_done: int) -> list[dict[str, str]]:
     return kept
 
 
-# --- fit ----------------------------------------------------------------------------------
+def _run_seed(model_dir: Path, seed: int | None, chief: bool) -> tuple[int, bool]:
+    """The run's seed and whether it was drawn now; recorded in `run.json`.
 
-def _build(config: AlexNetConfig, devices, mixed_precision: str | None) -> keras.Model:
-    """The model, its layers computing in `mixed_precision` (they keep the policy when
-    saved, so a resumed run keeps it too) without changing the global policy."""
-    previous = keras.mixed_precision.dtype_policy()
-    if mixed_precision:
-        keras.mixed_precision.set_dtype_policy(mixed_precision)
-    try:
-        return build_model(config, devices=devices)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-
-
-def _continue_dropout_streams(model: keras.Model, seed: int, steps_done: int) -> None:
-    """Puts each dropout layer's random stream where `steps_done` training steps leave it.
-
-    A `.keras` file does not keep the dropout seed state (Keras draws a new seed on
-    load), and each step advances it by one: seeded from `seed`, a resumed run drops
-    the same units as a run that never stopped.
+    A resumed run takes the seed it started with; another seed would change the
+    images' order and augmentation, so it is refused.
     """
-    states = [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
-    for index, state in enumerate(states):
-        state.assign(np.array([seed * 1_000 + index, steps_done], state.dtype))
+    path = model_dir / checkpoints.RUN_NAME
+    recorded = json.loads(path.read_text())["seed"] if path.exists() else None
+    if recorded is not None and seed is not None and seed != recorded:
+        raise ValueError(f"seed {seed} differs from the seed {recorded} that {model_dir} was "
+                         f"started with ({path}); leave seed out to resume, or use another "
+                         f"model_dir")
+    drawn = seed is None and recorded is None
+    seed = recorded if seed is None and recorded is not None else seed
+    seed = random.randrange(2**20) if seed is None else seed
+    if chief and recorded is None:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seed": seed}) + "\n")
+    return seed, drawn
+
+
+# --- checks -------------------------------------------------------------------------------
+
+def _check_arguments(**values) -> None:
+    """A ValueError naming the first argument outside its range."""
+    rules = {"epochs": (1, None), "batch_size": (1, None), "learning_rate": (0, None),
+             "momentum": (0, 1), "weight_decay": (0, None), "patience": (0, None),
+             "max_lr_reductions": (0, None), "steps_per_epoch": (1, None),
+             "validation_steps": (1, None), "lighting_stddev": (0, None),
+             "backup_every": (0, None), "keep_checkpoints": (1, None)}
+    strict = {"learning_rate"}  # zero is not allowed either
+    for name, value in values.items():
+        if value is None:
+            continue
+        low, high = rules[name]
+        if (value <= low if name in strict else value < low) or \
+                (high is not None and value >= high):
+            bound = (f"more than {low}" if name in strict else f"at least {low}") + \
+                (f" and less than {high}" if high is not None else "")
+            raise ValueError(f"{name} must be {bound}, got {value!r}")
 
 
 def _num_classes(data_dir: Path, config: AlexNetConfig | None) -> int:
@@ -208,61 +135,139 @@ def _check_compatible(model: keras.Model, path: Path, num_classes: int,
     if classes != num_classes:
         raise ValueError(f"{path}: the checkpoint classifies {classes} classes but the data "
                          f"has {num_classes}; use another model_dir")
-    if config is not None:
-        size = model.input_shape[1]
-        if size != config.image_size:
-            raise ValueError(f"{path}: the checkpoint takes {size}x{size} inputs but the "
-                             f"config asks for {config.image_size}; use another model_dir")
-        expected = build_model(config, devices=("", "")).count_params()
-        if model.count_params() != expected:
-            raise ValueError(f"{path}: the checkpoint has {model.count_params():,} "
-                             f"parameters but the config gives {expected:,}; use another "
-                             f"model_dir")
+    if config is None:
+        return
+    found, wanted = model_topology(model), topology(config)
+    for name, value in wanted.items():
+        if found[name] != value:
+            raise ValueError(f"{path}: the checkpoint has {name} {found[name]} but the config "
+                             f"gives {value}; use another model_dir")
+
+
+# --- fit ----------------------------------------------------------------------------------
+
+def _build(config: AlexNetConfig, devices, mixed_precision: str | None, seed: int
+           ) -> keras.Model:
+    """The model, its layers computing in `mixed_precision` (they keep the policy when
+    saved, so a resumed run keeps it too) without changing the global policy."""
+    previous = keras.mixed_precision.dtype_policy()
+    if mixed_precision:
+        keras.mixed_precision.set_dtype_policy(mixed_precision)
+    try:
+        return build_model(config, devices=devices, seed=seed)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _continue_dropout_streams(model: keras.Model, seed: int, steps_done: int) -> None:
+    """Puts each dropout layer's random stream where `steps_done` training steps leave it.
+
+    A `.keras` file does not keep the dropout seed state (Keras draws a new seed on
+    load), and each step advances it by one: seeded from `seed`, a resumed run drops
+    the same units as a run that never stopped.
+    """
+    states = [v for v in model.non_trainable_variables if v.name == "seed_generator_state"]
+    for index, state in enumerate(states):
+        state.assign(np.array([seed * 1_000 + index, steps_done], state.dtype))
+
+
+def _resume_point(model_dir: Path) -> tuple[Path | None, dict]:
+    """The newest saved state and its metadata: the step backup when it is newer than
+    the last epoch checkpoint, else that checkpoint (None and {} for a new run)."""
+    latest = checkpoints.latest_checkpoint(model_dir)
+    epochs_done = checkpoints.checkpoint_epoch(latest) if latest else 0
+    backup = checkpoints.backup_path(model_dir)
+    if backup.exists():
+        metadata = checkpoints.read_metadata(backup)
+        if (metadata.get("epoch", -1), metadata.get("step", 0)) > (epochs_done, 0):
+            return backup, metadata
+    if latest is None:
+        return None, {}
+    return latest, {**checkpoints.read_metadata(latest), "epoch": epochs_done, "step": 0}
 
 
 def _resume_or_build(model_dir: Path, strategy: tf.distribute.Strategy, num_classes: int,
                      config: AlexNetConfig | None, *, devices, mixed_precision: str | None,
-                     make_optimizer: Callable[[], keras.optimizers.Optimizer], xla: bool
-                     ) -> tuple[keras.Model, int]:
-    """The latest checkpoint's model and epoch count, else a new model; compiled.
+                     make_optimizer: Callable[[], keras.optimizers.Optimizer], xla: bool,
+                     seed: int) -> tuple[keras.Model, Path | None, dict]:
+    """The newest saved state's model, path and metadata, else a new model; compiled.
 
     Everything is created in the strategy's scope (the optimizer too: its slots must
     be variables of the same strategy as the weights)."""
-    latest = checkpoints.latest_checkpoint(model_dir)
+    path, metadata = _resume_point(model_dir)
     with strategy.scope():
-        if latest is not None:
-            model = checkpoints.load_model(latest)
+        if path is not None:
+            model = checkpoints.load_model(path)
             optimizer = model.optimizer  # its momentum, iterations and learning rate
-            initial_epoch = checkpoints.checkpoint_epoch(latest)
         else:
             config = dataclasses.replace(config or AlexNetConfig(), num_classes=num_classes)
-            model = _build(config, devices, mixed_precision)
+            model = _build(config, devices, mixed_precision, seed)
             optimizer = make_optimizer()
             optimizer.build(model.trainable_variables)
-            initial_epoch = 0
         model.compile(
             optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                      keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
             jit_compile=xla)
-    if latest is not None:
-        _check_compatible(model, latest, num_classes, config)
-    return model, initial_epoch
+    if path is not None:
+        _check_compatible(model, path, num_classes, config)
+    return model, path, metadata
 
 
-def _logs_and_checkpoints(model_dir: Path, chief: bool, nan: StopOnNaN,
-                          keep_checkpoints: int | None, tensorboard: bool
-                          ) -> list[keras.callbacks.Callback]:
-    """The CSV and TensorBoard logs (chief only), then the checkpoints: a kill between
-    the log row and the checkpoint leaves a row that the resume drops."""
-    callbacks = []
-    if chief:
-        callbacks.append(keras.callbacks.CSVLogger(str(model_dir / LOG_NAME), append=True))
-        if tensorboard and importlib.util.find_spec("tensorboard"):
-            callbacks.append(keras.callbacks.TensorBoard(str(model_dir / "tensorboard")))
-        elif tensorboard:
-            print("TensorBoard logs skipped: `pip install tensorboard` to write them")
-    return [*callbacks, EpochCheckpoint(model_dir, keep_checkpoints, chief, nan)]
+def _placement(model: keras.Model, strategy: tf.distribute.Strategy) -> str:
+    """Where the towers or replicas run, in a line."""
+    name = type(strategy).__name__
+    if strategy.num_replicas_in_sync > 1:
+        replicas = ", ".join(strategy.extended.worker_devices)
+        return f"{name}, {strategy.num_replicas_in_sync} replicas ({replicas})"
+    towers = [model.get_layer(f"{tower}_conv1").device or "default device"
+              for tower in ("tower_a", "tower_b")]
+    return f"towers (model parallel): tower_a on {towers[0]}, tower_b on {towers[1]}"
+
+
+def _best_validation(rows: Sequence[dict[str, str]]) -> str:
+    scores = [(float(row["val_top1"]), int(row["epoch"])) for row in rows
+              if row.get("val_top1")]
+    if not scores:
+        return "no validation split"
+    accuracy, epoch = max(scores)
+    return f"best validation top-1 error {1 - accuracy:.4f} (epoch {epoch + 1})"
+
+
+def _finish_epoch(model: keras.Model, run: RunCallbacks, epoch: int, steps: int,
+                  train, validation, validation_steps: int | None) -> None:
+    """The `steps` left of an interrupted epoch, then its end (validation, callbacks).
+
+    With no step left (the run stopped in the epoch's validation), the epoch's end is
+    done here: Keras's `fit` would run a step on an empty dataset.
+    """
+    run.phase(steps or None)
+    if steps:
+        model.fit(train, epochs=epoch + 1, initial_epoch=epoch, steps_per_epoch=steps,
+                  validation_data=validation, validation_steps=validation_steps,
+                  callbacks=run, shuffle=False)
+        return
+    run.on_train_begin()
+    run.on_epoch_begin(epoch)
+    logs = {}
+    if validation is not None:
+        scores = model.evaluate(validation, steps=validation_steps, callbacks=run,
+                                return_dict=True)
+        logs = {f"val_{name}": value for name, value in scores.items()}
+    run.on_epoch_end(epoch, logs)
+
+
+def _callbacks(model_dir: Path, chief: bool, tensorboard: bool,
+               say: Callable[[str], None]) -> list[keras.callbacks.Callback]:
+    """The CSV and TensorBoard logs (chief only)."""
+    if not chief:
+        return []
+    logs = [keras.callbacks.CSVLogger(str(model_dir / checkpoints.LOG_NAME), append=True)]
+    if tensorboard and importlib.util.find_spec("tensorboard"):
+        logs.append(keras.callbacks.TensorBoard(str(model_dir / "tensorboard")))
+    elif tensorboard:
+        say("TensorBoard logs skipped: `pip install tensorboard` to write them")
+    return logs
 
 
 def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | None = None,
@@ -271,11 +276,13 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         max_lr_reductions: int = 3, min_delta: float = 0.0,
         steps_per_epoch: int | None = None, validation_steps: int | None = None,
         mean: str = "channel", lighting_stddev: float = data.LIGHTING_STDDEV,
-        seed: int | None = None, deterministic: bool = False,
+        seed: int | None = None, deterministic: bool = True,
         mixed_precision: str | None = None, xla: bool = False,
         strategy: str | tf.distribute.Strategy = "auto",
         devices: tuple[str, str] | None = None, keep_checkpoints: int | None = 5,
-        tensorboard: bool = True, verbose: int | str = "auto") -> keras.callbacks.History:
+        backup_every: int = BACKUP_EVERY,
+        callbacks: Sequence[keras.callbacks.Callback] = (), tensorboard: bool = True,
+        verbose: int | str = "auto") -> keras.callbacks.History:
     """Trains AlexNet on `data_dir`'s shards, checkpointing into `model_dir` each epoch.
 
     Defaults are the paper's [paper §5]: batch 128, momentum 0.9, weight decay 0.0005
@@ -296,8 +303,11 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         steps_per_epoch: batches per epoch; default one pass over the training split.
         validation_steps: batches of validation per epoch; default the whole split.
         mean: "channel" (per-channel mean) or "pixel" (the paper's mean image).
-        seed: reproducible data order and augmentation (resumes included).
-        deterministic: make the input order independent of thread timing.
+        seed: seeds the initial weights, dropout, the data order and augmentation;
+            None draws one, prints it and records it in `run.json` (a resumed run
+            reuses the recorded one).
+        deterministic: the input order independent of thread timing, so that a seed
+            reproduces a run bit for bit (False may be faster with many cores).
         mixed_precision: a Keras dtype policy such as "mixed_float16" (GPUs) or
             "mixed_bfloat16" for a new model; None trains in float32.  A resumed model
             keeps the policy it was saved with.
@@ -305,82 +315,154 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         strategy: "auto", "towers", "mirrored", "multi-worker" (`keras_alexnet.distribute`)
             or a `tf.distribute.Strategy`.
         devices: the two towers' devices for `build_model` (model parallel).
-        keep_checkpoints: how many newest checkpoints to keep (None keeps all).
+        keep_checkpoints: how many newest epoch checkpoints to keep (None keeps all).
+        backup_every: save the whole training state every this many steps (0: only at
+            epoch ends and on Ctrl-C), so a killed run loses at most that many steps.
+        callbacks: Keras callbacks run beside the built-in ones (schedule, NaN stop,
+            logs, checkpoints); one that sets `model.stop_training` ends the run with
+            its state saved (mid-epoch: in the step backup).
         tensorboard: write TensorBoard logs (when the tensorboard package is installed).
+        verbose: Keras's progress output; 0 also silences this function's own lines.
 
     Returns: the Keras History of this call's epochs.
-    Raises: FloatingPointError when the loss becomes NaN or infinite (the last good
-        checkpoint stays the latest).
+    Raises: ValueError for an argument out of range or data that does not fit the
+        model; FloatingPointError when the loss becomes NaN or infinite (the last good
+        checkpoint stays the latest); OSError naming the directory when a checkpoint
+        cannot be written; TrainingInterrupted (a KeyboardInterrupt) on Ctrl-C, after
+        saving the state.
     """
+    _check_arguments(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                     momentum=momentum, weight_decay=weight_decay, patience=patience,
+                     max_lr_reductions=max_lr_reductions, steps_per_epoch=steps_per_epoch,
+                     validation_steps=validation_steps, lighting_stddev=lighting_stddev,
+                     backup_every=backup_every, keep_checkpoints=keep_checkpoints)
+    if mean not in data.MEAN_MODES:
+        raise ValueError(f"mean must be one of {data.MEAN_MODES}, got {mean!r}")
     # Multi-worker collectives must be configured before TensorFlow starts up.
     if isinstance(strategy, str):
         strategy = select_strategy(strategy)
     data_dir, model_dir = Path(data_dir), Path(model_dir)
     chief = is_chief(strategy)
+    quiet = verbose == 0 or not chief
+
+    def say(line: str) -> None:
+        if not quiet:
+            print(line, flush=True)
+
     num_classes = _num_classes(data_dir, config)
-    train_shards = data.list_shards(data_dir, "train")
-    data.check_shards(train_shards, num_classes)
+    data.check_shards(data.list_shards(data_dir, "train"), num_classes)
     has_validation = any(data_dir.glob("validation-?????-of-?????"))
     if has_validation:
         data.check_shards(data.list_shards(data_dir, "validation"), num_classes)
-    model, initial_epoch = _resume_or_build(
+    records = data.count_records(data_dir, "train")
+    if batch_size > records:
+        raise ValueError(f"batch_size {batch_size} is more than the {records} training "
+                         f"images of {data_dir}; use a batch size of at most {records}")
+    steps_per_epoch = steps_per_epoch or records // batch_size
+    seed, drawn = _run_seed(model_dir, seed, chief)
+    model, resumed_from, position = _resume_or_build(
         model_dir, strategy, num_classes, config, devices=devices,
         mixed_precision=mixed_precision,
         make_optimizer=functools.partial(PaperSGD, learning_rate, momentum, weight_decay),
-        xla=xla)
-    if initial_epoch >= epochs:
-        print(f"{model_dir}: already trained for {initial_epoch} epochs (asked for {epochs})")
+        xla=xla, seed=seed)
+    epoch, step = position.get("epoch", 0), position.get("step", 0)
+    if step and position.get("steps_per_epoch", steps_per_epoch) != steps_per_epoch:
+        raise ValueError(f"{resumed_from} was saved at step {step} of an epoch of "
+                         f"{position['steps_per_epoch']} steps; resume with steps_per_epoch="
+                         f"{position['steps_per_epoch']}")
+    if epoch >= epochs:
+        say(f"{model_dir}: already trained for {epoch} epochs (asked for {epochs}); the "
+            f"final checkpoint is {checkpoints.latest_checkpoint(model_dir)}")
         return keras.callbacks.History()
 
     image_size = model.input_shape[1]
     stats = load_stats(data_dir)
-    records = data.count_records(data_dir, "train")
-    if records < batch_size:
-        raise ValueError(f"{data_dir}: {records} training images, fewer than one batch of "
-                         f"{batch_size}")
-    steps_per_epoch = steps_per_epoch or records // batch_size
-    seed = random.randrange(2**20) if seed is None else seed
-    _continue_dropout_streams(model, seed, initial_epoch * steps_per_epoch)
+    iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
+    _continue_dropout_streams(model, seed, iterations)
 
-    def training_input(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return data.training_dataset(
-            data_dir, image_size, context.get_per_replica_batch_size(batch_size),
-            num_classes=num_classes, stats=stats, mean=mean, lighting_stddev=lighting_stddev,
-            seed=seed, first_batch=initial_epoch * steps_per_epoch,
-            # (per pipeline: a 1/n share of the images in 1/n-size batches)
-            batches_per_epoch=records // batch_size, deterministic=deterministic,
-            input_context=context)
+    def training_input(first_batch: int):
+        def per_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
+            return data.training_dataset(
+                data_dir, image_size, context.get_per_replica_batch_size(batch_size),
+                num_classes=num_classes, stats=stats, mean=mean,
+                lighting_stddev=lighting_stddev, seed=seed, first_batch=first_batch,
+                # (per pipeline: a 1/n share of the images in 1/n-size batches)
+                batches_per_epoch=records // batch_size, deterministic=deterministic,
+                input_context=context)
+        return strategy.distribute_datasets_from_function(per_pipeline)
 
-    train = strategy.distribute_datasets_from_function(training_input)
     validation = None
+    validation_records = 0
     if has_validation:
+        validation_records = data.count_records(data_dir, "validation")
         validation = data.evaluation_dataset(data_dir, image_size, batch_size,
                                              num_classes=num_classes, stats=stats, mean=mean,
-                                             records=data.count_records(data_dir, "validation"))
+                                             records=validation_records)
 
     model_dir.mkdir(parents=True, exist_ok=True)
-    trained = (_truncate_log(model_dir, initial_epoch) if chief
-               else read_log(model_dir)[:initial_epoch])
+    if chief and resumed_from is not None and resumed_from != checkpoints.backup_path(model_dir):
+        checkpoints.backup_path(model_dir).unlink(missing_ok=True)  # older than the epoch's
+    trained = (_truncate_log(model_dir, epoch) if chief else read_log(model_dir)[:epoch])
+    progress = Progress(steps_per_epoch, (epoch, step), position.get("metrics"))
     schedule = DivideLearningRateOnPlateau(
         learning_rate, monitor="val_top1" if has_validation else "top1", patience=patience,
-        max_reductions=max_lr_reductions, min_delta=min_delta, trained=trained)
+        max_reductions=max_lr_reductions, min_delta=min_delta, trained=trained,
+        progress=progress, say=say)
     nan = StopOnNaN()
-    callbacks = [schedule, nan,
-                 *_logs_and_checkpoints(model_dir, chief, nan, keep_checkpoints, tensorboard)]
+    saver = Checkpoints(
+        model_dir, progress=progress, backup_every=backup_every, keep=keep_checkpoints,
+        chief=chief, nan=nan, metadata=lambda: {"seed": seed,
+                                                "steps_per_epoch": steps_per_epoch})
+    run = RunCallbacks([progress, schedule, nan, *_callbacks(model_dir, chief, tensorboard,
+                                                             say),
+                        saver, *callbacks], model=model, verbose=verbose if chief else 0,
+                       epochs=epochs)
+
+    say(f"keras_alexnet.fit: {model_dir}\n"
+        f"  devices     {_placement(model, strategy)}\n"
+        f"  data        {data_dir}: {records:,} training images, {validation_records:,} "
+        f"validation, {num_classes} classes\n"
+        f"  schedule    {epochs} epochs of {steps_per_epoch:,} steps, batch {batch_size} "
+        f"(global), seed {seed}{' (drawn; pass it to repeat this run)' if drawn else ''}"
+        f"{', deterministic input' if deterministic else ''}\n"
+        f"  state       " + (f"resumes {resumed_from} at epoch {epoch + 1}, step "
+                             f"{step + 1} of {steps_per_epoch:,}" if resumed_from else
+                             "a new model") +
+        (f"; backup every {backup_every:,} steps" if backup_every else "; no step backups"))
 
     if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         keras_multi_worker_fixes(model)
-    with strategy.scope():
-        history = model.fit(train, epochs=epochs, initial_epoch=initial_epoch,
-                            steps_per_epoch=steps_per_epoch, validation_data=validation,
-                            validation_steps=validation_steps, callbacks=callbacks,
-                            shuffle=False, verbose=verbose if chief else 0)
+    try:
+        with strategy.scope():
+            if step:  # first the rest of the interrupted epoch
+                _finish_epoch(model, run, epoch, steps_per_epoch - step,
+                              training_input(iterations), validation, validation_steps)
+                iterations += steps_per_epoch - step
+                epoch += 1
+            if epoch < epochs and not model.stop_training:
+                run.phase(steps_per_epoch)
+                model.fit(training_input(iterations), epochs=epochs, initial_epoch=epoch,
+                          steps_per_epoch=steps_per_epoch, validation_data=validation,
+                          validation_steps=validation_steps, callbacks=run, shuffle=False)
+    except KeyboardInterrupt:
+        saved = saver.save_backup() or checkpoints.latest_checkpoint(model_dir)
+        where = (f"epoch {progress.epoch + 1}, step {progress.steps_done()} of "
+                 f"{steps_per_epoch:,}" if progress.epoch is not None else "start-up")
+        raise TrainingInterrupted(
+            f"interrupted at {where}; " + (f"the training state is in {saved}; "
+                                           if saved else "nothing was trained yet; ") +
+            "rerun the same command to resume") from None
+    run.close()
     if nan.failed_at is not None:
-        epoch, batch = nan.failed_at
-        last = checkpoints.latest_checkpoint(model_dir)
+        failed_epoch, batch = nan.failed_at
+        last, _ = _resume_point(model_dir)
         raise FloatingPointError(
-            f"training loss became NaN or infinite at epoch {epoch + 1}, batch {batch + 1} "
-            f"(learning rate {schedule.current_learning_rate():g}); the last good "
+            f"training loss became NaN or infinite at epoch {failed_epoch + 1}, batch "
+            f"{batch + 1} (learning rate {schedule.current_learning_rate():g}); the last good "
             f"checkpoint is {last or 'none'}; try a lower learning rate")
-    return history
-
+    stopped = "" if progress.complete() and progress.epoch + 1 >= epochs else \
+        " (stopped by a callback: rerun to continue)"
+    final = saver.last_saved or checkpoints.latest_checkpoint(model_dir)
+    say(f"keras_alexnet.fit: done{stopped}; final checkpoint {final}; "
+        f"{_best_validation(read_log(model_dir))}")
+    return model.history

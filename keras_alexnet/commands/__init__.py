@@ -31,7 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args) or 0
+    try:
+        return args.run(args) or 0
+    except KeyboardInterrupt as interrupted:  # one line, not a traceback
+        print(f"{interrupted or 'interrupted'}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Train AlexNet on converted shards, the paper's way; rerun to resume.
 
-Writes <model_dir>/checkpoints/epoch-NNNN.keras every epoch, <model_dir>/training_log.csv
-and TensorBoard logs.  Rerunning with the same model_dir resumes from the latest
-checkpoint (same epoch, learning rate and momentum).  Across machines, set TF_CONFIG on
-every worker and point them at one shared model_dir.
+Writes <model_dir>/checkpoints/epoch-NNNN.keras every epoch, the whole training state
+to <model_dir>/checkpoints/backup.keras every --backup-every steps, training_log.csv,
+run.json (the seed) and TensorBoard logs.  Rerunning the same command after a crash,
+kill -9 or Ctrl-C resumes from the newest of them, at the same step, with the same
+images, learning rate and momentum.  Across machines, set TF_CONFIG on every worker and
+point them at one shared model_dir.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+
+from keras_alexnet.config import BACKUP_EVERY
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,9 +41,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--lighting-stddev", type=float, default=0.1,
                       help="PCA lighting alpha stddev; 0 turns it off (default: 0.1)")
     data.add_argument("--seed", type=int, default=None,
-                      help="reproducible data order and augmentation")
-    data.add_argument("--deterministic", action="store_true",
-                      help="input order independent of thread timing (slower)")
+                      help="seeds the initial weights, dropout, data order and augmentation "
+                           "(default: drawn, printed and kept in run.json)")
+    data.add_argument("--deterministic", action=argparse.BooleanOptionalAction, default=True,
+                      help="input order independent of thread timing, so that a seed "
+                           "repeats a run bit for bit (default: on)")
     model = parser.add_argument_group("model (a new run; a resumed one keeps its checkpoint's)")
     model.add_argument("--reduced", action="store_true",
                        help="the reduced network of the tests and demo (64x64, width 1/8)")
@@ -61,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     devices.add_argument("--xla", action="store_true", help="compile the step with XLA")
     output = parser.add_argument_group("output")
     output.add_argument("--keep-checkpoints", type=int, default=5,
-                        help="newest checkpoints kept; 0 keeps all (default: 5)")
+                        help="newest epoch checkpoints kept; 0 keeps all (default: 5)")
+    output.add_argument("--backup-every", type=int, default=BACKUP_EVERY, metavar="STEPS",
+                        help="save the whole training state every STEPS steps; 0: only at "
+                             f"epoch ends and on Ctrl-C (default: {BACKUP_EVERY})")
     output.add_argument("--no-tensorboard", action="store_true", help="skip TensorBoard logs")
 
 
@@ -97,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
             deterministic=args.deterministic, mixed_precision=args.mixed_precision,
             xla=args.xla, strategy=args.strategy,
             devices=tuple(args.devices) if args.devices else None,
-            keep_checkpoints=args.keep_checkpoints or None,
+            keep_checkpoints=args.keep_checkpoints or None, backup_every=args.backup_every,
             tensorboard=not args.no_tensorboard)
     except (OSError, ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from keras_alexnet.checkpoints import LOG_NAME
 from keras_alexnet.figures.canvas import new_figure, save_png
 
-LOG_NAME = "training_log.csv"
 REQUIRED = ("epoch", "loss")
 TRAIN_COLOUR, VALIDATION_COLOUR = "#1f77b4", "#ff7f0e"
 LR_COLOUR = "#2ca02c"

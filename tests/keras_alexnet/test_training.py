@@ -1,6 +1,11 @@
-"""keras_alexnet.fit: it learns, survives kill -9, stops on NaN, refuses bad input."""
+"""keras_alexnet.fit: it learns, resumes bit for bit from any step, reproduces a seed, runs
+the user's callbacks, reports itself, stops on NaN and refuses bad input."""
 
 import csv
+import json
+import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +24,8 @@ from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 ROOT = Path(__file__).resolve().parents[2]
 LOG_COLUMNS = {"epoch", "loss", "top1", "top5", "learning_rate", "val_loss", "val_top1",
                "val_top5"}
+#: The resume tests' run: 3 epochs of 4 steps; backups every 3 steps fall inside epochs.
+EPOCHS, STEPS, BACKUP_EVERY = 3, 4, 3
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +34,34 @@ def dataset(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("fit") / "data")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(dataset, tmp_path_factory):
+    """The resume tests' run, never stopped: (model_dir, final weights)."""
+    model_dir = tmp_path_factory.mktemp("uninterrupted")
+    history = keras_alexnet.fit(dataset, model_dir, config=REDUCED, epochs=EPOCHS,
+                                steps_per_epoch=STEPS, backup_every=BACKUP_EVERY, **FIT_ARGS)
+    return model_dir, history.model.get_weights()
+
+
 def log_rows(model_dir):
     with open(Path(model_dir) / "training_log.csv", newline="") as file:
         return list(csv.DictReader(file))
+
+
+def assert_bit_identical(weights, reference):
+    assert len(weights) == len(reference)
+    for i, (weight, expected) in enumerate(zip(weights, reference, strict=True)):
+        assert np.array_equal(weight, expected), f"weight {i} differs by " \
+            f"{np.max(np.abs(weight - expected))}"
+
+
+class CountSteps(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
 
 
 def test_the_reduced_model_learns_far_above_chance(dataset, tmp_path):
@@ -49,54 +81,187 @@ def test_the_reduced_model_learns_far_above_chance(dataset, tmp_path):
     assert result["checkpoint"] == str(checkpoints.checkpoint_path(tmp_path, 5))
 
 
-def start_worker(dataset, model_dir, weights, epochs):
-    return subprocess.Popen(
+def run_worker(dataset, model_dir, weights, *options):
+    return subprocess.run(
         [sys.executable, "-m", "tests.keras_alexnet.training_worker", str(dataset),
-         str(model_dir), str(weights), "--epochs", str(epochs), "--steps-per-epoch", "3"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+         str(model_dir), str(weights), "--epochs", str(EPOCHS), "--steps-per-epoch",
+         str(STEPS), "--backup-every", str(BACKUP_EVERY), *options],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
 
 
-def test_a_run_killed_with_sigkill_resumes_as_if_never_stopped(dataset, tmp_path):
-    killed = tmp_path / "killed"
-    worker = start_worker(dataset, killed, tmp_path / "unused.npz", epochs=50)
-    deadline = time.monotonic() + 120
-    while checkpoints.latest_checkpoint(killed) is None or \
-            checkpoints.checkpoint_epoch(checkpoints.latest_checkpoint(killed)) < 2:
-        assert worker.poll() is None, worker.communicate()[0][-3000:]
-        assert time.monotonic() < deadline, "no second checkpoint within 120 s"
-        time.sleep(0.02)
-    worker.send_signal(signal.SIGKILL)
-    worker.wait()
-    last = checkpoints.latest_checkpoint(killed)
-    done = checkpoints.checkpoint_epoch(last)
-    assert 2 <= done < 4
-    saved = checkpoints.load_model(last)
-    saved_lr = float(saved.optimizer.learning_rate.numpy())
-    assert int(saved.optimizer.iterations.numpy()) == 3 * done
+def test_a_run_killed_at_a_random_step_resumes_bit_identical(dataset, uninterrupted,
+                                                             tmp_path):
+    # A step inside an epoch, drawn anew each run (printed on failure).
+    kill_at = random.choice([n for n in range(1, EPOCHS * STEPS) if n % STEPS])
+    killed = run_worker(dataset, tmp_path, tmp_path / "unused.npz",
+                        "--kill-at-step", str(kill_at))
+    assert killed.returncode == -signal.SIGKILL, killed.stdout[-3000:]
+    # What the kill left: the newest of the epoch checkpoints and step backups.
+    saved_at = max(kill_at // STEPS * STEPS, kill_at // BACKUP_EVERY * BACKUP_EVERY)
+    assert not list((tmp_path / "checkpoints").glob(".partial-*"))
 
-    resumed = start_worker(dataset, killed, tmp_path / "resumed.npz", epochs=4)
-    output = resumed.communicate(timeout=120)[0]
-    assert resumed.returncode == 0, output[-3000:]
-    assert f"Epoch {done + 1}/4" in output and "Epoch 1/4" not in output
-
-    # The same run without the kill, in this process.
-    keras.utils.set_random_seed(0)
-    reference = keras_alexnet.fit(dataset, tmp_path / "reference", config=REDUCED, epochs=4,
-                                  steps_per_epoch=3, **FIT_ARGS)
+    resumed = run_worker(dataset, tmp_path, tmp_path / "resumed.npz")
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
     final = np.load(tmp_path / "resumed.npz")
-    for i, weight in enumerate(reference.model.get_weights()):
-        np.testing.assert_allclose(final[f"final_{i}"], weight, rtol=1e-5, atol=1e-7)
+    assert int(final["steps"]) == EPOCHS * STEPS - saved_at, f"killed at step {kill_at}"
+    if saved_at % STEPS:
+        assert f"at epoch {saved_at // STEPS + 1}, step {saved_at % STEPS + 1} of {STEPS}" \
+            in resumed.stdout
+    count = sum(name.startswith("final_") for name in final.files)
+    reference_dir, reference = uninterrupted
+    assert_bit_identical([final[f"final_{i}"] for i in range(count)], reference)
+    # The log too: the resumed epoch's loss and accuracies are those of the whole epoch.
+    assert log_rows(tmp_path) == log_rows(reference_dir)
+    assert not checkpoints.backup_path(tmp_path).exists()  # older than the last epoch's
+    model = checkpoints.load_model(tmp_path)
+    assert int(model.optimizer.iterations.numpy()) == EPOCHS * STEPS
+    # patience 1, min_delta 1: the rate was divided after epochs 2 and 3.
+    rates = [float(row["learning_rate"]) for row in log_rows(tmp_path)]
+    assert rates == pytest.approx([0.005, 0.005, 0.0005])
 
-    rows, expected = log_rows(killed), log_rows(tmp_path / "reference")
-    assert [int(row["epoch"]) for row in rows] == [0, 1, 2, 3]
-    # The divided learning rate survived: the resumed epoch ran at the checkpoint's rate.
-    assert float(rows[done]["learning_rate"]) == pytest.approx(saved_lr)
-    assert saved_lr == pytest.approx(FIT_ARGS["learning_rate"] / 10)
-    for row, reference_row in zip(rows, expected, strict=True):
-        assert float(row["learning_rate"]) == pytest.approx(float(reference_row["learning_rate"]))
-        assert float(row["loss"]) == pytest.approx(float(reference_row["loss"]), rel=1e-4)
-    final_model = checkpoints.load_model(killed)
-    assert int(final_model.optimizer.iterations.numpy()) == 12
+
+def test_a_callback_that_stops_mid_epoch_leaves_a_backup_the_rerun_continues(
+        dataset, uninterrupted, tmp_path):
+    class StopAtStep(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if int(self.model.optimizer.iterations.numpy()) == STEPS + 2:
+                self.model.stop_training = True
+
+    keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=EPOCHS, steps_per_epoch=STEPS,
+                      backup_every=0, callbacks=[StopAtStep()], **FIT_ARGS)
+    backup = checkpoints.backup_path(tmp_path)
+    assert checkpoints.read_metadata(backup)["epoch"] == 1
+    assert checkpoints.read_metadata(backup)["step"] == 2
+    assert [e for e, _ in checkpoints.list_checkpoints(tmp_path)] == [1]  # not 2: cut short
+
+    counter = CountSteps()
+    history = keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=EPOCHS,
+                                steps_per_epoch=STEPS, backup_every=0, callbacks=[counter],
+                                **FIT_ARGS)
+    assert counter.steps == EPOCHS * STEPS - (STEPS + 2)
+    assert history.epoch == [1, 2]
+    reference_dir, reference = uninterrupted
+    assert_bit_identical(history.model.get_weights(), reference)
+    assert log_rows(tmp_path) == log_rows(reference_dir)
+
+
+def test_ctrl_c_during_validation_resumes_with_the_epoch_end_still_to_do(
+        dataset, uninterrupted, tmp_path):
+    class InterruptValidation(keras.callbacks.Callback):
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_test_begin(self, logs=None):
+            if self.epoch == 1:
+                raise KeyboardInterrupt  # as Ctrl-C during epoch 2's validation
+
+    with pytest.raises(KeyboardInterrupt, match=f"interrupted at epoch 2, step {STEPS} of "
+                                                f"{STEPS}; the training state is in "):
+        keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=EPOCHS,
+                          steps_per_epoch=STEPS, backup_every=0,
+                          callbacks=[InterruptValidation()], **FIT_ARGS)
+    assert checkpoints.read_metadata(checkpoints.backup_path(tmp_path))["step"] == STEPS
+
+    counter = CountSteps()
+    history = keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=EPOCHS,
+                                steps_per_epoch=STEPS, callbacks=[counter], **FIT_ARGS)
+    assert counter.steps == STEPS  # only epoch 3: epoch 2 needed its validation alone
+    reference_dir, reference = uninterrupted
+    assert_bit_identical(history.model.get_weights(), reference)
+    assert log_rows(tmp_path) == log_rows(reference_dir)
+
+
+def test_user_callbacks_run_beside_the_built_in_ones_and_early_stopping_checkpoints(
+        dataset, tmp_path):
+    events = []
+
+    class Recorder(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            events.append("begin")
+
+        def on_epoch_end(self, epoch, logs=None):
+            events.append((epoch, sorted(logs)))
+
+        def on_train_end(self, logs=None):
+            events.append("end")
+
+    stop = keras.callbacks.EarlyStopping("val_top1", patience=0, min_delta=1.0)
+    keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=10, steps_per_epoch=2,
+                      validation_steps=1, callbacks=[Recorder(), stop], **FIT_ARGS)
+    # EarlyStopping (no gain of 1.0 is possible) ended the run after its second epoch,
+    # with that epoch's checkpoint; the built-in learning_rate column reached the user.
+    assert events[0] == "begin" and events[-1] == "end" and len(events) == 4
+    assert [epoch for epoch, _ in events[1:3]] == [0, 1]
+    assert set(events[1][1]) >= LOG_COLUMNS - {"epoch"}
+    assert [e for e, _ in checkpoints.list_checkpoints(tmp_path)] == [1, 2]
+
+
+def test_a_seed_reproduces_a_run_bit_for_bit_and_a_drawn_seed_is_recorded(dataset, tmp_path,
+                                                                          capsys):
+    args = {**FIT_ARGS, "seed": 3}
+    first = keras_alexnet.fit(dataset, tmp_path / "a", config=REDUCED, epochs=1,
+                              steps_per_epoch=3, **args).model.get_weights()
+    second = keras_alexnet.fit(dataset, tmp_path / "b", config=REDUCED, epochs=1,
+                               steps_per_epoch=3, **args).model.get_weights()
+    assert_bit_identical(second, first)
+    other = keras_alexnet.fit(dataset, tmp_path / "c", config=REDUCED, epochs=1,
+                              steps_per_epoch=3, **{**args, "seed": 4}).model.get_weights()
+    assert not np.array_equal(other[0], first[0])
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["seed"] == 3
+
+    capsys.readouterr()
+    drawn = keras_alexnet.fit(dataset, tmp_path / "d", config=REDUCED, epochs=1,
+                              steps_per_epoch=3, **{**args, "seed": None})
+    seed = json.loads((tmp_path / "d" / "run.json").read_text())["seed"]
+    assert f"seed {seed} (drawn; pass it to repeat this run)" in capsys.readouterr().out
+    repeat = keras_alexnet.fit(dataset, tmp_path / "e", config=REDUCED, epochs=1,
+                               steps_per_epoch=3, **{**args, "seed": seed})
+    assert_bit_identical(repeat.model.get_weights(), drawn.model.get_weights())
+    with pytest.raises(ValueError, match=f"seed 5 differs from the seed {seed} that "):
+        keras_alexnet.fit(dataset, tmp_path / "d", config=REDUCED, epochs=2, steps_per_epoch=3,
+                          **{**args, "seed": 5})
+
+
+def test_a_run_reports_itself_and_verbose_0_is_silent(dataset, tmp_path, capsys):
+    keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=1, steps_per_epoch=3,
+                      **FIT_ARGS)
+    out = capsys.readouterr().out
+    assert f"keras_alexnet.fit: {tmp_path}" in out
+    assert "tower_a on /CPU:0, tower_b on /CPU:0" in out
+    assert "256 training images, 64 validation, 4 classes" in out
+    assert "1 epochs of 3 steps, batch 16 (global), seed 7, deterministic input" in out
+    assert "a new model; backup every 1,000 steps" in out
+    best = max(float(row["val_top1"]) for row in log_rows(tmp_path))
+    assert (f"done; final checkpoint {checkpoints.checkpoint_path(tmp_path, 1)}; best "
+            f"validation top-1 error {1 - best:.4f} (epoch 1)") in out
+
+    keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=2, steps_per_epoch=3,
+                      **FIT_ARGS)
+    out = capsys.readouterr().out
+    assert f"resumes {checkpoints.checkpoint_path(tmp_path, 1)} at epoch 2, step 1 of 3" in out
+    keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=3, steps_per_epoch=3,
+                      **{**FIT_ARGS, "verbose": 0})
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(("argument", "value", "message"), [
+    ("learning_rate", 0.0, "learning_rate must be more than 0, got 0.0"),
+    ("learning_rate", -1.0, "learning_rate must be more than 0"),
+    ("epochs", 0, "epochs must be at least 1, got 0"),
+    ("batch_size", 0, "batch_size must be at least 1"),
+    ("batch_size", 257, "batch_size 257 is more than the 256 training images"),
+    ("momentum", 1.0, "momentum must be at least 0 and less than 1, got 1.0"),
+    ("backup_every", -1, "backup_every must be at least 0"),
+    ("steps_per_epoch", 0, "steps_per_epoch must be at least 1"),
+    ("mean", "median", "mean must be one of"),
+])
+def test_invalid_hyper_parameters_name_the_argument(dataset, tmp_path, argument, value,
+                                                    message):
+    with pytest.raises(ValueError, match=message):
+        keras_alexnet.fit(dataset, tmp_path, config=REDUCED, **{**FIT_ARGS, argument: value})
+    assert not checkpoints.list_checkpoints(tmp_path)
 
 
 def test_nan_loss_stops_with_a_clear_message_and_no_checkpoint(dataset, tmp_path):
@@ -106,6 +271,21 @@ def test_nan_loss_stops_with_a_clear_message_and_no_checkpoint(dataset, tmp_path
         keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=2, steps_per_epoch=3,
                           **{**FIT_ARGS, "learning_rate": 1e6})
     assert checkpoints.latest_checkpoint(tmp_path) is None
+
+
+def test_nan_loss_removes_the_backup_of_the_weights_that_gave_it(dataset, tmp_path):
+    with pytest.raises(FloatingPointError) as error:
+        keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=2, steps_per_epoch=4,
+                          backup_every=1, **{**FIT_ARGS, "learning_rate": 1e6})
+    failed = int(re.search(r"batch (\d+)", str(error.value)).group(1))
+    backup = checkpoints.backup_path(tmp_path)
+    if failed <= 2:  # the only backup was made by the step before the failing one
+        assert not backup.exists()
+    else:
+        assert checkpoints.read_metadata(backup)["iterations"] == failed - 2
+        assert f"the last good checkpoint is {backup}" in str(error.value)
+        weights = checkpoints.load_model(backup).get_weights()
+        assert all(np.isfinite(weight).all() for weight in weights)
 
 
 def test_an_incompatible_checkpoint_is_refused_naming_it(dataset, tmp_path):
@@ -118,7 +298,9 @@ def test_an_incompatible_checkpoint_is_refused_naming_it(dataset, tmp_path):
                                          f"but the data has 3"):
         keras_alexnet.fit(three_classes, tmp_path, epochs=2, **FIT_ARGS)
     wider = REDUCED.__class__(**{**REDUCED.__dict__, "width": 0.25})
-    with pytest.raises(ValueError, match=f"{checkpoint}: the checkpoint has .* parameters"):
+    with pytest.raises(ValueError, match=re.escape(
+            f"{checkpoint}: the checkpoint has filters per tower (conv1..conv5) "
+            f"(6, 16, 24, 24, 16) but the config gives (12, 32, 48, 48, 32)")):
         keras_alexnet.fit(dataset, tmp_path, config=wider, epochs=2, **FIT_ARGS)
     assert checkpoints.latest_checkpoint(tmp_path) == checkpoint  # nothing lost
 
@@ -127,6 +309,64 @@ def test_an_incompatible_checkpoint_is_refused_naming_it(dataset, tmp_path):
     corrupt.write_bytes(b"not a zip file")
     with pytest.raises(ValueError, match=f"{corrupt}: cannot load the checkpoint"):
         keras_alexnet.fit(dataset, tmp_path / "corrupt", epochs=4, **FIT_ARGS)
+
+
+def own_lines(stderr: str) -> list[str]:
+    """stderr without TensorFlow's C++ start-up log lines (the CLI test suite checks
+    those) and the record-counting progress bars."""
+    return [line for line in stderr.splitlines() if line.strip()
+            and not re.match(r"[IWEF]\d{4} |WARNING: All log messages|\s*counting ", line)]
+
+
+def train_command(dataset, model_dir, *options):
+    return [sys.executable, "-m", "keras_alexnet", "train", str(dataset), str(model_dir),
+            "--reduced", "--epochs", "2", "--steps-per-epoch", "200", "--batch-size", "16",
+            "--validation-steps", "1", "--seed", "7", "--no-tensorboard", *options]
+
+
+def test_ctrl_c_saves_a_backup_and_exits_130_with_one_line(dataset, tmp_path):
+    process = subprocess.Popen(train_command(dataset, tmp_path, "--backup-every", "5"),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    while not checkpoints.backup_path(tmp_path).exists():  # well inside the first epoch
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "no backup within 120 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr[-3000:]
+    lines = own_lines(stderr)
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr
+    metadata = checkpoints.read_metadata(checkpoints.backup_path(tmp_path))
+    assert lines[0] == (f"interrupted at epoch 1, step {metadata['step']} of 200; the "
+                        f"training state is in {checkpoints.backup_path(tmp_path)}; rerun the "
+                        f"same command to resume")
+    assert metadata["step"] >= 5 and metadata["epoch"] == 0
+    assert not list((tmp_path / "checkpoints").glob(".partial-*"))
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a tmpfs")
+def test_a_full_disk_is_one_line_naming_the_directory_and_leaves_no_partial_file(dataset,
+                                                                                 tmp_path):
+    # A private 1 MB tmpfs as model_dir: the log fits, a checkpoint (~2.4 MB) does not.
+    model_dir = tmp_path / "small"
+    model_dir.mkdir()
+    train = " ".join(train_command(dataset, model_dir, "--epochs", "1",
+                                   "--steps-per-epoch", "2"))
+    script = (f"mount -t tmpfs -o size=1m tmpfs {model_dir} && {train}; "
+              f"echo rc=$?; ls -a {model_dir}/checkpoints")
+    result = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, text=True,
+                            capture_output=True, timeout=180)
+    if "mount" in result.stderr and "rc=" not in result.stdout:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    assert "rc=1" in result.stdout, result.stderr[-3000:]
+    lines = own_lines(result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert re.fullmatch(rf"error: {model_dir}/checkpoints: no space left on the device to save "
+                        rf"epoch-0001\.keras \(it needs about [\d,]+ bytes, [\d,]+ are free\); "
+                        rf"free some space and rerun the same command to resume", lines[0])
+    assert ".partial" not in result.stdout  # the listing of checkpoints/
 
 
 def test_the_train_command_trains_and_reports_bad_input_without_a_traceback(dataset, tmp_path,
@@ -141,12 +381,15 @@ def test_the_train_command_trains_and_reports_bad_input_without_a_traceback(data
     assert main(["train", str(tmp_path / "absent"), str(tmp_path / "model"), "--reduced"]) == 1
     assert f"error: data directory {tmp_path / 'absent'} does not exist" in \
         capsys.readouterr().err
+    assert main(["train", str(dataset), str(tmp_path / "other"), "--reduced",
+                 "--learning-rate", "0"]) == 1
+    assert "error: learning_rate must be more than 0, got 0.0" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
         main(["train", "--help"])
     assert exit_.value.code == 0
     help_text = capsys.readouterr().out
     for option in ("--epochs", "--batch-size", "--strategy", "--mixed-precision", "--xla",
-                   "--mean", "--seed"):
+                   "--mean", "--seed", "--backup-every", "--no-deterministic"):
         assert option in help_text
 
 
@@ -161,34 +404,3 @@ def test_mixed_precision_and_xla_switches(dataset, tmp_path):
     assert model.get_layer("tower_b_fc6").layer.compute_dtype == "bfloat16"
     assert model.get_layer("tower_b_fc6").layer.variable_dtype == "float32"
     assert model.output.dtype == "float32"
-
-
-def test_the_learning_rate_schedule_divides_at_plateaus_and_replays_from_the_log():
-    from keras_alexnet.training import DivideLearningRateOnPlateau
-
-    def model():
-        net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
-        net.compile(keras_alexnet.PaperSGD(0.01), "mse")
-        return net
-
-    accuracies = [0.1, 0.3, 0.3, 0.2, 0.4, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
-    schedule = DivideLearningRateOnPlateau(0.01, patience=2)
-    schedule.set_model(model())
-    schedule.on_train_begin()
-    rows = []
-    for epoch, accuracy in enumerate(accuracies):
-        logs = {"val_top1": accuracy}
-        schedule.on_epoch_end(epoch, logs)
-        rows.append({"learning_rate": str(logs["learning_rate"]), "val_top1": str(accuracy)})
-    rates = [float(row["learning_rate"]) for row in rows]
-    # Divided after two epochs without a better accuracy at the current rate, and only
-    # three times: 0.01 (epochs 0-3), 0.001 (4-6), 1e-4 (7-9), 1e-5 from then on.
-    assert rates == pytest.approx([0.01] * 4 + [0.001] * 3 + [1e-4] * 3 + [1e-5] * 4)
-
-    # A run resumed after epoch 8 (rate 1e-4, one epoch without gain) divides after one more.
-    resumed = DivideLearningRateOnPlateau(0.01, patience=2, trained=rows[:9])
-    resumed.set_model(model())
-    resumed.model.optimizer.learning_rate = 1e-4
-    resumed.on_train_begin()
-    resumed.on_epoch_end(9, {"val_top1": 0.5})
-    assert float(resumed.model.optimizer.learning_rate.numpy()) == pytest.approx(1e-5)

@@ -78,4 +78,4 @@ REDUCED = reduced_config(num_classes=4)
 #: schedule that divides the learning rate after every second epoch (no accuracy gain
 #: reaches `min_delta`), so a resumed run shows whether it kept the rate.
 FIT_ARGS = {"batch_size": 16, "learning_rate": 0.005, "patience": 1, "min_delta": 1.0,
-            "seed": 7, "deterministic": True, "tensorboard": False, "verbose": 2}
+            "seed": 7, "tensorboard": False, "verbose": 2}
