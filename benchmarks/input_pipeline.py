@@ -8,7 +8,8 @@ Three loaders read the same 256x256 JPEG shards and deliver float32 batches:
 Each loader runs on one thread (tf.data on a private one-thread pool with intra-op
 parallelism 1), so images/s is per core.  Rounds alternate between the loaders, and
 each round also reports images per CPU-second of the process, the steadier figure on a
-shared machine.
+shared machine.  Then the cost of a deterministic input order (`fit`'s default): the
+pipeline on every core with `deterministic=True` against `False`, in alternating rounds.
 
     python benchmarks/input_pipeline.py --images 512 --rounds 5
 """
@@ -68,10 +69,11 @@ def one_thread(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.with_options(options)
 
 
-def ours(directory: Path, batch: int):
+def ours(directory: Path, batch: int, *, deterministic: bool = True, threads: int = 1):
     dataset = data.training_dataset(directory, CROP, batch, num_classes=10, seed=0,
-                                    stats=ImageStats.imagenet(), shuffle_buffer=1024)
-    return iter(one_thread(dataset))
+                                    stats=ImageStats.imagenet(), shuffle_buffer=1024,
+                                    deterministic=deterministic)
+    return iter(one_thread(dataset) if threads == 1 else dataset)
 
 
 def decode_only(directory: Path, batch: int):
@@ -146,10 +148,15 @@ def main() -> None:
         print(f"{args.images} JPEGs of {SIZE}x{SIZE}, {size / 1024:.0f} KiB each; batch "
               f"{args.batch}; {args.batches} batches x {args.rounds} rounds; one thread")
         results = {name: [] for name in loaders}
+        order = {True: [], False: []}
         for _ in range(args.rounds):
             for name, loader in loaders.items():
                 results[name].append(measure(loader(directory, args.batch), args.batches,
                                              args.batch))
+            for deterministic, rates in order.items():
+                rates.append(measure(ours(directory, args.batch, deterministic=deterministic,
+                                          threads=0), args.batches, args.batch)[0])
+        parallel = {key: statistics.median(rates) for key, rates in order.items()}
 
     medians = {name: [statistics.median(r[i] for r in rounds) for i in (0, 1)]
                for name, rounds in results.items()}
@@ -159,6 +166,9 @@ def main() -> None:
     for name, (wall, cpu) in medians.items():
         print(f"| {name} | {wall:.0f} | {cpu:.0f} | {cpu / base[1]:.2f}x | "
               f"{cpu / limit[1]:.0%} |")
+    print(f"\ndeterministic input order on {os.cpu_count()} cores: "
+          f"{parallel[True]:.0f} images/s against {parallel[False]:.0f} non-deterministic "
+          f"({parallel[True] / parallel[False]:.2f}x)")
     ratio_pil, ratio_limit = (medians["keras_alexnet.data"][1] / base[1],
                               medians["keras_alexnet.data"][1] / limit[1])
     print(f"\nper CPU-second: {ratio_pil:.2f}x the PIL loader (goal >= 2x: "

@@ -1,7 +1,12 @@
 """Images/s of one AlexNet training step: keras_alexnet vs the same network in PyTorch.
 
-Also measures, in the same run, a large float32 matmul as the machine's attainable
-GFLOP/s, and reports the training step's achieved GFLOP/s as a fraction of it.
+Also measures, in the same run:
+  - a large float32 matmul as the machine's attainable GFLOP/s, and the training
+    step's achieved GFLOP/s as a fraction of it;
+  - the step with the `mixed_bfloat16` policy against float32 (worth it on CPUs with
+    AVX512_BF16 or AMX, which the run reports from /proc/cpuinfo);
+  - `keras_alexnet.fit` end to end on real JPEG shards (the input pipeline with the
+    paper's augmentation feeding the step) against the bare step on fixed tensors.
 
     python benchmarks/train_step.py --batch-size 128 --steps 5 --repeats 3
 
@@ -13,7 +18,9 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 
 def parse_args() -> argparse.Namespace:
@@ -25,6 +32,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--skip-torch", action="store_true")
+    parser.add_argument("--fit-steps", type=int, default=6,
+                        help="steps of the fit run (the first is not timed)")
     return parser.parse_args()
 
 
@@ -56,12 +65,18 @@ def time_steps(step, steps: int, repeats: int) -> list[float]:
     return times
 
 
-def keras_step(batch_size: int, jit_compile: bool):
+def keras_step(batch_size: int, jit_compile: bool, policy: str | None = None):
+    import keras
     import numpy as np
 
     from keras_alexnet import PaperSGD, build_model
 
-    model = build_model()
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy or "float32")
+    try:
+        model = build_model()
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
     model.compile(PaperSGD(), "sparse_categorical_crossentropy", jit_compile=jit_compile)
     rng = np.random.default_rng(0)
     images = rng.normal(0, 60, (batch_size, 224, 224, 3)).astype("float32")
@@ -121,6 +136,45 @@ def torch_step(batch_size: int, threads: int):
     return step
 
 
+def cpu_bf16_support() -> str:
+    """The bfloat16 matrix features this CPU advertises (Linux), or "none"."""
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "unknown"
+    found = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
+    return ", ".join(found) or "none"
+
+
+def fit_step_seconds(batch_size: int, steps: int) -> list[float]:
+    """Seconds of each step of `keras_alexnet.fit` on 256x256 JPEG shards, after the first
+    (tracing), with the paper's input pipeline feeding the step."""
+    import keras
+
+    import keras_alexnet
+    from input_pipeline import write_shards
+
+    class StepTimes(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = Path(scratch) / "data"
+        data_dir.mkdir()
+        write_shards(data_dir, batch_size * (steps + 1), shards=8)
+        (data_dir / "labels.txt").write_text(
+            "".join(f"n{i:08d}\tclass {i}\n" for i in range(1000)))
+        times = StepTimes()
+        keras_alexnet.fit(data_dir, Path(scratch) / "model", epochs=1, batch_size=batch_size,
+                          steps_per_epoch=steps, backup_every=0, keep_checkpoints=1,
+                          tensorboard=False, verbose=0, seed=0, callbacks=[times])
+    return [b - a for a, b in zip(times.ends, times.ends[1:])]
+
+
 def main() -> None:
     args = parse_args()
     import tensorflow as tf
@@ -129,8 +183,10 @@ def main() -> None:
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     peak = matmul_gflops(args.matmul_size, args.repeats)
     rows = []
-    for label, jit in (("keras_alexnet (graph)", False), ("keras_alexnet (XLA)", True)):
-        model, step = keras_step(args.batch_size, jit)
+    for label, jit, policy in (("keras_alexnet (graph)", False, None),
+                               ("keras_alexnet (XLA)", True, None),
+                               ("keras_alexnet (mixed_bfloat16)", False, "mixed_bfloat16")):
+        model, step = keras_step(args.batch_size, jit, policy)
         flops = training_flops(model, args.batch_size)
         rows.append((label, time_steps(step, args.steps, args.repeats), flops))
     if not args.skip_torch:
@@ -140,14 +196,23 @@ def main() -> None:
           f"{args.repeats} repeats; float32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s")
     torch_rate = args.batch_size / statistics.median(rows[-1][1]) if not args.skip_torch \
         else None
-    print(f"{'implementation':26} {'s/step':>8} {'images/s':>9} {'GFLOP/s':>8} "
+    print(f"{'implementation':31} {'s/step':>8} {'images/s':>9} {'GFLOP/s':>8} "
           f"{'of matmul':>9} {'vs PyTorch':>10}")
     for label, times, flops in rows:
         seconds = statistics.median(times)
         rate = args.batch_size / seconds
         versus = f"{rate / torch_rate:.2f}x" if torch_rate else "-"
-        print(f"{label:26} {seconds:8.3f} {rate:9.1f} {flops / seconds / 1e9:8.1f} "
+        print(f"{label:31} {seconds:8.3f} {rate:9.1f} {flops / seconds / 1e9:8.1f} "
               f"{flops / seconds / 1e9 / peak:9.0%} {versus:>10}")
+    float32, bfloat16 = (statistics.median(rows[i][1]) for i in (0, 2))
+    print(f"\nmixed_bfloat16 vs float32 step: {float32 / bfloat16:.2f}x (CPU bfloat16 "
+          f"features: {cpu_bf16_support()})")
+    fit_times = fit_step_seconds(args.batch_size, args.fit_steps)
+    fit_seconds = statistics.median(fit_times)
+    print(f"fit end to end on JPEG shards: {args.batch_size / fit_seconds:.1f} images/s "
+          f"(median of {len(fit_times)} steps) vs the bare step "
+          f"{args.batch_size / float32:.1f} images/s: {float32 / fit_seconds:.0%} "
+          f"(goal >= 95%: {'met' if float32 / fit_seconds >= 0.95 else 'not met'})")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import tensorflow as tf
 from keras_alexnet.preprocessing import (
     ImageStats,
     decode_center_crop,
+    decode_jpeg_window,
     load_stats,
     resize_size_for,
     subtract_mean,
@@ -235,9 +236,7 @@ def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, position: t
 
     def fused():
         top, left = offsets(height, width)
-        crop = tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, size, size]),
-                                             channels=3)
-        return crop, top, left
+        return decode_jpeg_window(image_bytes, top, left, size), top, left
 
     def rescaled():
         square = decode_center_crop(image_bytes, resize_size, resize_size)
@@ -277,7 +276,7 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
                      num_classes: int, split: str = "train", stats: ImageStats | None = None,
                      mean: str = "channel", lighting_stddev: float = LIGHTING_STDDEV,
                      seed: int | None = None, first_batch: int = 0,
-                     batches_per_epoch: int | None = None, deterministic: bool = False,
+                     batches_per_epoch: int | None = None, deterministic: bool = True,
                      shuffle_buffer: int = 10_000,
                      input_context: tf.distribute.InputContext | None = None
                      ) -> tf.data.Dataset:
@@ -299,7 +298,8 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
             uninterrupted run would see next (given the same `seed`).
         batches_per_epoch: batches in one pass over the split (this pipeline's
             images // batch_size); needed with `first_batch`.
-        deterministic: keep the order independent of thread timing (slower).
+        deterministic: keep the order independent of thread timing (False lets tf.data
+            hand over whichever image is ready first).
         shuffle_buffer: records shuffled together, on top of the shard order.
         input_context: this input pipeline's share of a distributed run.
     """

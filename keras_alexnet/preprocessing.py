@@ -101,6 +101,18 @@ def decode_center_crop(image_bytes: tf.Tensor, image_size: int,
                            (image_size, image_size, 3))
 
 
+def decode_jpeg_window(image_bytes: tf.Tensor, top: tf.Tensor, left: tf.Tensor, size: int
+                       ) -> tf.Tensor:
+    """The uint8 RGB `size` x `size` window of a JPEG at (`top`, `left`), decoding only it.
+
+    The training crops' decoder [paper §4.1], with TensorFlow's default (fast) IDCT;
+    `tfrecords_tools stats` decodes with it too, so the mean subtracted is the mean of
+    the pixels the network is trained on.
+    """
+    return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, size, size]),
+                                         channels=3)
+
+
 def subtract_mean(images: tf.Tensor, stats: ImageStats) -> tf.Tensor:
     """0-255 RGB images minus the per-channel training mean."""
     return images - tf.constant(stats.mean_rgb * 255.0, tf.float32)

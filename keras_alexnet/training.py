@@ -226,8 +226,12 @@ def _placement(model: keras.Model, strategy: tf.distribute.Strategy) -> str:
 
 
 def _best_validation(rows: Sequence[dict[str, str]]) -> str:
-    scores = [(float(row["val_top1"]), int(row["epoch"])) for row in rows
-              if row.get("val_top1")]
+    scores = []
+    for row in rows:
+        try:
+            scores.append((float(row.get("val_top1", "")), int(row["epoch"])))
+        except ValueError:  # no validation split: no column, or CSVLogger's "NA"
+            continue
     if not scores:
         return "no validation split"
     accuracy, epoch = max(scores)

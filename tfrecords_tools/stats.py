@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_alexnet.preprocessing import decode_jpeg_window
 from tfrecords_tools import schema
 
 
@@ -21,13 +22,13 @@ def _images(files: list[str], sample: int | None, size: int):
     """Decoded training images on the [0, 1] scale, centre-cropped to size x size (a no-op
     for the default cropped shards), in shard order; decoding runs on every core."""
     def decode(serialized):
-        example = tf.io.parse_single_example(serialized, schema.FEATURES)
-        # TensorFlow's default fast IDCT shifts small images' red and blue by ~1 level.
-        image = tf.io.decode_jpeg(example["image/encoded"], channels=3,
-                                  dct_method="INTEGER_ACCURATE")
-        shape = tf.shape(image)
+        image_bytes = tf.io.parse_single_example(serialized, schema.FEATURES)["image/encoded"]
+        shape = tf.image.extract_jpeg_shape(image_bytes)
         top, left = (shape[0] - size) // 2, (shape[1] - size) // 2
-        return tf.cast(image[top:top + size, left:left + size], tf.float32) / 255.0
+        # The training crops' decoder: another IDCT (PIL's, TensorFlow's accurate one)
+        # gives means up to ~1 level away from the pixels the network sees.
+        image = decode_jpeg_window(image_bytes, top, left, size)
+        return tf.cast(image, tf.float32) / 255.0
 
     dataset = tf.data.TFRecordDataset(files)
     if sample:

@@ -246,6 +246,22 @@ def test_a_run_reports_itself_and_verbose_0_is_silent(dataset, tmp_path, capsys)
     assert capsys.readouterr().out == ""
 
 
+def test_without_a_validation_split_the_schedule_watches_the_training_accuracy(
+        dataset, tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for path in [*dataset.glob("train-*"), dataset / "labels.txt", dataset / "stats.json"]:
+        shutil.copy(path, data_dir)
+    history = keras_alexnet.fit(data_dir, tmp_path / "model", config=REDUCED, epochs=2,
+                                steps_per_epoch=2, **FIT_ARGS)
+    out = capsys.readouterr().out
+    assert "256 training images, 0 validation, 4 classes" in out
+    assert "; no validation split" in out
+    assert "val_loss" not in history.history
+    # patience 1, min_delta 1: top1 cannot improve by 1, so the rate was divided.
+    assert float(history.model.optimizer.learning_rate.numpy()) == pytest.approx(0.0005)
+
+
 @pytest.mark.parametrize(("argument", "value", "message"), [
     ("learning_rate", 0.0, "learning_rate must be more than 0, got 0.0"),
     ("learning_rate", -1.0, "learning_rate must be more than 0"),
