@@ -16,6 +16,7 @@ Needs the `bench` extra (`pip install -e ".[bench]"`) for PyTorch.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import tempfile
@@ -150,9 +151,9 @@ def fit_step_seconds(batch_size: int, steps: int) -> list[float]:
     """Seconds of each step of `keras_alexnet.fit` on 256x256 JPEG shards, after the first
     (tracing), with the paper's input pipeline feeding the step."""
     import keras
+    from input_pipeline import write_shards
 
     import keras_alexnet
-    from input_pipeline import write_shards
 
     class StepTimes(keras.callbacks.Callback):
         def __init__(self):
@@ -172,7 +173,7 @@ def fit_step_seconds(batch_size: int, steps: int) -> list[float]:
         keras_alexnet.fit(data_dir, Path(scratch) / "model", epochs=1, batch_size=batch_size,
                           steps_per_epoch=steps, backup_every=0, keep_checkpoints=1,
                           tensorboard=False, verbose=0, seed=0, callbacks=[times])
-    return [b - a for a, b in zip(times.ends, times.ends[1:])]
+    return [b - a for a, b in itertools.pairwise(times.ends)]
 
 
 def main() -> None:

@@ -1,6 +1,8 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as a Keras 3 package.
 
-`build_model`, `fit`, `evaluate` and `export` are the entry points scripts call.
+`build_model`, `fit`, `evaluate` and `export` are the entry points scripts call;
+`load_model`, `preprocess_input` and `decode_predictions` use a trained checkpoint
+with its input contract, as Keras applications do with theirs.
 """
 
 import importlib
@@ -16,10 +18,15 @@ from keras_alexnet.config import AlexNetConfig, reduced_config
 # wait for TensorFlow.
 _LAZY = {"build_model": "keras_alexnet.model", "fc7_features": "keras_alexnet.model",
          "PaperSGD": "keras_alexnet.optimizer", "fit": "keras_alexnet.training",
-         "evaluate": "keras_alexnet.evaluation", "export": "keras_alexnet.saved_model"}
+         "evaluate": "keras_alexnet.evaluation", "export": "keras_alexnet.saved_model",
+         "InputContract": "keras_alexnet.contract",
+         "preprocess_input": "keras_alexnet.contract",
+         "decode_predictions": "keras_alexnet.contract",
+         "load_model": "keras_alexnet.checkpoints"}
 
-__all__ = ["AlexNetConfig", "PaperSGD", "build_model", "evaluate", "export", "fc7_features",
-           "fit", "reduced_config"]
+__all__ = ["AlexNetConfig", "InputContract", "PaperSGD", "build_model", "decode_predictions",
+           "evaluate", "export", "fc7_features", "fit", "load_model", "preprocess_input",
+           "reduced_config"]
 
 
 def __getattr__(name: str):

@@ -7,8 +7,10 @@
 
 Each `.keras` file holds the architecture, the weights and the optimiser's state
 (momentum, iteration count, learning rate), and a `keras_alexnet.json` member with
-what Keras does not keep (where in the run it was written), so training resumes
-exactly where it stopped and export, evaluation and the pictures need nothing else.
+what Keras does not keep: where in the run it was written, and the input contract
+(`keras_alexnet.contract`: classes, image sizes, mean, channel order; the mean image
+is a member of its own).  So training resumes exactly where it stopped, and export,
+evaluation, prediction and the pictures need nothing else.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 # that every checkpoint this module loads deserialises.
 import keras_alexnet.model
 import keras_alexnet.optimizer  # noqa: F401
+from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
 
 CHECKPOINT_DIR = "checkpoints"
 BACKUP_NAME = "backup.keras"
@@ -70,8 +73,8 @@ def checkpoint_epoch(path: str | Path) -> int:
     return int(match.group(1))
 
 
-def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.Model:
-    """A `.keras` file, or a model directory meaning its latest checkpoint."""
+def resolve(path_or_model_dir: str | Path) -> Path:
+    """A `.keras` file as given, or a model directory's latest checkpoint."""
     path = Path(path_or_model_dir)
     if path.is_dir():
         latest = latest_checkpoint(path)
@@ -82,22 +85,50 @@ def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.
         path = latest
     elif not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint or model directory")
+    return path
+
+
+def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.Model:
+    """A `.keras` file, or a model directory meaning its latest checkpoint.
+
+    The model's `input_contract` attribute is the contract the checkpoint records
+    (None for one saved before contracts were recorded).
+    """
+    path = resolve(path_or_model_dir)
+    contract = read_contract(path)
     try:
-        return keras.saving.load_model(path, compile=compile)
+        model = keras.saving.load_model(path, compile=compile)
     except Exception as error:
         raise ValueError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
                          f"{error})") from None
+    model.input_contract = contract
+    return model
+
+
+def _read_member(path: Path, name: str) -> bytes | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.read(name) if name in archive.namelist() else None
+    except zipfile.BadZipFile as error:
+        raise ValueError(f"{path}: cannot load the checkpoint ({error})") from None
 
 
 def read_metadata(path: str | Path) -> dict:
     """The `keras_alexnet.json` member of a checkpoint ({} for one written without it)."""
+    member = _read_member(Path(path), METADATA_MEMBER)
     try:
-        with zipfile.ZipFile(path) as archive:
-            if METADATA_MEMBER not in archive.namelist():
-                return {}
-            return json.loads(archive.read(METADATA_MEMBER))
-    except (zipfile.BadZipFile, ValueError) as error:
+        return json.loads(member) if member is not None else {}
+    except ValueError as error:
         raise ValueError(f"{path}: cannot load the checkpoint ({error})") from None
+
+
+def read_contract(path_or_model_dir: str | Path) -> InputContract | None:
+    """The input contract a checkpoint records, or None for one saved without it."""
+    path = resolve(path_or_model_dir)
+    fields = read_metadata(path).get(METADATA_KEY)
+    if fields is None:
+        return None
+    return InputContract.from_metadata(fields, _read_member(path, MEAN_IMAGE_MEMBER))
 
 
 def state_bytes(model: keras.Model) -> int:
@@ -112,17 +143,24 @@ def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict | None 
                     ) -> Path:
     """Writes atomically: a kill during the write leaves the previous checkpoint the latest.
 
-    An interrupted or failed write leaves no partial file behind; a full disk is an
-    OSError naming the directory, the bytes needed and the bytes free.
+    `metadata` goes into the `keras_alexnet.json` member, with the model's
+    `input_contract` when it has one.  An interrupted or failed write leaves no partial
+    file behind; a full disk is an OSError naming the directory, the bytes needed and
+    the bytes free.
     """
+    metadata, members = dict(metadata or {}), {}
+    contract = getattr(model, "input_contract", None)
+    if contract is not None:
+        metadata[METADATA_KEY], members = contract.to_metadata()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".partial-{path.name}")  # Keras wants the .keras suffix
     try:
         model.save(partial)
-        if metadata is not None:
-            with zipfile.ZipFile(partial, "a") as archive:
-                archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
+        with zipfile.ZipFile(partial, "a") as archive:
+            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
+            for name, content in members.items():
+                archive.writestr(name, content)
         with open(partial, "rb") as file:
             os.fsync(file.fileno())
         os.replace(partial, path)

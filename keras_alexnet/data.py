@@ -21,19 +21,17 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_alexnet.contract import InputContract
 from keras_alexnet.preprocessing import (
     ImageStats,
     decode_center_crop,
     decode_jpeg_window,
     load_stats,
-    resize_size_for,
-    subtract_mean,
 )
 from tfrecords_tools import schema
 from tfrecords_tools.schema import FEATURES, UNLABELED, shard_pattern
 
 LIGHTING_STDDEV = 0.1  # alpha_i ~ N(0, 0.1) [paper §4.1]
-MEAN_MODES = ("channel", "pixel")
 NUM_TEST_PATCHES = 10  # [paper §4.1]
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -168,44 +166,6 @@ def _check_labels(labels: tf.Tensor, paths: tf.Tensor, num_classes: int) -> tf.T
 
 # --- pixel statistics ----------------------------------------------------------------------
 
-class Normalizer:
-    """Mean subtraction: per channel (the default), or the paper's per-pixel mean [paper §2].
-
-    The per-pixel mean image (`mean_image.npy`, [0, 1] scale) is resized to the
-    square the crops come from, and each crop subtracts the mean at its own window.
-    """
-
-    def __init__(self, stats: ImageStats, mean: str, resize_size: int):
-        if mean not in MEAN_MODES:
-            raise ValueError(f"mean must be one of {MEAN_MODES}, got {mean!r}")
-        if mean == "pixel" and stats.mean_image is None:
-            raise ValueError("mean='pixel' needs mean_image.npy next to the shards; write "
-                             "it with `python -m tfrecords_tools stats`")
-        self.stats, self.per_pixel = stats, mean == "pixel"
-        if self.per_pixel:
-            image = tf.constant(stats.mean_image, tf.float32) * 255.0
-            self.mean_image = tf.image.resize(image, (resize_size, resize_size))
-            self.resize_size = resize_size
-
-    def __call__(self, images: tf.Tensor, top=None, left=None, shift=None) -> tf.Tensor:
-        """Subtracts the mean from an image or a batch, adding a colour `shift` (3,).
-
-        Per pixel, the mean is the window of one image in the resized square (`top`,
-        `left`; default the centre).  Per channel, mean and shift go in one pass.
-        """
-        if not self.per_pixel:
-            if shift is None:
-                return subtract_mean(images, self.stats)
-            return images + (shift - tf.constant(self.stats.mean_rgb * 255.0, tf.float32))
-        size = images.shape[-2]
-        top = (self.resize_size - size) // 2 if top is None else top
-        left = (self.resize_size - size) // 2 if left is None else left
-        top = tf.minimum(top, self.resize_size - size)  # non-square images: clamp
-        left = tf.minimum(left, self.resize_size - size)
-        images = images - self.mean_image[top:top + size, left:left + size]
-        return images if shift is None else images + shift
-
-
 def lighting_shift(alpha: tf.Tensor, stats: ImageStats) -> tf.Tensor:
     """The PCA colour shift [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T on the 0-255 scale [paper §4.1].
 
@@ -249,7 +209,7 @@ def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, position: t
 
 
 def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_size: int,
-            stats: ImageStats, normalize: Normalizer,
+            stats: ImageStats, contract: InputContract,
             lighting_stddev: float = LIGHTING_STDDEV) -> tf.Tensor:
     """One training input [paper §4.1]: crop, reflection, lighting, mean subtraction.
 
@@ -267,9 +227,11 @@ def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_
     def reflect(pixels):
         return tf.cond(uniform[2] < 0.5, lambda: tf.reverse(pixels, axis=[1]), lambda: pixels)
 
-    if normalize.per_pixel:  # the mean window follows the crop, so reflect after it
-        return reflect(normalize(tf.cast(image, tf.float32), top, left, shift))
-    return normalize(tf.cast(reflect(image), tf.float32), shift=shift)
+    if contract.mean == "pixel":  # the mean window follows the crop, so reflect after it
+        image = reflect(contract.subtract_mean(tf.cast(image, tf.float32), top, left, shift))
+    else:
+        image = contract.subtract_mean(tf.cast(reflect(image), tf.float32), shift=shift)
+    return contract.to_network(image)
 
 
 def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
@@ -278,8 +240,8 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
                      seed: int | None = None, first_batch: int = 0,
                      batches_per_epoch: int | None = None, deterministic: bool = True,
                      shuffle_buffer: int = 10_000,
-                     input_context: tf.distribute.InputContext | None = None
-                     ) -> tf.data.Dataset:
+                     input_context: tf.distribute.InputContext | None = None,
+                     contract: InputContract | None = None) -> tf.data.Dataset:
     """Endless augmented (images, labels) batches, epoch after epoch.
 
     Args:
@@ -302,12 +264,15 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
             hand over whichever image is ready first).
         shuffle_buffer: records shuffled together, on top of the shard order.
         input_context: this input pipeline's share of a distributed run.
+        contract: the input contract (mean, channel order); default the one of training
+            on `data_dir` with `mean`.
     """
     shards = list_shards(data_dir, split)
     label_offset = schema.label_offset(data_dir)
     stats = stats or load_stats(data_dir)
-    resize_size = resize_size_for(image_size)
-    normalize = Normalizer(stats, mean, resize_size)
+    contract = contract or InputContract.from_data(data_dir, image_size, mean,
+                                                   num_classes=num_classes, stats=stats)
+    resize_size = contract.resize_size
     seed = random.randrange(2**31) if seed is None else seed
     if first_batch and not batches_per_epoch:
         raise ValueError("first_batch needs batches_per_epoch")
@@ -330,7 +295,7 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
             image_bytes, label = _parse(record, label_offset)
             image = augment(image_bytes, tf.stack([epoch_seed, index]),
                             image_size=image_size, resize_size=resize_size, stats=stats,
-                            normalize=normalize, lighting_stddev=lighting_stddev)
+                            contract=contract, lighting_stddev=lighting_stddev)
             return image, label, path
 
         return (records
@@ -361,7 +326,8 @@ def ten_patches(square: tf.Tensor, size: int) -> tf.Tensor:
 def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
                        num_classes: int, split: str = "validation", crops: str = "center",
                        stats: ImageStats | None = None, mean: str = "channel",
-                       records: int | None = None) -> tf.data.Dataset:
+                       records: int | None = None, contract: InputContract | None = None
+                       ) -> tf.data.Dataset:
     """Every image of the split once, in shard order, as (images, labels) batches.
 
     `crops="center"` gives (batch, size, size, 3) centre crops, `crops="ten"` gives
@@ -373,18 +339,19 @@ def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
     shards = list_shards(data_dir, split)
     label_offset = schema.label_offset(data_dir)
-    stats = stats or load_stats(data_dir)
-    resize_size = resize_size_for(image_size)
-    normalize = Normalizer(stats, mean, resize_size)
+    contract = contract or InputContract.from_data(data_dir, image_size, mean,
+                                                   num_classes=num_classes, stats=stats)
+    resize_size = contract.resize_size
 
     def example(record, path):
         image_bytes, label = _parse(record, label_offset)
         if crops == "center":
-            image = normalize(decode_center_crop(image_bytes, image_size, resize_size))
-            return image, label, path
+            image = contract.subtract_mean(decode_center_crop(image_bytes, image_size,
+                                                              resize_size))
+            return contract.to_network(image), label, path
         square = decode_center_crop(image_bytes, resize_size, resize_size)
         # The mean image covers the whole square, so subtract it before cutting patches.
-        square = normalize(square, 0, 0)
+        square = contract.to_network(contract.subtract_mean(square, 0, 0))
         return ten_patches(square, image_size), label, path
 
     dataset = _records(shards)

@@ -179,7 +179,7 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
     paths["evaluation"] = workdir / "evaluation.json"
 
     version_dir = stages.run("export", "Exporting a SavedModel for TF Serving",
-                             lambda: export(model, paths["data"], paths["export"], MODEL_NAME))
+                             lambda: export(model, paths["export"], MODEL_NAME))
     paths["saved_model"] = version_dir
 
     def serve_and_query():

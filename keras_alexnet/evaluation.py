@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_alexnet import checkpoints, data
-from keras_alexnet.preprocessing import ImageStats
+from keras_alexnet.contract import InputContract, contract_of
 from tfrecords_tools.schema import LABELS, read_labels
 
 CENTER = 4  # the centre crop among `data.ten_patches`
@@ -35,14 +35,12 @@ def _per_class(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) 
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
-def _class_names(data_dir: Path, num_classes: int) -> list[tuple[str, str]]:
+def _check_classes(data_dir: Path, contract: InputContract, source: str) -> None:
+    """The shards' labels must mean the model's classes."""
     path = data_dir / LABELS
-    if not path.exists():
-        return [("", f"class {i}") for i in range(num_classes)]
-    names = read_labels(path)
-    if len(names) != num_classes:
-        raise ValueError(f"{path} lists {len(names)} classes but the model has {num_classes}")
-    return names
+    if path.exists() and [wnid for wnid, _ in read_labels(path)] != contract.wnids:
+        raise ValueError(f"{path}: the shards' classes are not the {len(contract.wnids)} "
+                         f"classes {source} was trained on (other WNIDs or another order)")
 
 
 def format_table(results: dict) -> str:
@@ -66,19 +64,21 @@ def format_table(results: dict) -> str:
 
 def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path,
              split: str = "validation", *, batch_size: int = 128, ten_crop: bool = True,
-             mean: str = "channel", stats: ImageStats | None = None,
              output: str | Path | None = None, verbose: bool = True) -> dict:
     """Scores a model on a labelled split of shards.
 
+    The images are preprocessed by the model's input contract (its mean, sizes and
+    channel order, recorded by `fit`), whatever `data_dir` holds besides the shards.
+
     Args:
-        model_or_checkpoint: a Keras model, a `.keras` checkpoint, or a model_dir
-            (its latest checkpoint).
-        data_dir: the converter's output directory.
+        model_or_checkpoint: a Keras model with an input contract, a `.keras`
+            checkpoint, or a model_dir (its latest checkpoint).
+        data_dir: the converter's output directory; its labels must be the model's
+            classes.  For a checkpoint saved before contracts were recorded, its
+            `labels.txt` and per-channel mean stand in.
         split: "validation" (ILSVRC's labelled held-out set) or another labelled split.
         batch_size: images per batch (each is ten patches when `ten_crop`).
         ten_crop: also score the 10-patch average [paper §4.1] (10x the compute).
-        mean: "channel" or "pixel", as the model was trained.
-        stats: pixel statistics; default those of `data_dir`.
         output: write the result there as JSON.
         verbose: show a progress bar and print the table.
 
@@ -99,13 +99,15 @@ def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path
         if checkpoint.is_dir():
             checkpoint = checkpoints.latest_checkpoint(checkpoint)
     image_size, num_classes = model.input_shape[1], model.output_shape[-1]
-    names = _class_names(data_dir, num_classes)
+    source = str(checkpoint) if checkpoint else f"model {model.name!r}"
+    contract = contract_of(model, data_dir, source)
+    _check_classes(data_dir, contract, source)
     shards = data.list_shards(data_dir, split)
     data.check_shards(shards, num_classes)
     records = data.count_records(data_dir, split)
     dataset = data.evaluation_dataset(data_dir, image_size, batch_size, num_classes=num_classes,
                                       split=split, crops="ten" if ten_crop else "center",
-                                      stats=stats, mean=mean, records=records)
+                                      contract=contract, records=records)
 
     @tf.function(reduce_retracing=True)
     def predict(images):
@@ -139,7 +141,7 @@ def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path
         {"label": label, "wnid": wnid, "name": name, "images": int(counts[label]),
          **{f"{crop}_top1_accuracy": None if np.isnan(accuracy[label]) else
             float(accuracy[label]) for crop, accuracy in per_class.items()}}
-        for label, (wnid, name) in enumerate(names)]
+        for label, (wnid, name) in enumerate(contract.classes)]
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(results, indent=2))

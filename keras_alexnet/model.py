@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Sequence
 
 import keras
@@ -111,7 +112,8 @@ def _validate_config(config: AlexNetConfig) -> None:
 
 
 def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] | None = None,
-                seed: int | None = None, name: str = "alexnet", **overrides) -> AlexNet:
+                seed: int | None = None, weights: str | os.PathLike | None = None,
+                name: str = "alexnet", **overrides) -> AlexNet:
     """Builds the paper's AlexNet [paper §3.5, Figure 2].
 
     Args:
@@ -122,6 +124,9 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
             the paper's two GPUs.  Default: `default_devices()`.
         seed: makes the initial weights reproducible (each layer draws from its own
             seed derived from it); None draws them from Keras's global generator.
+        weights: a checkpoint (`.keras` file or training run's model directory) of the
+            same configuration to load the weights from; the model then also carries
+            the checkpoint's input contract (`model.input_contract`).
         name: the model's name.
 
     Input: float32 RGB images of shape (image_size, image_size, 3), pixel values on
@@ -193,7 +198,23 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     logits = keras.layers.Concatenate(name="fc8")(logits)
     probabilities = keras.layers.Activation("softmax", dtype="float32",
                                             name="probabilities")(logits)
-    return AlexNet(image, probabilities, name=name)
+    model = AlexNet(image, probabilities, name=name)
+    if weights is not None:
+        _load_weights(model, config, weights)
+    return model
+
+
+def _load_weights(model: AlexNet, config: AlexNetConfig, path: str | os.PathLike) -> None:
+    from keras_alexnet import checkpoints  # it imports this module
+
+    source = checkpoints.load_model(path, compile=False)
+    found, wanted = model_topology(source), topology(config)
+    for key, value in wanted.items():
+        if found[key] != value:
+            raise ValueError(f"{path}: the checkpoint has {key} {found[key]} but the config "
+                             f"gives {value}; build_model(config) must match it")
+    model.set_weights(source.get_weights())
+    model.input_contract = source.input_contract
 
 
 def topology(config: AlexNetConfig) -> dict[str, object]:

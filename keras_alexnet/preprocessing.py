@@ -19,6 +19,13 @@ from tfrecords_tools.schema import MEAN_IMAGE, STATS
 
 RESIZE_SIZE = 256  # images are rescaled so that the shorter side is 256 [paper §2]
 PAPER_IMAGE_SIZE = 224
+#: The most pixels an image may have once decoded (a JPEG at its reduced DCT scale):
+#: 8.4 million (4096x2048), about 25 MB as uint8 and 100 MB as float32 while it is
+#: rescaled.  A 10000x10000 JPEG decodes at 1/8 scale (1250x1250); larger images, and
+#: PNGs above the limit, are refused naming their size.
+MAX_DECODED_PIXELS = 1 << 23
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_DCT_SCALES = (1, 2, 4, 8)  # libjpeg's reduced IDCT sizes
 
 # ImageNet RGB statistics on the [0, 1] scale, used when a dataset has no stats.json.
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
@@ -73,16 +80,67 @@ def resize_size_for(image_size: int) -> int:
     return round(image_size * RESIZE_SIZE / PAPER_IMAGE_SIZE)
 
 
+def _refuse(message: tf.Tensor) -> tf.Tensor:
+    with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
+        return tf.zeros((0, 0, 3), tf.uint8)
+
+
+def decode_bounded(image_bytes: tf.Tensor, resize_size: int) -> tf.Tensor:
+    """An encoded JPEG or PNG -> uint8 RGB (H, W, 3), at a bounded cost in memory.
+
+    The size is read from the header first.  A JPEG whose shorter side is at least
+    twice `resize_size` decodes at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the
+    shorter side at least `resize_size`, so it is never decoded larger than needed;
+    an image still above `MAX_DECODED_PIXELS` is refused with InvalidArgumentError
+    naming its size and the limit, as is anything but a JPEG or a PNG.
+    """
+    def too_large(kind, height, width, scale):
+        return tf.strings.format(
+            kind + " of {}x{} pixels (width x height) decoded at 1/{} scale is over the limit "
+            f"of {MAX_DECODED_PIXELS:,} pixels; send a smaller image", (width, height, scale))
+
+    def jpeg():
+        shape = tf.image.extract_jpeg_shape(image_bytes)
+        height, width = shape[0], shape[1]
+        shorter = tf.minimum(height, width)
+        index = tf.add_n([tf.cast(shorter // scale >= resize_size, tf.int32)
+                          for scale in _DCT_SCALES[1:]])
+        scale = tf.gather(_DCT_SCALES, index)
+        pixels = tf.cast((height + scale - 1) // scale, tf.int64) * \
+            tf.cast((width + scale - 1) // scale, tf.int64)
+        return tf.cond(
+            pixels > MAX_DECODED_PIXELS, lambda: _refuse(too_large("JPEG", height, width, scale)),
+            lambda: tf.switch_case(index, [
+                lambda scale=scale: tf.io.decode_jpeg(image_bytes, channels=3, ratio=scale)
+                for scale in _DCT_SCALES]))
+
+    def png():
+        # IHDR: width and height, big-endian, at bytes 16-23.
+        header = tf.cast(tf.io.decode_raw(tf.strings.substr(image_bytes, 16, 8), tf.uint8),
+                         tf.int64)
+        width = tf.reduce_sum(header[:4] * [1 << 24, 1 << 16, 1 << 8, 1])
+        height = tf.reduce_sum(header[4:] * [1 << 24, 1 << 16, 1 << 8, 1])
+        return tf.cond(width * height > MAX_DECODED_PIXELS,
+                       lambda: _refuse(too_large("PNG", height, width, 1)),
+                       lambda: tf.io.decode_png(image_bytes, channels=3))
+
+    is_png = tf.logical_and(tf.strings.length(image_bytes) >= 24,
+                            tf.strings.substr(image_bytes, 0, 8) == _PNG_SIGNATURE)
+    return tf.case([(tf.io.is_jpeg(image_bytes), jpeg), (is_png, png)],
+                   default=lambda: _refuse(tf.constant("not a JPEG or PNG image")),
+                   exclusive=False)
+
+
 def decode_center_crop(image_bytes: tf.Tensor, image_size: int,
                        resize_size: int | None = None) -> tf.Tensor:
     """Encoded JPEG/PNG of any size -> float32 (image_size, image_size, 3), 0-255.
 
-    Rescales so the shorter side is `resize_size` (skipped when it already is, as for
-    the converter's 256x256 shards) and takes the central patch [paper §2, §4.1].
+    Decodes with `decode_bounded`, rescales so the shorter side is `resize_size`
+    (skipped when it already is, as for the converter's 256x256 shards) and takes the
+    central patch [paper §2, §4.1].
     """
     resize_size = resize_size or resize_size_for(image_size)
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
-    image = tf.cast(image, tf.float32)
+    image = tf.cast(decode_bounded(image_bytes, resize_size), tf.float32)
     shape = tf.shape(image)
     height, width = shape[0], shape[1]
     shorter = tf.minimum(height, width)
@@ -111,8 +169,3 @@ def decode_jpeg_window(image_bytes: tf.Tensor, top: tf.Tensor, left: tf.Tensor, 
     """
     return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, size, size]),
                                          channels=3)
-
-
-def subtract_mean(images: tf.Tensor, stats: ImageStats) -> tf.Tensor:
-    """0-255 RGB images minus the per-channel training mean."""
-    return images - tf.constant(stats.mean_rgb * 255.0, tf.float32)

@@ -1,16 +1,22 @@
-"""SavedModel export for TensorFlow Serving (DESIGN.md §5).
+"""SavedModel export for TensorFlow Serving.
 
-`export` writes `<export_base>/<model_name>/<version>/` with three signatures:
+`export` writes `<export_base>/<model_name>/<version>/` with four signatures, all
+preprocessing by the model's input contract (`keras_alexnet.contract`):
 
 - `serving_default`: `image_bytes` (encoded JPEG or PNG of any size, DT_STRING [-1]) ->
   `probabilities`, `top_k_indices`, `top_k_scores`, `top_k_labels`.  The graph decodes
-  and preprocesses exactly as evaluation's centre crop does [paper §2, §4.1].
+  (bounded: `preprocessing.decode_bounded`) and preprocesses exactly as evaluation's
+  centre crop does [paper §2, §4.1].
+- `classify` (method `tensorflow/serving/classify`, for TF Serving's Classify RPC and
+  REST `:classify`): `inputs`, serialized `tf.Example`s with `image/encoded` ->
+  `classes` (the top-5 class names) and `scores`.
 - `predict_images`: `images` (RGB on the 0-255 scale, already cropped to the model's
-  input size, float32 [-1, S, S, 3]) -> the same four outputs; the graph subtracts the
-  training mean.
+  input size, float32 [-1, S, S, 3]) -> the same four outputs as `serving_default`.
 - `features`: `image_bytes` -> `fc7`, the 4096 activations the paper compares images
   by [paper §6.1].
 
+The weights are stored once (`variables/` holds 4 bytes a parameter; Keras's
+ExportArchive stores them twice, keras-team/keras#23553).
 `assets.extra/tf_serving_warmup_requests` holds a `PredictionLog` TFRecord that TF
 Serving replays at load, so the first real request does not pay for tracing.
 """
@@ -26,14 +32,17 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_alexnet import checkpoints
+from keras_alexnet.contract import InputContract, contract_of
 from keras_alexnet.model import fc7_features
-from keras_alexnet.preprocessing import ImageStats, decode_center_crop, load_stats, subtract_mean
-from tfrecords_tools.schema import LABELS, read_labels
+from keras_alexnet.preprocessing import decode_center_crop
 
 TOP_K = 5  # the paper reports top-1 and top-5 error [paper §1, §6]
 DEFAULT_SIGNATURE = "serving_default"
+CLASSIFY_SIGNATURE = "classify"
+CLASSIFY_METHOD = "tensorflow/serving/classify"  # TF Serving's kClassifyMethodName
 PIXELS_SIGNATURE = "predict_images"
 FEATURES_SIGNATURE = "features"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -47,22 +56,7 @@ def load_model(model_or_checkpoint: keras.Model | str | os.PathLike) -> keras.Mo
     return checkpoints.load_model(model_or_checkpoint, compile=False)
 
 
-def read_class_names(data_dir_or_labels: str | os.PathLike) -> tuple[list[str], ImageStats]:
-    """Class names from `labels.txt` and the statistics from `stats.json` beside it.
-
-    Accepts the shard directory or the `labels.txt` path itself.
-    """
-    path = Path(data_dir_or_labels)
-    labels_path = path / LABELS if path.is_dir() else path
-    if not labels_path.is_file():
-        raise FileNotFoundError(f"{labels_path}: no labels file; pass the shard directory "
-                                f"written by `python -m tfrecords_tools convert` or its labels.txt")
-    names = [name or wnid for wnid, name in read_labels(labels_path)]
-    return names, load_stats(labels_path.parent)
-
-
-def serving_functions(model: keras.Model, class_names: Sequence[str],
-                      stats: ImageStats) -> dict[str, Callable]:
+def serving_functions(model: keras.Model, contract: InputContract) -> dict[str, Callable]:
     """The exported signatures as plain functions of tensors, keyed by signature name.
 
     Export traces them into the SavedModel; `predict` calls them directly on a checkpoint,
@@ -70,47 +64,61 @@ def serving_functions(model: keras.Model, class_names: Sequence[str],
     """
     image_size = model.input_shape[1]
     num_classes = model.output_shape[-1]
-    if len(class_names) != num_classes:
-        raise ValueError(f"the labels list {len(class_names)} classes but the model outputs "
-                         f"{num_classes}")
+    if len(contract.classes) != num_classes:
+        raise ValueError(f"the input contract lists {len(contract.classes)} classes but the "
+                         f"model outputs {num_classes}")
+    if contract.image_size != image_size:
+        raise ValueError(f"the input contract is for {contract.image_size}x"
+                         f"{contract.image_size} inputs but the model takes {image_size}")
     features_model = fc7_features(model)
-    labels = tf.constant(list(class_names))
+    labels = tf.constant(contract.names)
     k = min(TOP_K, num_classes)
 
+    def network_input(images):
+        return contract.to_network(contract.subtract_mean(images))
+
     def preprocess(image_bytes):
-        images = tf.map_fn(lambda encoded: decode_center_crop(encoded, image_size), image_bytes,
-                           fn_output_signature=tf.TensorSpec((image_size, image_size, 3),
-                                                             tf.float32))
-        return subtract_mean(images, stats)
+        images = tf.map_fn(
+            lambda encoded: decode_center_crop(encoded, image_size, contract.resize_size),
+            image_bytes, fn_output_signature=tf.TensorSpec((image_size, image_size, 3),
+                                                           tf.float32))
+        return network_input(images)
 
     def run(network, images, width):
         # Convolutions reject an empty batch on CPU; an empty request gets empty outputs.
         return tf.cond(tf.shape(images)[0] > 0, lambda: network(images, training=False),
                        lambda: tf.zeros((0, width), tf.float32))
 
-    def classify(images):
+    def top_k(images):
         probabilities = run(model, images, num_classes)
         scores, indices = tf.math.top_k(probabilities, k=k)
         return {"probabilities": probabilities, "top_k_indices": indices,
                 "top_k_scores": scores, "top_k_labels": tf.gather(labels, indices)}
 
     def serving_default(image_bytes):
-        return classify(preprocess(image_bytes))
+        return top_k(preprocess(image_bytes))
+
+    def classify(inputs):
+        examples = tf.io.parse_example(
+            inputs, {"image/encoded": tf.io.FixedLenFeature([], tf.string)})
+        outputs = top_k(preprocess(examples["image/encoded"]))
+        return {"classes": outputs["top_k_labels"], "scores": outputs["top_k_scores"]}
 
     def predict_images(images):
-        return classify(subtract_mean(images, stats))
+        return top_k(network_input(images))
 
     def features(image_bytes):
         return {"fc7": run(features_model, preprocess(image_bytes),
                            features_model.output_shape[-1])}
 
-    return {DEFAULT_SIGNATURE: serving_default, PIXELS_SIGNATURE: predict_images,
-            FEATURES_SIGNATURE: features}
+    return {DEFAULT_SIGNATURE: serving_default, CLASSIFY_SIGNATURE: classify,
+            PIXELS_SIGNATURE: predict_images, FEATURES_SIGNATURE: features}
 
 
 def input_signatures(image_size: int) -> dict[str, list[tf.TensorSpec]]:
     image_bytes = [tf.TensorSpec([None], tf.string, name="image_bytes")]
     return {DEFAULT_SIGNATURE: image_bytes,
+            CLASSIFY_SIGNATURE: [tf.TensorSpec([None], tf.string, name="inputs")],
             PIXELS_SIGNATURE: [tf.TensorSpec([None, image_size, image_size, 3], tf.float32,
                                              name="images")],
             FEATURES_SIGNATURE: image_bytes}
@@ -145,22 +153,48 @@ def write_warmup_requests(version_dir: Path, model_name: str, image_size: int) -
     return path
 
 
+class _Servable(tf.Module):
+    """What the SavedModel holds: each variable once, and the signature functions."""
+
+    def __init__(self, model: keras.Model, functions: dict[str, Callable]):
+        super().__init__(name="alexnet")
+        # The backend variables themselves: tracked here and captured by the functions,
+        # they are written once.
+        self.model_variables = [variable.value for variable in model.variables]
+        image_size = model.input_shape[1]
+        self.functions = {
+            name: tf.function(functions[name], input_signature=spec)
+            for name, spec in input_signatures(image_size).items()}
+
+
+def _mark_classify_method(version_dir: Path) -> None:
+    """Gives the `classify` signature TF Serving's Classify method name (`tf.saved_model`
+    writes every signature as a Predict one)."""
+    path = version_dir / "saved_model.pb"
+    saved_model = saved_model_pb2.SavedModel.FromString(path.read_bytes())
+    for meta_graph in saved_model.meta_graphs:
+        meta_graph.signature_def[CLASSIFY_SIGNATURE].method_name = CLASSIFY_METHOD
+    path.write_bytes(saved_model.SerializeToString())
+
+
 def export(model_or_checkpoint: keras.Model | str | os.PathLike,
-           data_dir_or_labels: str | os.PathLike, export_base: str | os.PathLike,
-           model_name: str = "alexnet", version: int | None = None) -> Path:
+           export_base: str | os.PathLike, model_name: str = "alexnet",
+           version: int | None = None, *, data_dir: str | os.PathLike | None = None) -> Path:
     """Writes the model as a TF Serving SavedModel and returns its version directory.
 
     Args:
-        model_or_checkpoint: a Keras model, a `.keras` checkpoint or a training run's
+        model_or_checkpoint: a Keras model with an input contract (as `fit` and
+            `checkpoints.load_model` give), a `.keras` checkpoint or a training run's
             model directory (its latest checkpoint).
-        data_dir_or_labels: the shard directory (`labels.txt`, optional `stats.json`) or
-            the `labels.txt` path.
         export_base: TF Serving's base path is `<export_base>/<model_name>`.
         model_name: the name clients put in `model_spec.name`.
         version: the integer version directory; default one more than the latest.
+        data_dir: only for a checkpoint saved before input contracts were recorded:
+            the shard directory it was trained on (classes, per-channel mean).
     """
-    class_names, stats = read_class_names(data_dir_or_labels)
     model = load_model(model_or_checkpoint)
+    contract = contract_of(model, data_dir, source=str(model_or_checkpoint)
+                           if not isinstance(model_or_checkpoint, keras.Model) else None)
     model_dir = Path(export_base) / model_name
     version = next_version(model_dir) if version is None else int(version)
     if version < 0:
@@ -169,19 +203,15 @@ def export(model_or_checkpoint: keras.Model | str | os.PathLike,
     if version_dir.exists():
         raise FileExistsError(f"{version_dir} already exists; pick another --version")
 
-    image_size = model.input_shape[1]
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    functions = serving_functions(model, class_names, stats)
-    for name, spec in input_signatures(image_size).items():
-        archive.add_endpoint(name, functions[name], input_signature=spec)
+    servable = _Servable(model, serving_functions(model, contract))
     # A server polling the base path must never see a half-written version, so the
     # version directory appears in one rename.
     staging = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        archive.write_out(str(staging), verbose=False)
-        write_warmup_requests(staging, model_name, image_size)
+        tf.saved_model.save(servable, str(staging), signatures=servable.functions)
+        _mark_classify_method(staging)
+        write_warmup_requests(staging, model_name, model.input_shape[1])
         staging.rename(version_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -217,8 +247,9 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
                    data_dir: str | os.PathLike | None = None) -> list[list[tuple[str, float]]]:
     """Top-5 (class name, probability) per image file, from a checkpoint or a SavedModel.
 
-    A checkpoint needs `data_dir` (labels.txt, stats.json); a SavedModel carries both.
-    Images run one at a time so that an unreadable one is named in the error.
+    Both carry their input contract; `data_dir` is only for a checkpoint saved before
+    contracts were recorded.  Images run one at a time so that an unreadable one is
+    named in the error.
     """
     if (checkpoint is None) == (saved_model is None):
         raise ValueError("give exactly one of checkpoint and saved_model")
@@ -226,11 +257,10 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
         loaded = tf.saved_model.load(str(latest_version_dir(saved_model)))
         classify = loaded.signatures[DEFAULT_SIGNATURE]
     else:
-        if data_dir is None:
-            raise ValueError("a checkpoint needs data_dir for its class names and statistics")
-        class_names, stats = read_class_names(data_dir)
         model = load_model(checkpoint)
-        classify = tf.function(serving_functions(model, class_names, stats)[DEFAULT_SIGNATURE],
+        contract = contract_of(model, data_dir, source=str(checkpoint)
+                               if not isinstance(checkpoint, keras.Model) else None)
+        classify = tf.function(serving_functions(model, contract)[DEFAULT_SIGNATURE],
                                input_signature=input_signatures(model.input_shape[1])[
                                    DEFAULT_SIGNATURE])
     results = []
@@ -238,7 +268,9 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
         encoded = Path(path).read_bytes()
         try:
             outputs = classify(image_bytes=tf.constant([encoded]))
-        except tf.errors.InvalidArgumentError:
-            raise ValueError(f"{path}: not a decodable JPEG or PNG image") from None
+        except tf.errors.InvalidArgumentError as error:
+            refused = re.search(r"assertion failed: \[(.*?)\]", error.message)
+            reason = refused.group(1) if refused else "not a decodable JPEG or PNG image"
+            raise ValueError(f"{path}: {reason}") from None
         results.extend(top_k_classes(outputs))
     return results

@@ -35,6 +35,7 @@ from keras_alexnet.callbacks import (
     StopOnNaN,
 )
 from keras_alexnet.config import BACKUP_EVERY, AlexNetConfig
+from keras_alexnet.contract import MEAN_MODES, InputContract
 from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_strategy
 from keras_alexnet.model import build_model, model_topology, topology
 from keras_alexnet.optimizer import PaperSGD
@@ -214,6 +215,27 @@ def _resume_or_build(model_dir: Path, strategy: tf.distribute.Strategy, num_clas
     return model, path, metadata
 
 
+def _contract(model: keras.Model, resumed_from: Path | None, data_dir: Path, mean: str | None,
+              num_classes: int, stats) -> InputContract:
+    """The model's input contract, recorded on it for its checkpoints: a resumed model's
+    own (the data must have its classes, `mean` must agree), else the data's."""
+    recorded = getattr(model, "input_contract", None)
+    data_contract = InputContract.from_data(data_dir, model.input_shape[1],
+                                            mean or (recorded.mean if recorded else "channel"),
+                                            num_classes=num_classes, stats=stats)
+    if recorded is None:  # a new model, or a checkpoint from before contracts
+        model.input_contract = data_contract
+        return data_contract
+    if mean is not None and mean != recorded.mean:
+        raise ValueError(f"mean {mean!r} contradicts {resumed_from}, trained with mean "
+                         f"{recorded.mean!r}; leave mean out to resume, or use another "
+                         f"model_dir")
+    if data_contract.wnids != recorded.wnids:
+        raise ValueError(f"{data_dir}: its classes (labels.txt) are not those {resumed_from} "
+                         f"was trained on; use the same data or another model_dir")
+    return recorded
+
+
 def _placement(model: keras.Model, strategy: tf.distribute.Strategy) -> str:
     """Where the towers or replicas run, in a line."""
     name = type(strategy).__name__
@@ -279,7 +301,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         momentum: float = 0.9, weight_decay: float = 0.0005, patience: int = 5,
         max_lr_reductions: int = 3, min_delta: float = 0.0,
         steps_per_epoch: int | None = None, validation_steps: int | None = None,
-        mean: str = "channel", lighting_stddev: float = data.LIGHTING_STDDEV,
+        mean: str | None = None, lighting_stddev: float = data.LIGHTING_STDDEV,
         seed: int | None = None, deterministic: bool = True,
         mixed_precision: str | None = None, xla: bool = False,
         strategy: str | tf.distribute.Strategy = "auto",
@@ -306,7 +328,9 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         min_delta: the smallest accuracy gain counted as an improvement.
         steps_per_epoch: batches per epoch; default one pass over the training split.
         validation_steps: batches of validation per epoch; default the whole split.
-        mean: "channel" (per-channel mean) or "pixel" (the paper's mean image).
+        mean: "channel" (per-channel mean) or "pixel" (the paper's mean image) for a new
+            model (default "channel"); a resumed one keeps its contract's (another is
+            refused).
         seed: seeds the initial weights, dropout, the data order and augmentation;
             None draws one, prints it and records it in `run.json` (a resumed run
             reuses the recorded one).
@@ -340,8 +364,8 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
                      max_lr_reductions=max_lr_reductions, steps_per_epoch=steps_per_epoch,
                      validation_steps=validation_steps, lighting_stddev=lighting_stddev,
                      backup_every=backup_every, keep_checkpoints=keep_checkpoints)
-    if mean not in data.MEAN_MODES:
-        raise ValueError(f"mean must be one of {data.MEAN_MODES}, got {mean!r}")
+    if mean is not None and mean not in MEAN_MODES:
+        raise ValueError(f"mean must be one of {MEAN_MODES}, got {mean!r}")
     # Multi-worker collectives must be configured before TensorFlow starts up.
     if isinstance(strategy, str):
         strategy = select_strategy(strategy)
@@ -381,6 +405,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
 
     image_size = model.input_shape[1]
     stats = load_stats(data_dir)
+    contract = _contract(model, resumed_from, data_dir, mean, num_classes, stats)
     iterations = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
     _continue_dropout_streams(model, seed, iterations)
 
@@ -388,7 +413,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
         def per_pipeline(context: tf.distribute.InputContext) -> tf.data.Dataset:
             return data.training_dataset(
                 data_dir, image_size, context.get_per_replica_batch_size(batch_size),
-                num_classes=num_classes, stats=stats, mean=mean,
+                num_classes=num_classes, stats=stats, contract=contract,
                 lighting_stddev=lighting_stddev, seed=seed, first_batch=first_batch,
                 # (per pipeline: a 1/n share of the images in 1/n-size batches)
                 batches_per_epoch=records // batch_size, deterministic=deterministic,
@@ -400,7 +425,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
     if has_validation:
         validation_records = data.count_records(data_dir, "validation")
         validation = data.evaluation_dataset(data_dir, image_size, batch_size,
-                                             num_classes=num_classes, stats=stats, mean=mean,
+                                             num_classes=num_classes, contract=contract,
                                              records=validation_records)
 
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,8 @@
 """Evaluate a checkpoint: top-1/top-5 error, centre crop and 10 patches, per class.
 
 Scores every image of a labelled split on its centre crop and on the average of the
-softmax over the paper's ten patches (four corners, centre, and their reflections).
+softmax over the paper's ten patches (four corners, centre, and their reflections),
+preprocessed as the checkpoint records it was trained (mean, sizes, classes).
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per batch (each ten patches) (default: 128)")
     parser.add_argument("--center-only", action="store_true",
                         help="skip the 10-patch average (10x faster)")
-    parser.add_argument("--mean", choices=("channel", "pixel"), default="channel",
-                        help="as the model was trained (default: channel)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
 
 
@@ -29,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         evaluate(args.checkpoint, args.data_dir, args.split, batch_size=args.batch_size,
-                 ten_crop=not args.center_only, mean=args.mean, output=args.output)
+                 ten_crop=not args.center_only, output=args.output)
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

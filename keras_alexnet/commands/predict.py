@@ -18,16 +18,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--saved-model",
                         help="an exported version directory, or its model directory (latest)")
     parser.add_argument("--data-dir",
-                        help="with --checkpoint: the shard directory (labels.txt, stats.json)")
+                        help="only for a checkpoint saved without its input contract: the "
+                             "shard directory it was trained on")
 
 
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import classify_files
     from serving.client import format_top5
 
-    if args.checkpoint and not args.data_dir:
-        print("error: --checkpoint needs --data-dir for the class names", file=sys.stderr)
-        return 2
     try:
         results = classify_files(args.images, checkpoint=args.checkpoint,
                                  saved_model=args.saved_model, data_dir=args.data_dir)

@@ -36,8 +36,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     paper.add_argument("--validation-steps", type=int, default=None,
                        help="default: the whole validation split")
     data = parser.add_argument_group("input [paper §4.1]")
-    data.add_argument("--mean", choices=("channel", "pixel"), default="channel",
-                      help="subtract the per-channel mean (default) or the mean image")
+    data.add_argument("--mean", choices=("channel", "pixel"), default=None,
+                      help="subtract the per-channel mean (default) or the mean image; "
+                           "recorded in the checkpoints, a resumed run keeps its own")
     data.add_argument("--lighting-stddev", type=float, default=0.1,
                       help="PCA lighting alpha stddev; 0 turns it off (default: 0.1)")
     data.add_argument("--seed", type=int, default=None,

@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_alexnet.contract import InputContract, preprocess_input
 from keras_alexnet.data import list_shards
-from keras_alexnet.preprocessing import ImageStats, decode_center_crop, subtract_mean
-from tfrecords_tools.schema import FEATURES
+from keras_alexnet.preprocessing import decode_center_crop
+from tfrecords_tools.schema import FEATURES, label_offset
 
 
 @dataclasses.dataclass
@@ -39,8 +40,8 @@ class Examples:
                         [self.filenames[r] for r in rows], [self.shards[r] for r in rows],
                         self.offsets[rows])
 
-    def network_input(self, stats: ImageStats) -> np.ndarray:
-        return subtract_mean(tf.convert_to_tensor(self.images, tf.float32), stats).numpy()
+    def network_input(self, contract: InputContract) -> np.ndarray:
+        return preprocess_input(self.images.astype(np.float32), contract)
 
     @classmethod
     def concatenate(cls, parts: Sequence[Examples]) -> Examples:
@@ -51,24 +52,29 @@ class Examples:
                    np.concatenate([p.offsets for p in parts]))
 
 
-def iterate_examples(data_dir: str | Path, split: str, image_size: int, batch_size: int = 128,
-                     shards: Sequence[str] | None = None) -> Iterator[Examples]:
-    """The split's images in file order, in batches.
+def iterate_examples(data_dir: str | Path, split: str, contract: InputContract,
+                     batch_size: int = 128, shards: Sequence[str] | None = None
+                     ) -> Iterator[Examples]:
+    """The split's images in file order, in batches, cropped as `contract` says; labels
+    0-based whatever the shards' label offset.
 
     `shards`: only these shard file names (default: all of the split's shards).
     """
+    offset = label_offset(data_dir)
     files = list_shards(data_dir, split)
     if shards is not None:
         chosen = set(shards)
         files = [f for f in files if f.name in chosen]
     names = [f.name for f in files]
 
-    def parse(shard_index, offset, record):
+    def parse(shard_index, record_offset, record):
         features = tf.io.parse_single_example(record, FEATURES)
-        image = tf.cast(tf.round(decode_center_crop(features["image/encoded"], image_size)),
+        image = tf.cast(tf.round(decode_center_crop(features["image/encoded"],
+                                                    contract.image_size, contract.resize_size)),
                         tf.uint8)
-        return (image, features["image/class/label"], features["image/filename"],
-                shard_index, offset)
+        label = features["image/class/label"]
+        label = tf.where(label >= 0, label - offset, label)  # -1: unlabeled
+        return image, label, features["image/filename"], shard_index, record_offset
 
     def records(shard_index, path):
         return tf.data.TFRecordDataset(path).enumerate().map(
@@ -85,13 +91,13 @@ def iterate_examples(data_dir: str | Path, split: str, image_size: int, batch_si
                        [names[i] for i in shard_indices], offsets)
 
 
-def load_examples(data_dir: str | Path, split: str, image_size: int, count: int,
+def load_examples(data_dir: str | Path, split: str, contract: InputContract, count: int,
                   start: int = 0) -> Examples:
     """Images `start` .. `start + count - 1` of the split, in file order."""
     if count < 1 or start < 0:
         raise ValueError(f"need count >= 1 and start >= 0, got count={count}, start={start}")
     parts, seen = [], 0
-    for batch in iterate_examples(data_dir, split, image_size, batch_size=min(count, 128)):
+    for batch in iterate_examples(data_dir, split, contract, batch_size=min(count, 128)):
         part = batch.take(slice(max(0, start - seen), max(0, start + count - seen)))
         seen += len(batch)
         if len(part):
@@ -104,7 +110,7 @@ def load_examples(data_dir: str | Path, split: str, image_size: int, count: int,
     return Examples.concatenate(parts)
 
 
-def fetch_examples(data_dir: str | Path, split: str, image_size: int,
+def fetch_examples(data_dir: str | Path, split: str, contract: InputContract,
                    keys: Sequence[tuple[str, int]]) -> Examples:
     """The images at (shard name, offset) `keys`, in the order given.
 
@@ -114,7 +120,7 @@ def fetch_examples(data_dir: str | Path, split: str, image_size: int,
     for shard, offset in keys:
         wanted.setdefault(shard, set()).add(int(offset))
     found = {}
-    for batch in iterate_examples(data_dir, split, image_size, shards=sorted(wanted)):
+    for batch in iterate_examples(data_dir, split, contract, shards=sorted(wanted)):
         for i, (shard, offset) in enumerate(zip(batch.shards, batch.offsets, strict=True)):
             if int(offset) in wanted[shard]:
                 found[shard, int(offset)] = i, batch

@@ -25,6 +25,7 @@ import tqdm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
+from keras_alexnet.contract import contract_of
 from keras_alexnet.data import count_records, list_shards
 from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import (
@@ -34,8 +35,6 @@ from keras_alexnet.figures.examples import (
     load_examples,
 )
 from keras_alexnet.model import fc7_features
-from keras_alexnet.preprocessing import load_stats
-from keras_alexnet.saved_model import read_class_names
 
 INDEX_VERSION = 1
 QUERY_COLOUR = "#d62728"
@@ -107,15 +106,15 @@ def build_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
     index_dir.mkdir(parents=True, exist_ok=True)
     (index_dir / "index.json").unlink(missing_ok=True)  # incomplete until rewritten
     extractor = fc7_features(model)
-    stats = load_stats(data_dir)
+    contract = contract_of(model, data_dir)
     image_size = model.input_shape[1]
     shards, offsets, labels, filenames = [], [], [], []
     count = 0
     progress = tqdm.tqdm(desc=f"fc7 index of {split}", unit="img",
                          total=count_records(data_dir, split))
     with open(index_dir / "features.f32", "wb") as out, progress:
-        for batch in iterate_examples(data_dir, split, image_size, batch_size):
-            features = np.asarray(extractor.predict_on_batch(batch.network_input(stats)),
+        for batch in iterate_examples(data_dir, split, contract, batch_size):
+            features = np.asarray(extractor.predict_on_batch(batch.network_input(contract)),
                                   np.float32)
             out.write(features.tobytes())
             shards += batch.shards
@@ -216,13 +215,12 @@ def write_neighbours(model: keras.Model, data_dir: str | Path, path: str | Path,
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     index, _ = open_index(model, data_dir, index_dir, index_split, rebuild_index)
-    image_size = model.input_shape[1]
-    queries = load_examples(data_dir, query_split, image_size, count, start)
-    features = fc7_features(model).predict(queries.network_input(load_stats(data_dir)),
-                                           verbose=0)
+    contract = contract_of(model, data_dir)
+    queries = load_examples(data_dir, query_split, contract, count, start)
+    features = fc7_features(model).predict(queries.network_input(contract), verbose=0)
     rows, distances = index.search(features, k)
     k = rows.shape[1]  # fewer when the index is smaller than k
-    found = fetch_examples(data_dir, index_split, image_size, index.keys(rows.reshape(-1)))
+    found = fetch_examples(data_dir, index_split, contract, index.keys(rows.reshape(-1)))
     neighbours = [found.take(slice(i * k, (i + 1) * k)) for i in range(len(rows))]
-    figure = draw_neighbours(queries, neighbours, distances, read_class_names(data_dir)[0])
+    figure = draw_neighbours(queries, neighbours, distances, contract.names)
     return save_png(figure, path)

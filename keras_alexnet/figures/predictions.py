@@ -13,10 +13,9 @@ import keras
 import numpy as np
 from matplotlib.figure import Figure
 
+from keras_alexnet.contract import InputContract, contract_of
 from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import Examples, load_examples
-from keras_alexnet.preprocessing import load_stats
-from keras_alexnet.saved_model import read_class_names
 
 BAR_COLOUR = "#3a6ea5"
 TRUE_LABEL_COLOUR = "#d62728"
@@ -34,10 +33,10 @@ def top_k(probabilities: np.ndarray, k: int = 5) -> tuple[np.ndarray, np.ndarray
     return indices, np.take_along_axis(probabilities, indices, axis=-1)
 
 
-def predict(model: keras.Model, examples: Examples, data_dir: str | Path,
+def predict(model: keras.Model, examples: Examples, contract: InputContract,
             batch_size: int = 64) -> np.ndarray:
-    """Softmax outputs for the examples' centre crops, with the dataset's mean."""
-    inputs = examples.network_input(load_stats(data_dir))
+    """Softmax outputs for the examples' centre crops, preprocessed by `contract`."""
+    inputs = examples.network_input(contract)
     return np.asarray(model.predict(inputs, batch_size=batch_size, verbose=0))
 
 
@@ -92,9 +91,9 @@ def write_predictions(model: keras.Model, data_dir: str | Path, path: str | Path
                       split: str = "validation", count: int = 8, start: int = 0,
                       columns: int = 4) -> Path:
     """Writes the top-5 picture for `count` images of `split`, from image `start` on."""
-    image_size = model.input_shape[1]
-    examples = load_examples(data_dir, split, image_size, count, start)
-    probabilities = predict(model, examples, data_dir)
+    contract = contract_of(model, data_dir)
+    examples = load_examples(data_dir, split, contract, count, start)
+    probabilities = predict(model, examples, contract)
     figure = draw_predictions(examples.images, probabilities, examples.labels,
-                              read_class_names(data_dir)[0], columns)
+                              contract.names, columns)
     return save_png(figure, path)

@@ -104,8 +104,8 @@ def test_missing_checkpoints_and_mismatched_labels_are_named(model, dataset, tmp
     assert f"{tmp_path}: no checkpoints" in capsys.readouterr().err
     three = make_dataset(tmp_path / "three", num_classes=3, train_per_class=1,
                          validation_per_class=1)
-    with pytest.raises(ValueError, match=f"{three / 'labels.txt'} lists 3 classes but the "
-                                         f"model has 4"):
+    with pytest.raises(ValueError, match=f"{three / 'labels.txt'} lists 3 classes but model "
+                                         f"'alexnet' outputs 4"):
         keras_alexnet.evaluate(model, three)
     with pytest.raises(FileNotFoundError, match="no test shards"):
         keras_alexnet.evaluate(model, dataset, split="test")

@@ -12,12 +12,18 @@ from scipy import ndimage
 
 import keras_alexnet
 from keras_alexnet.commands import main
+from keras_alexnet.contract import InputContract
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.figures.examples import load_examples
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import load_stats
 
 TILE = 11 * 4  # an 11x11 kernel at the default scale 4
+
+
+def minus_mean(images, data_dir):
+    """A model without a contract takes the data's per-channel mean (numpy here)."""
+    return images.astype(np.float32) - load_stats(data_dir).mean_rgb * 255.0
 
 
 def read_png(path) -> np.ndarray:
@@ -155,8 +161,9 @@ def test_predictions_command_draws_the_model_top5(model, two_checkpoints, conver
                  "--count", "3", "--columns", "3", "-o", str(output)]) == 0
     picture = read_png(output)
     assert picture.shape == (predictions.CELL_HEIGHT, 3 * predictions.CELL_WIDTH, 3)
-    examples = load_examples(converted_shards, "validation", 64, 3)
-    expected = model.predict(examples.network_input(load_stats(converted_shards)), verbose=0)
+    examples = load_examples(converted_shards, "validation",
+                             InputContract.from_data(converted_shards, 64), 3)
+    expected = model.predict(minus_mean(examples.images, converted_shards), verbose=0)
     full_length = (predictions.CELL_WIDTH - predictions.NAMES_WIDTH - 15)
     bars = bars_in(picture)
     visible = np.sort(expected, axis=1)[:, ::-1][:, :5] * full_length >= 1
@@ -199,8 +206,9 @@ def test_index_is_rebuilt_when_the_shards_are_rewritten(model, converted_shards,
 
 def test_a_training_image_is_its_own_nearest_neighbour(model, converted_shards, tmp_path):
     index = neighbours.build_index(model, converted_shards, tmp_path / "index")
-    queries = load_examples(converted_shards, "train", 64, 4, start=7)
-    features = fc7_features(model).predict(queries.network_input(load_stats(converted_shards)),
+    queries = load_examples(converted_shards, "train",
+                            InputContract.from_data(converted_shards, 64), 4, start=7)
+    features = fc7_features(model).predict(minus_mean(queries.images, converted_shards),
                                            verbose=0)
     rows, distances = index.search(features, k=5)
     assert index.keys(rows[:, 0]) == list(zip(queries.shards, queries.offsets.tolist(),

@@ -40,22 +40,35 @@ def parse(output: str) -> dict[str, list[tuple[str, float]]]:
 
 @pytest.mark.parametrize("source", ["checkpoint", "saved-model"])
 def test_predict_prints_the_models_top5(source, exported, image_files, capsys):
-    args = (["--checkpoint", str(exported.checkpoint), "--data-dir", str(exported.data_dir)]
-            if source == "checkpoint" else ["--saved-model", str(exported.model_dir)])
+    args = (["--checkpoint", str(exported.checkpoint)] if source == "checkpoint"
+            else ["--saved-model", str(exported.model_dir)])
     assert main(["predict", *image_files, *args]) == 0
     printed = parse(capsys.readouterr().out)
     assert list(printed) == image_files
-    expected = expected_top5(exported.model, exported.data_dir, list(exported.images.values()))
+    expected = expected_top5(exported.model, list(exported.images.values()))
     for top5, want in zip(printed.values(), expected, strict=True):
         assert [name for name, _ in top5] == [name for name, _ in want]
         assert [p for _, p in top5] == pytest.approx([p for _, p in want], abs=1e-4)
 
 
-def test_bad_image_and_missing_labels_are_named(exported, image_files, tmp_path, capsys):
+def test_bad_image_and_a_checkpoint_without_contract_are_named(exported, image_files,
+                                                               tmp_path, capsys):
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("no pixels here")
     assert main(["predict", image_files[0], str(not_an_image), "--saved-model",
                  str(exported.model_dir)]) == 1
-    assert f"{not_an_image}: not a decodable JPEG or PNG image" in capsys.readouterr().err
-    assert main(["predict", image_files[0], "--checkpoint", str(exported.checkpoint)]) == 2
-    assert "--data-dir" in capsys.readouterr().err
+    assert f"{not_an_image}: not a JPEG or PNG image" in capsys.readouterr().err
+
+    # Saved by plain Keras (as before contracts): it needs the data directory.
+    legacy = tmp_path / "legacy.keras"
+    exported.model.save(legacy)
+    assert main(["predict", image_files[0], "--checkpoint", str(legacy)]) == 1
+    assert (f"error: {legacy} was saved without its input contract (classes, mean); give "
+            f"the shard directory it was trained on (data_dir, --data-dir)") in \
+        capsys.readouterr().err
+    assert main(["predict", *image_files, "--checkpoint", str(legacy), "--data-dir",
+                 str(exported.data_dir)]) == 0
+    printed = parse(capsys.readouterr().out)
+    expected = expected_top5(exported.model, list(exported.images.values()))
+    for top5, want in zip(printed.values(), expected, strict=True):
+        assert [name for name, _ in top5] == [name for name, _ in want]

@@ -17,7 +17,9 @@ import tensorflow as tf
 from PIL import Image
 
 import keras_alexnet
-from keras_alexnet.preprocessing import decode_center_crop, load_stats, subtract_mean
+from keras_alexnet import checkpoints
+from keras_alexnet.contract import InputContract
+from keras_alexnet.preprocessing import decode_center_crop
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 64
@@ -29,9 +31,9 @@ CLASS_NAMES = [f"class {i} ({name})" for i, name in enumerate(
 
 @dataclasses.dataclass(frozen=True)
 class ExportedModel:
-    model: object
-    checkpoint: Path  # the .keras file
-    data_dir: Path  # labels.txt + stats.json
+    model: object  # carries its input contract, as a trained one does
+    checkpoint: Path  # the .keras file, with the contract
+    data_dir: Path  # labels.txt + stats.json the contract was made from
     base: Path  # export base; the model is at base / MODEL_NAME / <version>
     images: dict[str, bytes]  # real JPEG and PNG files of several sizes
 
@@ -79,15 +81,20 @@ def make_images(seed: int = 0) -> dict[str, bytes]:
     return images
 
 
-def keras_probabilities(model, data_dir: Path, encoded: list[bytes]) -> np.ndarray:
-    """The reference: evaluation's centre crop and mean subtraction, then the Keras model."""
-    stats = load_stats(data_dir)
+def keras_probabilities(model, mean_rgb, encoded: list[bytes]) -> np.ndarray:
+    """The reference: evaluation's centre crop, minus the per-channel mean `mean_rgb`
+    (0-255), then the Keras model."""
     batch = tf.stack([decode_center_crop(tf.constant(b), IMAGE_SIZE) for b in encoded])
-    return model(subtract_mean(batch, stats), training=False).numpy()
+    return model(batch - np.float32(mean_rgb), training=False).numpy()
 
 
-def expected_top5(model, data_dir: Path, encoded: list[bytes]) -> list[list[tuple[str, float]]]:
-    probabilities = keras_probabilities(model, data_dir, encoded)
+#: The mean of `write_data_dir`'s stats.json on the 0-255 scale.
+DATA_MEAN = [0.3 * 255, 0.5 * 255, 0.7 * 255]
+
+
+def expected_top5(model, encoded: list[bytes], mean_rgb=DATA_MEAN
+                  ) -> list[list[tuple[str, float]]]:
+    probabilities = keras_probabilities(model, mean_rgb, encoded)
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :5]
     return [[(CLASS_NAMES[i], float(row[i])) for i in indices]
             for row, indices in zip(probabilities, order, strict=True)]
@@ -102,9 +109,9 @@ def assert_same_top5(actual, expected, atol: float = 1e-5) -> None:
 
 def make_exported_model(tmp: Path) -> ExportedModel:
     model = build_test_model()
-    checkpoint = tmp / "model.keras"
-    model.save(checkpoint)
     data_dir = write_data_dir(tmp / "data")
+    model.input_contract = InputContract.from_data(data_dir, IMAGE_SIZE)
+    checkpoint = checkpoints.save_checkpoint(model, tmp / "model.keras")
     base = tmp / "export"
-    keras_alexnet.export(checkpoint, data_dir, base, MODEL_NAME)
+    keras_alexnet.export(checkpoint, base, MODEL_NAME)
     return ExportedModel(model, checkpoint, data_dir, base, make_images())

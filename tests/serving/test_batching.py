@@ -128,7 +128,7 @@ def test_batching_server_serves_concurrent_clients_or_answers_unavailable(
     """A one-slot queue: 16 concurrent clients without retries are served right or refused
     with UNAVAILABLE, and clients that retry on UNAVAILABLE all get through."""
     images = list(exported.images.values())
-    expected = expected_top5(exported.model, exported.data_dir, images)
+    expected = expected_top5(exported.model, images)
     outcomes = []
 
     def query(worker: int, retries: int):

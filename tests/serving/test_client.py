@@ -69,7 +69,7 @@ def test_client_retries_unavailable_until_the_server_is_up(exported):
     finally:
         starter.join()
         server.stop()
-    assert_same_top5(result, expected_top5(exported.model, exported.data_dir, [image]))
+    assert_same_top5(result, expected_top5(exported.model, [image]))
 
 
 def test_server_without_versions_names_the_base_path(tmp_path):

@@ -55,7 +55,7 @@ def stub(server):
 @pytest.fixture(scope="module")
 def expected(exported):
     names = list(exported.images)
-    top5 = expected_top5(exported.model, exported.data_dir, list(exported.images.values()))
+    top5 = expected_top5(exported.model, list(exported.images.values()))
     assert len({tuple(n for n, _ in row) for row in top5}) > 1, "images must differ"
     return dict(zip(names, top5, strict=True))
 
@@ -199,7 +199,7 @@ ERROR_ROWS = {
         "input tensor alias image_bytes has shape [1, 2], which is not compatible with the "
         "signature's (None,)"),
     "no image": (dict(inputs={"image_bytes": NOT_AN_IMAGE}), grpc.StatusCode.INVALID_ARGUMENT,
-                 "Unknown image file format."),
+                 "assertion failed: [not a JPEG or PNG image]"),
 }
 
 
@@ -257,7 +257,7 @@ def test_request_over_grpcs_default_4mb_is_served(stub, exported):
     assert len(big) > 4 * 1024 * 1024
     response = stub.Predict(image_request([big]), timeout=60)
     probabilities = to_ndarray(response.outputs["probabilities"])
-    expected = expected_top5(exported.model, exported.data_dir, [big])
+    expected = expected_top5(exported.model, [big])
     np.testing.assert_allclose(probabilities[0].max(), expected[0][0][1], atol=1e-5)
 
 
@@ -315,7 +315,7 @@ def test_a_new_version_is_picked_up_without_failing_requests(server, client, exp
     worker = threading.Thread(target=keep_querying)
     worker.start()
     try:
-        keras_alexnet.export(exported.checkpoint, exported.data_dir, exported.base, MODEL_NAME)
+        keras_alexnet.export(exported.checkpoint, exported.base, MODEL_NAME)
         for _ in range(600):
             prediction = client.predict({"image_bytes": [image]})
             if prediction.version == 2:

@@ -44,7 +44,7 @@ def test_tls_client_gets_the_top5_and_plaintext_is_refused(tls_server, certifica
     image = next(iter(exported.images.values()))
     with Client(tls_server.address, MODEL_NAME, root_certificates=cert, timeout=60) as client:
         assert_same_top5(client.classify([image]),
-                         expected_top5(exported.model, exported.data_dir, [image]))
+                         expected_top5(exported.model, [image]))
         assert client.health() == "SERVING"
     with Client(tls_server.address, MODEL_NAME, retries=0, timeout=10) as plaintext, \
             pytest.raises(errors.UnavailableError):
