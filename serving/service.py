@@ -1,7 +1,7 @@
 """The gRPC servicers: `PredictionService` and `ModelService` over a `ServableManager`.
 
 Built on the stock generated servicer bases of tensorflow-serving-api; methods not
-overridden here (Classify, Regress, MultiInference, HandleReloadConfigRequest) answer
+overridden here (Regress, MultiInference, HandleReloadConfigRequest) answer
 UNIMPLEMENTED from those bases.  Every error a client can cause carries TF Serving's
 status code and message.
 """
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 from tensorflow_serving.apis import (
+    classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    input_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -25,6 +28,26 @@ from serving.tensors import to_tensor_proto
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
+CLASSIFY_METHOD = "tensorflow/serving/classify"  # TF Serving's kClassifyMethodName
+CLASSIFY_INPUTS = "inputs"  # kClassifyInputs; the outputs are "classes" and/or "scores"
+
+
+def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
+    """A Classify request's examples as one string tensor, as TF Serving feeds them: with
+    a context, each example is the context's serialization followed by its own (a
+    protobuf merge, the example's features winning)."""
+    kind = request_input.WhichOneof("kind")
+    if kind == "example_list":
+        serialized = [e.SerializeToString() for e in request_input.example_list.examples]
+    elif kind == "example_list_with_context":
+        listed = request_input.example_list_with_context
+        context = listed.context.SerializeToString()
+        serialized = [context + e.SerializeToString() for e in listed.examples]
+    else:
+        serialized = []
+    if not serialized:
+        raise InvalidArgumentError("Input is empty.")
+    return np.array(serialized, dtype=object)
 
 
 def _answers_errors(method):
@@ -67,6 +90,36 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for alias in aliases:
             response.outputs[alias].CopyFrom(
                 to_tensor_proto(outputs[alias], tensor_content=self._tensor_content))
+        return response
+
+    @_answers_errors
+    def Classify(self, request: classification_pb2.ClassificationRequest, context
+                 ) -> classification_pb2.ClassificationResponse:
+        servable = self._manager.get(request.model_spec)
+        signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+        signature = servable.signature_defs.get(signature_name)
+        if signature is None:
+            raise InvalidArgumentError(f"No signature was found with the name: "
+                                       f"{signature_name}")
+        if signature.method_name != CLASSIFY_METHOD:
+            raise InvalidArgumentError(f"Expected classification signature method_name to "
+                                       f"be {CLASSIFY_METHOD}. Was: {signature.method_name}")
+        examples = serialized_examples(request.input)
+        outputs = servable.run(signature_name, {CLASSIFY_INPUTS: examples})
+        classes, scores = outputs.get("classes"), outputs.get("scores")
+        response = classification_pb2.ClassificationResponse()
+        response.model_spec.name = request.model_spec.name
+        response.model_spec.version.value = servable.version
+        response.model_spec.signature_name = signature_name
+        width = (classes if classes is not None else scores).shape[1]
+        for row in range(len(examples)):
+            classifications = response.result.classifications.add()
+            for column in range(width):
+                entry = classifications.classes.add()
+                if classes is not None:
+                    entry.label = classes[row, column].decode()
+                if scores is not None:
+                    entry.score = float(scores[row, column])
         return response
 
     @_answers_errors

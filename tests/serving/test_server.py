@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import io
 import threading
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
@@ -20,6 +22,7 @@ from tensorflow_serving.apis import (
     model_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 import keras_alexnet
@@ -27,7 +30,13 @@ from serving import errors
 from serving.client import Client
 from serving.server import ServerProcess
 from serving.tensors import to_ndarray, to_tensor_proto
-from tests.serving.exported_model import MODEL_NAME, assert_same_top5, expected_top5
+from tests.serving.exported_model import (
+    DATA_MEAN,
+    MODEL_NAME,
+    assert_same_top5,
+    expected_top5,
+    keras_probabilities,
+)
 
 POLL_SECONDS = 0.2
 
@@ -239,8 +248,107 @@ def test_metadata_and_unimplemented_methods(stub):
         assert (raised.value.code(), raised.value.details()) == (
             grpc.StatusCode.INVALID_ARGUMENT, message)
     with pytest.raises(grpc.RpcError) as raised:
-        stub.Classify(classification_pb2.ClassificationRequest(model_spec=spec), timeout=30)
+        stub.Regress(regression_pb2.RegressionRequest(model_spec=spec), timeout=30)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def example(image: bytes, **more: bytes) -> example_pb2.Example:
+    return example_pb2.Example(features=feature_pb2.Features(feature={
+        key: feature_pb2.Feature(bytes_list=feature_pb2.BytesList(value=[value]))
+        for key, value in {"image/encoded": image, **more}.items()}))
+
+
+def test_classify_answers_with_the_classify_signature(stub, exported, expected):
+    names = list(exported.images)
+    request = classification_pb2.ClassificationRequest(
+        model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name="classify"))
+    request.input.example_list.examples.extend(example(exported.images[n]) for n in names)
+    response = stub.Classify(request, timeout=60)
+    assert response.model_spec.version.value == 1
+    assert response.model_spec.signature_name == "classify"
+    for name, classifications in zip(names, response.result.classifications, strict=True):
+        got = [(c.label, c.score) for c in classifications.classes]
+        assert_same_top5([got], [expected[name]])
+
+    # With a context (its features merged into each example, as TF Serving does).
+    request = classification_pb2.ClassificationRequest(
+        model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name="classify"))
+    listed = request.input.example_list_with_context
+    listed.context.CopyFrom(example(exported.images[names[1]], source=b"camera"))
+    listed.examples.extend([example(exported.images[names[0]]),
+                            example_pb2.Example(features=feature_pb2.Features(feature={
+                                "note": feature_pb2.Feature()}))])
+    labels = [[c.label for c in row.classes]
+              for row in stub.Classify(request, timeout=60).result.classifications]
+    assert labels == [[n for n, _ in expected[names[0]]], [n for n, _ in expected[names[1]]]]
+
+
+@pytest.mark.parametrize(("signature", "examples", "message"), [
+    ("", 1, "Expected classification signature method_name to be "
+            "tensorflow/serving/classify. Was: tensorflow/serving/predict"),
+    ("nope", 1, "No signature was found with the name: nope"),
+    ("classify", 0, "Input is empty."),
+])
+def test_classify_errors_are_tf_servings(stub, exported, signature, examples, message):
+    request = classification_pb2.ClassificationRequest(
+        model_spec=model_pb2.ModelSpec(name=MODEL_NAME, signature_name=signature))
+    image = next(iter(exported.images.values()))
+    request.input.example_list.examples.extend([example(image)] * examples)
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Classify(request, timeout=30)
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_a_10000x10000_jpeg_is_served_at_a_bounded_memory_cost(server, stub, exported):
+    buffer = io.BytesIO()
+    Image.new("RGB", (10_000, 10_000), (200, 120, 40)).save(buffer, format="JPEG",
+                                                             quality=90)
+    huge = buffer.getvalue()
+    small = next(iter(exported.images.values()))
+    stub.Predict(image_request([small]), timeout=60)  # everything traced and allocated
+    before = rss_bytes(server.process.pid)
+    results = []
+
+    def send():
+        results.append(stub.Predict(image_request([huge]), timeout=120))
+
+    threads = [threading.Thread(target=send) for _ in range(2)]  # two in flight at once
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    grown = rss_bytes(server.process.pid) - before
+    assert len(results) == 2
+    probabilities = to_ndarray(results[0].outputs["probabilities"])
+    # Decoded at 1/8 scale (1250x1250, then rescaled): a flat colour stays flat, so the
+    # model sees what a small image of that colour gives it.
+    flat = io.BytesIO()
+    Image.new("RGB", (300, 300), (200, 120, 40)).save(flat, format="JPEG", quality=90)
+    np.testing.assert_allclose(probabilities[0], expected_top5_probabilities(
+        exported, flat.getvalue()), atol=2e-3)
+    assert grown < 200 * 1024 * 1024, f"server RSS grew by {grown / 2**20:.0f} MB"
+
+
+def expected_top5_probabilities(exported, image: bytes) -> np.ndarray:
+    return keras_probabilities(exported.model, DATA_MEAN, [image])[0]
+
+
+def test_an_image_over_the_pixel_limit_is_refused_naming_its_size(stub):
+    buffer = io.BytesIO()
+    Image.new("RGB", (5000, 2000), (10, 20, 30)).save(buffer, format="PNG")
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Predict(image_request([buffer.getvalue()]), timeout=60)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("PNG of 5000x2000 pixels (width x height) decoded at 1/1 scale is over the limit "
+            "of 8,388,608 pixels; send a smaller image") in raised.value.details()
 
 
 def test_empty_batch_gets_empty_outputs(client):
