@@ -87,12 +87,25 @@ def _config(args: argparse.Namespace):
     return AlexNetConfig(**overrides) if overrides else None
 
 
+_SIGNALS: list[int] = []  # SIGTERMs received during `run`
+
+
+def _interrupt_on_sigterm(signum, frame):
+    # A scheduler's SIGTERM (preemption, `kubectl delete`) saves a backup as Ctrl-C does.
+    _SIGNALS.append(signum)
+    raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace) -> int:
+    import signal
     from pathlib import Path
 
     from keras_alexnet.training import fit
     from tfrecords_tools.schema import LABELS, read_labels
 
+    handled = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if handled:
+        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     config = _config(args)
     labels = Path(args.data_dir) / LABELS
     if config is not None and labels.exists():  # the class count always comes from the data
@@ -112,4 +125,10 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, FloatingPointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as interrupted:
+        print(f"{interrupted or 'interrupted'}", file=sys.stderr)
+        return 128 + _SIGNALS[-1] if _SIGNALS else 130
+    finally:
+        if handled:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0

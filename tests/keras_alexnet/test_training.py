@@ -340,7 +340,10 @@ def train_command(dataset, model_dir, *options):
             "--validation-steps", "1", "--seed", "7", "--no-tensorboard", *options]
 
 
-def test_ctrl_c_saves_a_backup_and_exits_130_with_one_line(dataset, tmp_path):
+@pytest.mark.parametrize(("sent", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_or_sigterm_saves_a_backup_and_exits_with_one_line(dataset, tmp_path, sent,
+                                                                  status):
     process = subprocess.Popen(train_command(dataset, tmp_path, "--backup-every", "5"),
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
@@ -349,9 +352,9 @@ def test_ctrl_c_saves_a_backup_and_exits_130_with_one_line(dataset, tmp_path):
         assert process.poll() is None, process.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no backup within 120 s"
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(sent)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr[-3000:]
+    assert process.returncode == status, stderr[-3000:]
     lines = own_lines(stderr)
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     metadata = checkpoints.read_metadata(checkpoints.backup_path(tmp_path))
