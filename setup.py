@@ -36,7 +36,10 @@ setup(
         "tensorboard>=2.21,<3",  # fit's TensorBoard logs; tensorflow no longer pulls it in
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42"],
+        # Reading ONNX zoo weights (keras_alexnet.bvlc); onnxruntime is the tests' reference.
+        "onnx": ["onnx>=1.16,<2"],
+        "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42", "onnx>=1.16,<2",
+                 "onnxruntime>=1.18,<2"],
         "bench": ["torch==2.13.0"],
     },
     entry_points={

@@ -38,6 +38,9 @@ class AlexNetConfig:
     lrn_n: int = 5
     lrn_alpha: float = 1e-4
     lrn_beta: float = 0.75
+    # Each tower normalises its own maps, as each GPU did; True sums across both towers'
+    # maps at their boundary, as single-device Caffe does (BVLC's weights).
+    lrn_across_towers: bool = False
     # Weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fc layers,
     # 0 elsewhere [paper §5].
     init_stddev: float = 0.01
@@ -57,6 +60,10 @@ class AlexNetConfig:
 
 #: Caffe's geometry: 227x227 inputs and an unpadded conv1 also give 55x55 maps.
 CAFFE_GEOMETRY = {"image_size": 227, "conv1_pad": (0, 0)}
+#: Caffe's LRN, b = a / (1 + alpha/n * sum a^2)^beta with alpha=1e-4, n=5, as this model's
+#: b = a / (k + alpha * sum a^2)^beta [paper §3.3]: k=1 and alpha divided by the window,
+#: summed over all 96 (256) maps of the layer, across the towers.
+CAFFE_LRN = {"lrn_k": 1.0, "lrn_alpha": 1e-4 / 5, "lrn_across_towers": True}
 
 
 def reduced_config(num_classes: int = 10, image_size: int = 64, width: float = 0.125,

@@ -14,27 +14,37 @@ class LocalResponseNormalization(keras.layers.Layer):
     the paper's k=2, n=5, alpha=1e-4, beta=0.75.  Note that alpha multiplies the plain
     sum (Caffe divides it by n).  Computed in float32 whatever the layer's dtype
     policy, because bfloat16 LRN has no CPU kernel and float16 overflows a^2.
+
+    `keep=(start, stop)` returns only those channels of the normalised input: a tower
+    reading both towers' maps keeps its own, so the sum crosses the towers' boundary
+    as in single-device Caffe (BVLC's weights); the paper normalises each GPU's maps
+    on their own.
     """
 
     def __init__(self, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75,
-                 **kwargs):
+                 keep: tuple[int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
         if n < 1 or n % 2 == 0:
             raise ValueError(f"LRN size n must be a positive odd number, got {n}")
         self.k, self.n, self.alpha, self.beta = k, n, alpha, beta
+        self.keep = tuple(keep) if keep is not None else None
 
     def call(self, inputs):
         out = tf.nn.local_response_normalization(
             tf.cast(inputs, tf.float32), depth_radius=self.n // 2, bias=self.k,
             alpha=self.alpha, beta=self.beta)
+        if self.keep is not None:
+            out = out[..., self.keep[0]:self.keep[1]]
         return tf.cast(out, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        if self.keep is None:
+            return input_shape
+        return (*input_shape[:-1], self.keep[1] - self.keep[0])
 
     def get_config(self):
         return {**super().get_config(), "k": self.k, "n": self.n, "alpha": self.alpha,
-                "beta": self.beta}
+                "beta": self.beta, "keep": self.keep}
 
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")

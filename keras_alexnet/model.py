@@ -154,9 +154,11 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
         return keras.layers.Conv2D(filters, size, strides, padding, activation="relu",
                                    name=name, **init(name))
 
-    def lrn(name):
+    def lrn(name, channels, tower_index):
+        keep = ((tower_index * channels, (tower_index + 1) * channels)
+                if config.lrn_across_towers else None)
         return LocalResponseNormalization(config.lrn_k, config.lrn_n, config.lrn_alpha,
-                                          config.lrn_beta, name=name)
+                                          config.lrn_beta, keep=keep, name=name)
 
     def pool(name):
         return keras.layers.MaxPooling2D(3, 2, name=name)  # overlapping [paper §3.4]
@@ -170,28 +172,35 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     towers = list(zip(TOWERS, devices, strict=True))
 
     def each_tower(inputs, make_layer):
-        """Applies one paper layer in both towers; `inputs[i]` feeds tower i."""
+        """Applies one paper layer in both towers; `inputs[i]` feeds tower i, and
+        `make_layer(i)` makes tower i's."""
         outputs = []
-        for (tower, device), tower_input in zip(towers, inputs, strict=True):
-            layer = make_layer()
+        for index, ((tower, device), tower_input) in enumerate(zip(towers, inputs,
+                                                                   strict=True)):
+            layer = make_layer(index)
             outputs.append(TowerLayer(layer, device, name=f"{tower}_{layer.name}")(tower_input))
         return outputs
 
+    def normalise(x, name, channels):
+        """LRN per tower, or over both towers' maps (`lrn_across_towers`)."""
+        inputs = [x, x] if config.lrn_across_towers else x
+        return each_tower(inputs, lambda i: lrn(name, channels, i))
+
     x = [padded, padded]
-    x = each_tower(x, lambda: conv("conv1", f1, 11, 4, "valid"))
-    x = each_tower(x, lambda: lrn("lrn1"))
-    x = each_tower(x, lambda: pool("pool1"))
-    x = each_tower(x, lambda: conv("conv2", f2, 5))
-    x = each_tower(x, lambda: lrn("lrn2"))
-    x = each_tower(x, lambda: pool("pool2"))
-    x = each_tower([x, x], lambda: conv("conv3", f3, 3))  # reads both towers
-    x = each_tower(x, lambda: conv("conv4", f4, 3))
-    x = each_tower(x, lambda: conv("conv5", f5, 3))
-    x = each_tower(x, lambda: pool("pool5"))
-    x = each_tower(x, lambda: keras.layers.Flatten(name="flatten"))
+    x = each_tower(x, lambda i: conv("conv1", f1, 11, 4, "valid"))
+    x = normalise(x, "lrn1", f1)
+    x = each_tower(x, lambda i: pool("pool1"))
+    x = each_tower(x, lambda i: conv("conv2", f2, 5))
+    x = normalise(x, "lrn2", f2)
+    x = each_tower(x, lambda i: pool("pool2"))
+    x = each_tower([x, x], lambda i: conv("conv3", f3, 3))  # reads both towers
+    x = each_tower(x, lambda i: conv("conv4", f4, 3))
+    x = each_tower(x, lambda i: conv("conv5", f5, 3))
+    x = each_tower(x, lambda i: pool("pool5"))
+    x = each_tower(x, lambda i: keras.layers.Flatten(name="flatten"))
     for layer in ("fc6", "fc7"):
-        x = each_tower([x, x], lambda layer=layer: fc(layer, units))  # reads both towers
-        x = each_tower(x, lambda layer=layer: keras.layers.Dropout(
+        x = each_tower([x, x], lambda i, layer=layer: fc(layer, units))  # reads both towers
+        x = each_tower(x, lambda i, layer=layer: keras.layers.Dropout(
             config.dropout, name=f"dropout{layer[-1]}"))
     logits = [TowerLayer(fc("fc8", n, activation=None), device, name=f"{tower}_fc8")(x)
               for (tower, device), n in zip(towers, classes, strict=True)]

@@ -199,7 +199,10 @@ def _resume_or_build(model_dir: Path, strategy: tf.distribute.Strategy, num_clas
     with strategy.scope():
         if path is not None:
             model = checkpoints.load_model(path)
-            optimizer = model.optimizer  # its momentum, iterations and learning rate
+            optimizer = getattr(model, "optimizer", None)  # momentum, iterations, rate
+            if optimizer is None:  # imported weights (`keras_alexnet.bvlc`): fine-tuning
+                optimizer = make_optimizer()
+                optimizer.build(model.trainable_variables)
         else:
             config = dataclasses.replace(config or AlexNetConfig(), num_classes=num_classes)
             model = _build(config, devices, mixed_precision, seed)
