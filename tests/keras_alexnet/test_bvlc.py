@@ -199,3 +199,21 @@ def test_fit_fine_tunes_from_the_imported_checkpoint(imported, tmp_path):
     saved = checkpoints.load_model(model_dir)
     assert saved.input_contract.mean_rgb == CAFFE_MEAN_RGB  # the contract carried on
     assert checkpoints.list_checkpoints(model_dir)[-1][0] == 1
+
+
+def test_classes_come_from_a_devkit_a_synset_words_file_or_labels_txt(sample_archives,
+                                                                      tmp_path):
+    from keras_alexnet.bvlc import read_classes
+    from tfrecords_tools.archives import read_devkit
+
+    devkit = read_devkit(sample_archives.devkit).classes
+    classes = read_classes(sample_archives.devkit, len(devkit.wnids))
+    assert [w for w, _ in classes] == sorted(devkit.wnids)
+    labels = tmp_path / "labels.txt"
+    labels.write_text(devkit.labels_txt())
+    assert read_classes(labels, len(devkit.wnids)) == classes
+    words = tmp_path / "synset_words.txt"
+    words.write_text("".join(f"{w} {n}\n" for w, n in classes))
+    assert read_classes(words, len(devkit.wnids)) == classes
+    with pytest.raises(ValueError, match=f"{words} lists 10 classes but the model has 1000"):
+        read_classes(words, 1000)
