@@ -1,6 +1,12 @@
 """Fixtures shared by every test package."""
 
 import os
+import signal
+
+# Tests send SIGINT to child processes as Ctrl-C does.  A test run started in the
+# background of a shell script inherits SIGINT ignored, and so would those children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Quiet TensorFlow's C++ start-up chatter; keep the tests on the CPU.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -31,8 +31,11 @@ def working_on(item: int) -> None:
 
 def _serve(connection, current, initializer, initargs) -> None:
     global _current
-    # Ctrl-C reaches the whole process group: the parent alone answers it.
+    # Ctrl-C reaches the whole process group: the parent alone answers it.  The worker
+    # started with SIGINT blocked (`Pool`), so one sent during its start-up is dropped
+    # here instead of printing a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     _current = current
     if initializer is not None:
         initializer(*initargs)
@@ -78,7 +81,13 @@ class Pool:
                 current = context.RawValue("i", 0)
                 process = context.Process(target=_serve, daemon=True,
                                           args=(child, current, initializer, initargs))
-                process.start()
+                # The child inherits the blocked mask; the parent gets a Ctrl-C that
+                # came meanwhile as soon as the mask is restored.
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+                try:
+                    process.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
                 child.close()
                 self._workers.append(_Worker(process, parent, current, collections.deque()))
         except BaseException:
