@@ -40,6 +40,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl_config_file", help="SSLConfig text proto: serve over TLS")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="how often to look for a new version; 0 never (default 1)")
+    parser.add_argument("--rest_api_port", type=int, default=0,
+                        help="serve TF Serving's REST API on this port too (0, the default: "
+                             "no REST API)")
+    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30_000,
+                        help="REST socket timeout (default 30000)")
     parser.add_argument("--grpc_max_threads", type=int, default=None,
                         help="threads handling gRPC calls (default max(32, 4 x cores))")
     parser.add_argument("--enable_serialization_as_tensor_content", type=_flag_bool,
@@ -48,7 +53,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def serve(args: argparse.Namespace) -> int:
-    from serving.server import READY_LINE, ModelServer
+    from serving.server import READY_LINE, REST_LINE, ModelServer
 
     try:
         server = ModelServer(
@@ -58,7 +63,9 @@ def serve(args: argparse.Namespace) -> int:
             ssl_config_file=args.ssl_config_file,
             file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
             grpc_max_threads=args.grpc_max_threads,
-            enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content)
+            enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
+            rest_api_port=args.rest_api_port,
+            rest_api_timeout_in_ms=args.rest_api_timeout_in_ms)
         server.start()
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -66,6 +73,8 @@ def serve(args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
+    if server.rest is not None:  # before the ready line, which ServerProcess waits for
+        print(REST_LINE.format(address=f"{server.rest.host}:{server.rest.port}"), flush=True)
     print(READY_LINE.format(address=server.address), flush=True)
     stopping.wait()
     server.stop(grace=5.0)

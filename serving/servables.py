@@ -234,6 +234,7 @@ class ServableManager:
         for version in sorted(states, reverse=True):
             state, error = states[version]
             status = get_model_status_pb2.ModelVersionStatus(version=version, state=state)
+            status.status.SetInParent()  # TF Serving always sets it (OK, no message)
             if error:
                 status.status.error_code = 2  # UNKNOWN: the load failed
                 status.status.error_message = error

@@ -22,6 +22,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.config_files import SSLConfig, read_text_proto
+from serving.rest import RestApi, RestServer
 from serving.servables import ServableManager
 from serving.service import ModelServicer, PredictionServicer
 
@@ -31,6 +32,7 @@ MAX_MESSAGE_BYTES = 2**31 - 1
 HEALTH_SERVICES = ("", "PredictionService", "ModelService",
                    "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 READY_LINE = "Running gRPC ModelServer at {address} ..."
+REST_LINE = "Exporting HTTP/REST API at:{address} ..."
 _READY = re.compile(r"^Running gRPC ModelServer at (\S+):(\d+) \.\.\.$")
 
 
@@ -61,7 +63,8 @@ class ModelServer:
                  batching_parameters_file: str | os.PathLike | None = None,
                  ssl_config_file: str | os.PathLike | None = None,
                  file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int | None = None,
-                 enable_serialization_as_tensor_content: bool = False):
+                 enable_serialization_as_tensor_content: bool = False,
+                 rest_api_port: int = 0, rest_api_timeout_in_ms: int = 30_000):
         self.model_name = model_name
         self.host = host
         self.port = port
@@ -75,6 +78,8 @@ class ModelServer:
         self.manager = ServableManager(model_name, Path(model_base_path),
                                        file_system_poll_wait_seconds)
         self._server: grpc.Server | None = None
+        self._rest_port, self._rest_timeout_ms = rest_api_port, rest_api_timeout_in_ms
+        self.rest: RestServer | None = None
         self._batcher: BatchScheduler | None = None
         self._health = health.HealthServicer()
 
@@ -91,10 +96,10 @@ class ModelServer:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)])
-        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-            PredictionServicer(self.manager, self._batcher, self._tensor_content), server)
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelServicer(self.manager), server)
+        predictions = PredictionServicer(self.manager, self._batcher, self._tensor_content)
+        models = ModelServicer(self.manager)
+        prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.host}:{self._requested_port}"
         try:
@@ -104,6 +109,9 @@ class ModelServer:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as error:  # grpc's "Failed to bind"
             raise OSError(f"cannot listen on {address}: {error}") from None
+        if self._rest_port:  # 0: no REST API, as tensorflow_model_server
+            self.rest = RestServer(RestApi(predictions, models), self.host, self._rest_port,
+                                   self._rest_timeout_ms).start()
         server.start()
         for service in HEALTH_SERVICES:
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -116,6 +124,9 @@ class ModelServer:
         if self._server is None:
             return
         self._health.enter_graceful_shutdown()
+        if self.rest is not None:
+            self.rest.stop()
+            self.rest = None
         self._server.stop(grace).wait()
         self.manager.stop()
         if self._batcher is not None:

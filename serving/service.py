@@ -50,12 +50,13 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
     return np.array(serialized, dtype=object)
 
 
-def _answers_errors(method):
-    """Turns a `ServingError` into the call's status code and message."""
+def _rpc(method):
+    """The gRPC method of a servicer's `method(request)`: a `ServingError` becomes the
+    call's status code and message.  (The REST API calls `method` itself.)"""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
-            return method(self, request, context)
+            return method(self, request)
         except ServingError as error:
             context.abort(error.code, error.message)
     return wrapper
@@ -68,8 +69,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._batcher = batcher
         self._tensor_content = tensor_content
 
-    @_answers_errors
-    def Predict(self, request: predict_pb2.PredictRequest, context) -> predict_pb2.PredictResponse:
+    def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         servable = self._manager.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_def(signature_name)
@@ -92,8 +92,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 to_tensor_proto(outputs[alias], tensor_content=self._tensor_content))
         return response
 
-    @_answers_errors
-    def Classify(self, request: classification_pb2.ClassificationRequest, context
+    def classify(self, request: classification_pb2.ClassificationRequest
                  ) -> classification_pb2.ClassificationResponse:
         servable = self._manager.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -122,9 +121,8 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     entry.score = float(scores[row, column])
         return response
 
-    @_answers_errors
-    def GetModelMetadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest, context
-                         ) -> get_model_metadata_pb2.GetModelMetadataResponse:
+    def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
+                           ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         if not request.HasField("model_spec"):
             raise InvalidArgumentError("Missing ModelSpec")
         if not request.metadata_field:
@@ -143,17 +141,22 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
         return response
 
+    Predict = _rpc(predict)
+    Classify = _rpc(classify)
+    GetModelMetadata = _rpc(get_model_metadata)
+
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(self, manager: ServableManager):
         self._manager = manager
 
-    @_answers_errors
-    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context
-                       ) -> get_model_status_pb2.GetModelStatusResponse:
+    def get_model_status(self, request: get_model_status_pb2.GetModelStatusRequest
+                         ) -> get_model_status_pb2.GetModelStatusResponse:
         if not request.HasField("model_spec"):
             raise InvalidArgumentError("Missing ModelSpec")
         return get_model_status_pb2.GetModelStatusResponse(
             model_version_status=self._manager.status(request.model_spec))
+
+    GetModelStatus = _rpc(get_model_status)
 
 

@@ -145,7 +145,8 @@ def test_versions_count_up_and_are_never_overwritten(exported):
 
 def test_a_training_runs_model_directory_exports_its_latest_checkpoint(exported, tmp_path):
     model_dir = tmp_path / "run"
-    checkpoints.save_checkpoint(build_test_model(), checkpoints.checkpoint_path(model_dir, 1))
+    checkpoints.save_checkpoint(build_test_model(seed=4),
+                                checkpoints.checkpoint_path(model_dir, 1))
     checkpoints.save_checkpoint(exported.model, checkpoints.checkpoint_path(model_dir, 2))
     version_dir = keras_alexnet.export(model_dir, tmp_path / "out")
     encoded = list(exported.images.values())
