@@ -40,6 +40,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl_config_file", help="SSLConfig text proto: serve over TLS")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="how often to look for a new version; 0 never (default 1)")
+    parser.add_argument("--max_num_load_retries", type=int, default=5,
+                        help="retries of a version that fails to load (default 5)")
+    parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
+                        help="between load retries (default 60000000, one minute)")
     parser.add_argument("--rest_api_port", type=int, default=0,
                         help="serve TF Serving's REST API on this port too (0, the default: "
                              "no REST API)")
@@ -65,7 +69,9 @@ def serve(args: argparse.Namespace) -> int:
             grpc_max_threads=args.grpc_max_threads,
             enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
             rest_api_port=args.rest_api_port,
-            rest_api_timeout_in_ms=args.rest_api_timeout_in_ms)
+            rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+            max_num_load_retries=args.max_num_load_retries,
+            load_retry_interval_micros=args.load_retry_interval_micros)
         server.start()
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
@@ -158,7 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if args.command != "serve":
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        # tensorflow_model_server (main.cc) names the first flag it does not know, and
+        # starts anyway; so does this server, for every flag it lacks.
+        print(f"unknown argument: {unknown[0]}" + (f" (and {len(unknown) - 1} more: "
+              f"{' '.join(unknown[1:])})" if len(unknown) > 1 else ""), file=sys.stderr)
     return args.run(args)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -134,44 +135,61 @@ def describe_request(model_spec: model_pb2.ModelSpec) -> str:
 
 
 class ServableManager:
-    """Serves the latest version under a base path and picks up new ones while running."""
+    """Serves the latest version under a base path and follows it while running.
+
+    As TF Serving's "latest" version policy: the largest version directory present is
+    served; a newer one replaces it once loaded; when the served one is deleted (a
+    rollback) the largest left is loaded again, and with none left nothing is served.
+    A version that fails to load is retried `max_num_load_retries` times,
+    `load_retry_interval` seconds apart, then stays END with its error.
+    """
 
     def __init__(self, model_name: str, base_path: str | Path, poll_wait_seconds: float = 1.0,
-                 log=None):
+                 log=None, *, max_num_load_retries: int = 5,
+                 load_retry_interval: float = 60.0):
         self.model_name = model_name
         self.base_path = Path(base_path)
         self.poll_wait_seconds = poll_wait_seconds
+        self.max_num_load_retries = max_num_load_retries
+        self.load_retry_interval = load_retry_interval
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._lock = threading.Lock()
         self._current: Servable | None = None
         self._states: dict[int, tuple[int, str]] = {}  # version -> (state, error message)
+        self._failures: dict[int, int] = {}  # version -> failed load attempts
+        self._retry_at: dict[int, float] = {}  # version -> time.monotonic() of the next try
+        self._warned_empty = False
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
 
-    def load_latest(self) -> Servable:
-        """Loads the newest version if it is not the one serving; returns what serves."""
+    def load_latest(self) -> Servable | None:
+        """One poll: loads the newest version if it is not the one serving, unloads a
+        deleted one; returns what serves (None when no version is there)."""
         versions = list_versions(self.base_path)
-        if not versions:
-            raise FileNotFoundError(
-                f"No versions of servable {self.model_name} found under base path "
-                f"{self.base_path} (expected integer directories with a saved_model.pb)")
-        latest = versions[-1]
         current = self._current
+        if not versions:
+            if not self._warned_empty:  # TF Serving's file_system_storage_path_source.cc
+                self._log(f"No versions of servable {self.model_name} found under base path "
+                          f"{self.base_path}. Did you forget to name your leaf directory as "
+                          f"a number (eg. '/1/')?")
+                self._warned_empty = True
+            if current is not None:
+                self._retire(current, "its directory was deleted")
+            return None
+        self._warned_empty = False
+        latest = versions[-1]
         if current is not None and current.version == latest:
             return current
-        if latest in self._states and self._states[latest][0] == _State.END:
-            return current  # failed to load before; wait for a newer version
+        if (self._failures.get(latest, 0) > self.max_num_load_retries
+                or time.monotonic() < self._retry_at.get(latest, 0.0)):
+            return self._keep(current, versions)  # given up on, or not yet time to retry
         self._set_state(latest, _State.LOADING)
         try:
             servable = Servable(self.model_name, latest, self.base_path / str(latest))
             warmed = servable.warm_up()
-        except (OSError, ValueError, ServingError, tf.errors.OpError) as error:
-            self._set_state(latest, _State.END, f"{error}")
-            if current is None:
-                raise
-            self._log(f"Loading {self.model_name} version {latest} failed, still serving "
-                      f"version {current.version}: {error}")
-            return current
+        except Exception as error:  # whatever the SavedModel's fault (a corrupt .pb: DecodeError)
+            return self._failed(latest, error, current, versions)
+        self._failures.pop(latest, None)
         with self._lock:
             self._current = servable
         self._set_state(latest, _State.AVAILABLE)
@@ -181,6 +199,37 @@ class ServableManager:
             # Requests holding the old Servable finish on it; it is freed after them.
             self._set_state(current.version, _State.END)
         return servable
+
+    def _failed(self, version: int, error: Exception, current: Servable | None,
+                versions: list[int]) -> Servable | None:
+        attempts = self._failures[version] = self._failures.get(version, 0) + 1
+        message = f"{error}".splitlines()[0] if f"{error}" else type(error).__name__
+        if attempts > self.max_num_load_retries:
+            self._set_state(version, _State.END, message)
+            self._log(f"Loading servable version {{name: {self.model_name} version: "
+                      f"{version}}} failed after {attempts} attempts: {message}")
+        else:
+            self._set_state(version, _State.LOADING)
+            self._retry_at[version] = time.monotonic() + max(self.load_retry_interval, 0)
+            self._log(f"Loading servable version {{name: {self.model_name} version: "
+                      f"{version}}} failed (attempt {attempts}); retrying in "
+                      f"{self.load_retry_interval:g} s: {message}")
+        return self._keep(current, versions)
+
+    def _keep(self, current: Servable | None, versions: list[int]) -> Servable | None:
+        """The current version while its directory is there, else unloaded."""
+        if current is not None and current.version not in versions:
+            self._retire(current, "its directory was deleted")
+            return None
+        return current
+
+    def _retire(self, servable: Servable, why: str) -> None:
+        with self._lock:
+            if self._current is servable:
+                self._current = None
+        self._set_state(servable.version, _State.END)
+        self._log(f"Unloaded servable version {{name: {self.model_name} version: "
+                  f"{servable.version}}}: {why}")
 
     def _set_state(self, version: int, state: int, error: str = "") -> None:
         with self._lock:

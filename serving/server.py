@@ -64,19 +64,25 @@ class ModelServer:
                  ssl_config_file: str | os.PathLike | None = None,
                  file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int | None = None,
                  enable_serialization_as_tensor_content: bool = False,
-                 rest_api_port: int = 0, rest_api_timeout_in_ms: int = 30_000):
+                 rest_api_port: int = 0, rest_api_timeout_in_ms: int = 30_000,
+                 max_num_load_retries: int = 5, load_retry_interval_micros: int = 60_000_000):
         self.model_name = model_name
         self.host = host
         self.port = port
         self._requested_port = port
         self._credentials = server_credentials(ssl_config_file) if ssl_config_file else None
+        if batching_parameters_file and not enable_batching:  # TF Serving's server.cc
+            raise ValueError("server_options.batching_parameters_file is set without setting "
+                             "server_options.enable_batching to true.")
         options = (BatchingOptions.from_file(batching_parameters_file)
                    if batching_parameters_file else BatchingOptions())
         self._batching = options if enable_batching else None
         self._max_threads = grpc_max_threads or max(32, 4 * (os.cpu_count() or 1))
         self._tensor_content = enable_serialization_as_tensor_content
-        self.manager = ServableManager(model_name, Path(model_base_path),
-                                       file_system_poll_wait_seconds)
+        self.manager = ServableManager(
+            model_name, Path(model_base_path), file_system_poll_wait_seconds,
+            max_num_load_retries=max_num_load_retries,
+            load_retry_interval=load_retry_interval_micros / 1e6)
         self._server: grpc.Server | None = None
         self._rest_port, self._rest_timeout_ms = rest_api_port, rest_api_timeout_in_ms
         self.rest: RestServer | None = None
@@ -88,7 +94,8 @@ class ModelServer:
         return f"{self.host}:{self.port}"
 
     def start(self) -> ModelServer:
-        """Loads the latest version, then listens.  Returns self once serving."""
+        """Loads the latest version (if there is one yet: the base path is polled for
+        it), then listens.  Returns self once serving."""
         self.manager.load_latest()
         self._batcher = BatchScheduler(self._batching) if self._batching else None
         server = grpc.server(

@@ -72,13 +72,6 @@ def test_client_retries_unavailable_until_the_server_is_up(exported):
     assert_same_top5(result, expected_top5(exported.model, [image]))
 
 
-def test_server_without_versions_names_the_base_path(tmp_path):
-    (tmp_path / "not-a-version").mkdir()
-    with pytest.raises(FileNotFoundError, match=f"No versions of servable alexnet found under "
-                                                f"base path {tmp_path}"):
-        ModelServer(tmp_path, MODEL_NAME, port=0).start()
-
-
 def test_package_exports_the_client():
     import serving
 

@@ -1,0 +1,135 @@
+"""Versions coming and going as in TF Serving's "latest" policy: a base path without
+versions yet, rollback by deleting the newest, unloading when none is left, load
+failures retried then END, and the start-up flags TF Serving refuses or ignores."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from tensorflow_serving.apis import get_model_status_pb2, model_pb2
+
+from serving import errors
+from serving.client import Client
+from serving.server import ModelServer, ServerProcess
+from tests.serving.exported_model import MODEL_NAME
+
+POLL = 0.1
+State = get_model_status_pb2.ModelVersionStatus.State
+LOADING, AVAILABLE, END = State.LOADING, State.AVAILABLE, State.END
+
+
+def wait_for(condition, what: str, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {condition}"
+        time.sleep(POLL / 2)
+    return result
+
+
+def states(server) -> dict[int, int]:
+    try:
+        return {s.version: s.state for s in server.manager.status(
+            model_pb2.ModelSpec(name=MODEL_NAME))}
+    except errors.NotFoundError:
+        return {}
+
+
+def test_a_base_path_without_versions_is_polled_until_one_appears(exported, tmp_path,
+                                                                   capfd):
+    base = tmp_path / "models"  # does not exist yet
+    with ModelServer(base, MODEL_NAME, port=0, file_system_poll_wait_seconds=POLL) as server:
+        assert (f"No versions of servable {MODEL_NAME} found under base path {base}. Did you "
+                f"forget to name your leaf directory as a number (eg. '/1/')?") in \
+            capfd.readouterr().err
+        image = next(iter(exported.images.values()))
+        with Client(server.address, MODEL_NAME, retries=0) as client:
+            with pytest.raises(errors.NotFoundError, match="Latest\\(alexnet\\)"):
+                client.classify([image])
+            shutil.copytree(exported.model_dir / "1", base / "1")
+            wait_for(lambda: states(server).get(1) == AVAILABLE, "version 1 AVAILABLE")
+            assert len(client.classify([image])[0]) == 5
+
+
+def test_rollback_and_removal_under_load(exported, tmp_path):
+    base = tmp_path / "models"
+    for version in (1, 2):
+        shutil.copytree(exported.model_dir / "1", base / str(version))
+    image = next(iter(exported.images.values()))
+    with ModelServer(base, MODEL_NAME, port=0, file_system_poll_wait_seconds=POLL) as server:
+        assert states(server) == {2: AVAILABLE}
+        failures, served, stop = [], [], threading.Event()
+
+        def load():
+            with Client(server.address, MODEL_NAME, retries=0, timeout=30) as client:
+                while not stop.is_set():
+                    try:
+                        client.classify([image])
+                        served.append(time.monotonic())
+                    except errors.NotFoundError:
+                        if list((base).iterdir()):
+                            failures.append("NOT_FOUND while a version was there")
+                    except errors.ServingError as error:
+                        failures.append(str(error))
+
+        thread = threading.Thread(target=load)
+        thread.start()
+        try:
+            time.sleep(0.5)
+            shutil.rmtree(base / "2")  # rollback: version 1 comes back
+            wait_for(lambda: states(server) == {2: END, 1: AVAILABLE}, "version 1 served again",
+                     timeout=20)
+            count = len(served)
+            wait_for(lambda: len(served) > count + 3, "requests on version 1")
+            shutil.rmtree(base / "1")  # nothing left: unloaded
+            wait_for(lambda: states(server).get(1) == END, "version 1 unloaded")
+        finally:
+            stop.set()
+            thread.join()
+        assert not failures, failures[:3]
+        with Client(server.address, MODEL_NAME, retries=0) as client, \
+                pytest.raises(errors.NotFoundError,
+                              match=r"Servable not found for request: Latest\(alexnet\)"):
+            client.classify([image])
+
+
+def test_a_version_that_fails_to_load_is_retried_then_ends_with_its_error(exported,
+                                                                           tmp_path):
+    base = tmp_path / "models"
+    shutil.copytree(exported.model_dir / "1", base / "1")
+    with ModelServer(base, MODEL_NAME, port=0, file_system_poll_wait_seconds=POLL,
+                     max_num_load_retries=2, load_retry_interval_micros=200_000) as server:
+        (base / "2").mkdir()
+        (base / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
+        wait_for(lambda: states(server).get(2) == LOADING, "version 2 LOADING (retrying)")
+        wait_for(lambda: states(server).get(2) == END, "version 2 END after its retries")
+        status = server.manager.status(model_pb2.ModelSpec(name=MODEL_NAME))[0]
+        assert status.version == 2 and status.status.error_code != 0
+        assert status.status.error_message
+        assert states(server)[1] == AVAILABLE  # version 1 kept serving
+
+
+def test_tf_servings_start_up_rules(exported, tmp_path):
+    with pytest.raises(ValueError, match=r"^server_options.batching_parameters_file is set "
+                                         r"without setting server_options.enable_batching to "
+                                         r"true.$"):
+        ModelServer(exported.model_dir, MODEL_NAME, port=0,
+                    batching_parameters_file=tmp_path / "batching.txt")
+    result = subprocess.run(
+        [sys.executable, "-m", "serving", "serve", f"--model_base_path={exported.model_dir}",
+         f"--batching_parameters_file={tmp_path / 'batching.txt'}"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "batching_parameters_file is set without setting" in result.stderr
+
+    with ServerProcess(exported.model_dir, MODEL_NAME, "--model_config_file_poll_wait_seconds=5",
+                       "--tensorflow_intra_op_parallelism=2") as process:
+        assert any(line.startswith("unknown argument: --model_config_file_poll_wait_seconds=5")
+                   for line in process.output)
+        with Client(process.address, MODEL_NAME) as client:
+            assert client.classify([next(iter(exported.images.values()))])
+    assert process.process.returncode == 0  # stopped cleanly by SIGTERM
