@@ -25,6 +25,20 @@ def _flag_bool(value: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
+class _PrintVersion(argparse.Action):
+    """`--version`, as `tensorflow_model_server --version` prints it."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from importlib.metadata import version
+
+        print(f"TensorFlow ModelServer: keras-alexnet serving {version('keras-alexnet')}\n"
+              f"TensorFlow Library: {version('tensorflow')}")
+        parser.exit(0)
+
+
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8500,
                         help="gRPC port; 0 picks a free one (default 8500)")
@@ -40,6 +54,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssl_config_file", help="SSLConfig text proto: serve over TLS")
     parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
                         help="how often to look for a new version; 0 never (default 1)")
+    parser.add_argument("--enable_grpc_healthcheck_service", type=_flag_bool, nargs="?",
+                        const=True, default=True,
+                        help="the grpc.health.v1 service (default true here; "
+                             "tensorflow_model_server's default is false)")
+    parser.add_argument("--version", action=_PrintVersion,
+                        help="print the server's and TensorFlow's versions")
     parser.add_argument("--max_num_load_retries", type=int, default=5,
                         help="retries of a version that fails to load (default 5)")
     parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
@@ -71,7 +91,8 @@ def serve(args: argparse.Namespace) -> int:
             rest_api_port=args.rest_api_port,
             rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
             max_num_load_retries=args.max_num_load_retries,
-            load_retry_interval_micros=args.load_retry_interval_micros)
+            load_retry_interval_micros=args.load_retry_interval_micros,
+            enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service)
         server.start()
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

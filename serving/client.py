@@ -27,7 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving.errors import InvalidArgumentError, error_for
+from serving.errors import InvalidArgumentError, UnimplementedError, error_for
 from serving.tensors import to_ndarray, to_tensor_proto
 
 DEFAULT_TARGET = "127.0.0.1:8500"
@@ -228,7 +228,16 @@ class Client:
                 for s in response.model_version_status]
 
     def health(self, service: str = "", *, timeout: float | None = None) -> str:
-        """`grpc.health.v1` status of a service: SERVING, NOT_SERVING, ..."""
-        response = self._call(self._health.Check,
-                              health_pb2.HealthCheckRequest(service=service), timeout)
+        """`grpc.health.v1` status of a service: SERVING, NOT_SERVING, ...
+
+        Stock tensorflow_model_server has no health service unless started with
+        `--enable_grpc_healthcheck_service`; then the answer comes from GetModelStatus:
+        SERVING when a version of this client's model is AVAILABLE.
+        """
+        try:
+            response = self._call(self._health.Check,
+                                  health_pb2.HealthCheckRequest(service=service), timeout)
+        except UnimplementedError:
+            available = any(v.state == "AVAILABLE" for v in self.status(timeout=timeout))
+            return "SERVING" if available else "NOT_SERVING"
         return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)

@@ -65,7 +65,8 @@ class ModelServer:
                  file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int | None = None,
                  enable_serialization_as_tensor_content: bool = False,
                  rest_api_port: int = 0, rest_api_timeout_in_ms: int = 30_000,
-                 max_num_load_retries: int = 5, load_retry_interval_micros: int = 60_000_000):
+                 max_num_load_retries: int = 5, load_retry_interval_micros: int = 60_000_000,
+                 enable_grpc_healthcheck_service: bool = True):
         self.model_name = model_name
         self.host = host
         self.port = port
@@ -87,7 +88,8 @@ class ModelServer:
         self._rest_port, self._rest_timeout_ms = rest_api_port, rest_api_timeout_in_ms
         self.rest: RestServer | None = None
         self._batcher: BatchScheduler | None = None
-        self._health = health.HealthServicer()
+        # On by default here (TF Serving: off unless --enable_grpc_healthcheck_service).
+        self._health = health.HealthServicer() if enable_grpc_healthcheck_service else None
 
     @property
     def address(self) -> str:
@@ -107,7 +109,8 @@ class ModelServer:
         models = ModelServicer(self.manager)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if self._health is not None:
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         address = f"{self.host}:{self._requested_port}"
         try:
             if self._credentials is not None:
@@ -120,7 +123,7 @@ class ModelServer:
             self.rest = RestServer(RestApi(predictions, models), self.host, self._rest_port,
                                    self._rest_timeout_ms).start()
         server.start()
-        for service in HEALTH_SERVICES:
+        for service in HEALTH_SERVICES if self._health is not None else ():
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
         self.manager.start_polling()
         self._server = server
@@ -130,7 +133,8 @@ class ModelServer:
         """Stops accepting calls, lets in-flight ones finish within `grace` seconds."""
         if self._server is None:
             return
-        self._health.enter_graceful_shutdown()
+        if self._health is not None:
+            self._health.enter_graceful_shutdown()
         if self.rest is not None:
             self.rest.stop()
             self.rest = None

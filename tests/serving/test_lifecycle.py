@@ -133,3 +133,20 @@ def test_tf_servings_start_up_rules(exported, tmp_path):
         with Client(process.address, MODEL_NAME) as client:
             assert client.classify([next(iter(exported.images.values()))])
     assert process.process.returncode == 0  # stopped cleanly by SIGTERM
+
+
+def test_health_falls_back_to_model_status_without_the_health_service(exported, capsys):
+    from serving.__main__ import main
+
+    with ModelServer(exported.model_dir, MODEL_NAME, port=0,
+                     enable_grpc_healthcheck_service=False) as server:
+        with Client(server.address, MODEL_NAME, retries=0) as client:
+            assert client.health() == "SERVING"  # from GetModelStatus
+        assert main(["status", "--server", server.address]) == 0
+        assert "alexnet version 1: AVAILABLE" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--version"])
+    assert exit_.value.code == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("TensorFlow ModelServer: ")
+    assert printed[1].startswith("TensorFlow Library: 2.")
