@@ -255,6 +255,8 @@ class ServableManager:
 
     def get(self, model_spec: model_pb2.ModelSpec) -> Servable:
         """The servable a request's `model_spec` names, with TF Serving's errors."""
+        if not model_spec.name:  # server_core.cc
+            raise InvalidArgumentError("ModelSpec has no name specified.")
         label = model_spec.version_label if model_spec.WhichOneof("version_choice") \
             == "version_label" else None
         if label is not None and model_spec.name == self.model_name:
@@ -303,19 +305,39 @@ def parse_inputs(signature: meta_graph_pb2.SignatureDef, request) -> dict[str, n
             f"len({{{','.join(sorted(signature_inputs))}}}). Sent extra: "
             f"{{{','.join(sorted(request_inputs - signature_inputs))}}}. Missing but required: "
             f"{{{','.join(sorted(signature_inputs - request_inputs))}}}.")
+    # tensorflow/cc/saved_model/util.cc GetInputValues (TF Serving 2.14 and later).
     arrays = {}
-    for alias, proto in request.inputs.items():
-        if alias not in signature.inputs:
+    for alias in sorted(signature.inputs):
+        if alias not in request.inputs:
+            if alias in signature.defaults:
+                continue
             raise InvalidArgumentError(
-                f"input tensor alias not found in signature: {alias}. Inputs expected to be "
-                f"in the set {{{','.join(sorted(signature_inputs))}}}.")
-        try:
-            if proto.dtype == types_pb2.DT_INVALID:
-                raise ValueError("no dtype")
-            arrays[alias] = to_ndarray(proto)
-        except (ValueError, TypeError):
-            raise InvalidArgumentError(f"tensor parsing error: {alias}") from None
+                f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) "
+                f"not found in request and no default value provided. Inputs expected to be "
+                f"in the request {{{','.join(sorted(request_inputs))}}}, or default input "
+                f"alias set: {','.join(sorted(signature.defaults))}")
+        arrays[alias] = _parse_tensor(request.inputs[alias], alias)
+    if request_inputs and len(arrays) != len(request_inputs):
+        raise InvalidArgumentError(
+            f"Inputs contains invalid name. Used request inputs: "
+            f"{','.join(sorted(arrays))}, request input: {','.join(sorted(request_inputs))}")
     return arrays
+
+
+#: Inputs larger than this are refused as unparsable (as TensorFlow's Tensor::FromProto
+#: fails to allocate them) instead of exhausting the server's memory.
+MAX_INPUT_ELEMENTS = 1 << 31
+
+
+def _parse_tensor(proto, alias: str) -> np.ndarray:
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if (proto.dtype == types_pb2.DT_INVALID or any(d < 0 for d in dims)
+            or int(np.prod(dims, dtype=np.float64)) > MAX_INPUT_ELEMENTS):
+        raise InvalidArgumentError(f"tensor parsing error: {alias}")
+    try:
+        return to_ndarray(proto)
+    except (ValueError, TypeError, MemoryError):
+        raise InvalidArgumentError(f"tensor parsing error: {alias}") from None
 
 
 def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -> list[str]:

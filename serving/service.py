@@ -50,6 +50,11 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
     return np.array(serialized, dtype=object)
 
 
+def _require_model_spec(request) -> None:
+    if not request.HasField("model_spec"):  # predict_impl.cc, classification_service.cc
+        raise InvalidArgumentError("Missing ModelSpec")
+
+
 def _rpc(method):
     """The gRPC method of a servicer's `method(request)`: a `ServingError` becomes the
     call's status code and message.  (The REST API calls `method` itself.)"""
@@ -70,6 +75,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self._tensor_content = tensor_content
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
+        _require_model_spec(request)
         servable = self._manager.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_def(signature_name)
@@ -94,6 +100,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     def classify(self, request: classification_pb2.ClassificationRequest
                  ) -> classification_pb2.ClassificationResponse:
+        _require_model_spec(request)
         servable = self._manager.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_defs.get(signature_name)

@@ -29,13 +29,56 @@ def dtype_name(dtype: int) -> str:
     return types_pb2.DataType.Name(dtype)[len("DT_"):].lower()
 
 
-def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tensor_pb2.TensorProto:
-    """An array-like as a `TensorProto`: typed `*_val` fields, or packed `tensor_content`.
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
 
-    Strings always use `string_val` (`tensor_content` cannot hold them).
-    """
+
+def encode_strings(values) -> bytes:
+    """TensorFlow's string `tensor_content` (`port::EncodeStringList`): every length as a
+    varint, then the bytes one after another."""
+    values = [bytes(v) for v in values]
+    return b"".join(_varint(len(v)) for v in values) + b"".join(values)
+
+
+def decode_strings(content: bytes, count: int) -> list[bytes]:
+    """The inverse of `encode_strings` for `count` strings; ValueError when malformed."""
+    lengths, position = [], 0
+    for _ in range(count):
+        length = shift = 0
+        while True:
+            if position >= len(content):
+                raise ValueError("string tensor_content is truncated")
+            byte = content[position]
+            position += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        lengths.append(length)
+    if position + sum(lengths) != len(content):
+        raise ValueError("string tensor_content does not hold the shape's strings")
+    values = []
+    for length in lengths:
+        values.append(content[position:position + length])
+        position += length
+    return values
+
+
+def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tensor_pb2.TensorProto:
+    """An array-like as a `TensorProto`: typed `*_val` fields, or packed `tensor_content`
+    (strings in TensorFlow's varint-length encoding, as TF Serving sends them with
+    `--enable_serialization_as_tensor_content`)."""
     proto = tf.make_tensor_proto(values, dtype=dtype)
     field = _TYPED_FIELD.get(proto.dtype)
+    if proto.dtype == types_pb2.DT_STRING and tensor_content:
+        proto.tensor_content = encode_strings(proto.string_val)
+        proto.ClearField("string_val")
+        return proto
     if field is None or proto.dtype == types_pb2.DT_STRING:
         return proto
     flat = tf.make_ndarray(proto).ravel()
@@ -52,4 +95,8 @@ def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tens
 
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """A `TensorProto` in either encoding as a numpy array (strings as `bytes` objects)."""
+    if proto.dtype == types_pb2.DT_STRING and proto.tensor_content:
+        shape = [d.size for d in proto.tensor_shape.dim]
+        strings = decode_strings(proto.tensor_content, int(np.prod(shape, dtype=np.int64)))
+        return np.array(strings, dtype=object).reshape(shape)
     return tf.make_ndarray(proto)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
+import grpc
 import numpy as np
 import pytest
 from tensorflow.core.framework import tensor_pb2, types_pb2
@@ -31,7 +32,7 @@ def test_request_batches_stay_below_the_limit_and_keep_order():
 def test_tensors_round_trip_in_both_encodings(values):
     typed = to_tensor_proto(values)
     packed = to_tensor_proto(values, tensor_content=True)
-    if values.dtype != object and values.size:
+    if values.size:  # strings too, in TensorFlow's varint-length encoding
         assert not typed.tensor_content and packed.tensor_content
     for proto in (typed, packed):
         decoded = to_ndarray(proto)
@@ -83,3 +84,22 @@ def test_client_rejects_conflicting_versions_and_non_bytes():
         Client("127.0.0.1:1", version=1, version_label="stable")
     with Client("127.0.0.1:1") as client, pytest.raises(errors.InvalidArgumentError):
         client.classify(["cat.jpg"])
+
+
+def test_client_decodes_string_tensor_content(exported):
+    """tensorflow_model_server --enable_serialization_as_tensor_content packs strings too."""
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    image = next(iter(exported.images.values()))
+    with ModelServer(exported.model_dir, MODEL_NAME, port=0,
+                     enable_serialization_as_tensor_content=True) as server:
+        channel = grpc.insecure_channel(server.address)
+        request = predict_pb2.PredictRequest()
+        request.model_spec.name = MODEL_NAME
+        request.inputs["image_bytes"].CopyFrom(to_tensor_proto(np.array([image], dtype=object)))
+        raw = prediction_service_pb2_grpc.PredictionServiceStub(channel).Predict(request)
+        channel.close()
+        assert raw.outputs["top_k_labels"].tensor_content  # strings packed
+        with Client(server.address, MODEL_NAME) as client:
+            top5 = client.classify([image])
+    assert_same_top5(top5, expected_top5(exported.model, [image]))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from tensorflow.core.example import example_pb2, feature_pb2
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -178,10 +178,24 @@ ERROR_ROWS = {
                       "Unrecognized servable version label: stable"),
     "unknown signature": (dict(signature_name="nope"), grpc.StatusCode.FAILED_PRECONDITION,
                           'Serving signature key "nope" not found.'),
+    # tensorflow/cc/saved_model/util.cc (GetInputValues, TF Serving >= 2.14)
     "wrong input alias": (dict(inputs={"images": NOT_AN_IMAGE}),
                           grpc.StatusCode.INVALID_ARGUMENT,
-                          "input tensor alias not found in signature: images. Inputs expected "
-                          "to be in the set {image_bytes}."),
+                          "Signature input alias: image_bytes(feed name: "
+                          "serving_default_image_bytes:0) not found in request and no default "
+                          "value provided. Inputs expected to be in the request {images}, or "
+                          "default input alias set: "),
+    "huge declared shape": (dict(inputs={"image_bytes": tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[{"size": 10**12}]))}), grpc.StatusCode.INVALID_ARGUMENT,
+        "tensor parsing error: image_bytes"),
+    "negative dim": (dict(inputs={"image_bytes": tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(
+            dim=[{"size": -3}]))}),
+        grpc.StatusCode.INVALID_ARGUMENT, "tensor parsing error: image_bytes"),
+    # server_core.cc
+    "empty model name": (dict(name=""), grpc.StatusCode.INVALID_ARGUMENT,
+                         "ModelSpec has no name specified."),
     "extra input": (dict(extra_input=NOT_AN_IMAGE), grpc.StatusCode.INVALID_ARGUMENT,
                     "input size does not match signature: 2!=1 len({extra,image_bytes}) != "
                     "len({image_bytes}). Sent extra: {extra}. Missing but required: {}."),
@@ -349,6 +363,24 @@ def test_an_image_over_the_pixel_limit_is_refused_naming_its_size(stub):
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ("PNG of 5000x2000 pixels (width x height) decoded at 1/1 scale is over the limit "
             "of 8,388,608 pixels; send a smaller image") in raised.value.details()
+
+
+def test_missing_model_spec_and_string_tensor_content(stub, exported, expected):
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.Predict(predict_pb2.PredictRequest(), timeout=30)
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+    # Strings in tensor_content (TensorFlow's varint-length encoding), as TF Serving
+    # accepts them.
+    name, image = next(iter(exported.images.items()))
+    request = image_request([image])
+    request.inputs["image_bytes"].CopyFrom(to_tensor_proto(
+        np.array([image], dtype=object), tensor_content=True))
+    assert request.inputs["image_bytes"].tensor_content and \
+        not request.inputs["image_bytes"].string_val
+    response = stub.Predict(request, timeout=60)
+    labels = to_ndarray(response.outputs["top_k_labels"])[0]
+    assert [label.decode() for label in labels] == [n for n, _ in expected[name]]
 
 
 def test_empty_batch_gets_empty_outputs(client):
