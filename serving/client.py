@@ -195,15 +195,30 @@ class Client:
             raise InvalidArgumentError("classify takes encoded image bytes (JPEG or PNG)")
         results: list[list[tuple[str, float]]] = []
         for batch in request_batches(images, self.max_request_bytes, self.max_batch):
-            prediction = self.predict(
-                {"image_bytes": np.array([images[i] for i in batch], dtype=object)},
-                output_filter=("top_k_labels", "top_k_scores"), version=version,
-                version_label=version_label, timeout=timeout)
-            labels, scores = prediction.outputs["top_k_labels"], prediction.outputs["top_k_scores"]
-            results.extend([(label.decode(), float(score)) for label, score in zip(row_l, row_s,
-                                                                                  strict=True)]
-                           for row_l, row_s in zip(labels, scores, strict=True))
+            try:
+                results.extend(self._top5([images[i] for i in batch], version, version_label,
+                                          timeout))
+            except InvalidArgumentError as error:
+                # A request fails as a whole: find the image that failed, and name it.
+                for index in batch:
+                    try:
+                        self._top5([images[index]], version, version_label, timeout)
+                    except InvalidArgumentError as single:
+                        raise InvalidArgumentError(
+                            f"image {index} of {len(images)}: {single.message}") from None
+                raise error
         return results
+
+    def _top5(self, images: list[bytes], version, version_label, timeout
+              ) -> list[list[tuple[str, float]]]:
+        prediction = self.predict(
+            {"image_bytes": np.array(images, dtype=object)},
+            output_filter=("top_k_labels", "top_k_scores"), version=version,
+            version_label=version_label, timeout=timeout)
+        labels, scores = prediction.outputs["top_k_labels"], prediction.outputs["top_k_scores"]
+        return [[(label.decode(), float(score)) for label, score in zip(row_l, row_s,
+                                                                        strict=True)]
+                for row_l, row_s in zip(labels, scores, strict=True)]
 
     def metadata(self, *, version: int | None = None, timeout: float | None = None
                  ) -> dict[str, meta_graph_pb2.SignatureDef]:

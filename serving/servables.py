@@ -19,7 +19,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2, prediction_log_pb2
 
@@ -110,13 +109,19 @@ class Servable:
         if not path.is_file():
             return 0
         count = 0
-        for record in tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS):
-            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
-            if log.WhichOneof("log_type") != "predict_log":
-                continue  # only Predict is served here
-            request = log.predict_log.request
-            self.run(request.model_spec.signature_name or "serving_default",
-                     {alias: to_ndarray(proto) for alias, proto in request.inputs.items()})
+        for number, record in enumerate(
+                tf.data.TFRecordDataset(str(path)).take(MAX_WARMUP_RECORDS), 1):
+            try:
+                log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+                if log.WhichOneof("log_type") != "predict_log":
+                    continue  # only Predict is served here
+                request = log.predict_log.request
+                self.run(request.model_spec.signature_name or "serving_default",
+                         {alias: to_ndarray(proto) for alias, proto in request.inputs.items()})
+            except Exception as error:  # one line naming the record, not a traceback
+                message = getattr(error, "message", None) or f"{error}"
+                raise ValueError(f"{path}: warmup record {number} failed: "
+                                 f"{message.splitlines()[0]}") from None
             count += 1
         return count
 
@@ -291,65 +296,3 @@ class ServableManager:
                 status.status.error_message = error
             statuses.append(status)
         return statuses
-
-
-def parse_inputs(signature: meta_graph_pb2.SignatureDef, request) -> dict[str, np.ndarray]:
-    """`PreProcessPrediction`: the request's inputs checked against the signature, in
-    TF Serving's order and with its messages."""
-    request_inputs, signature_inputs = set(request.inputs), set(signature.inputs)
-    if len(request_inputs) > len(signature_inputs) or (
-            len(request_inputs) < len(signature_inputs) and not signature.defaults):
-        raise InvalidArgumentError(
-            f"input size does not match signature: {len(request_inputs)}!="
-            f"{len(signature_inputs)} len({{{','.join(sorted(request_inputs))}}}) != "
-            f"len({{{','.join(sorted(signature_inputs))}}}). Sent extra: "
-            f"{{{','.join(sorted(request_inputs - signature_inputs))}}}. Missing but required: "
-            f"{{{','.join(sorted(signature_inputs - request_inputs))}}}.")
-    # tensorflow/cc/saved_model/util.cc GetInputValues (TF Serving 2.14 and later).
-    arrays = {}
-    for alias in sorted(signature.inputs):
-        if alias not in request.inputs:
-            if alias in signature.defaults:
-                continue
-            raise InvalidArgumentError(
-                f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) "
-                f"not found in request and no default value provided. Inputs expected to be "
-                f"in the request {{{','.join(sorted(request_inputs))}}}, or default input "
-                f"alias set: {','.join(sorted(signature.defaults))}")
-        arrays[alias] = _parse_tensor(request.inputs[alias], alias)
-    if request_inputs and len(arrays) != len(request_inputs):
-        raise InvalidArgumentError(
-            f"Inputs contains invalid name. Used request inputs: "
-            f"{','.join(sorted(arrays))}, request input: {','.join(sorted(request_inputs))}")
-    return arrays
-
-
-#: Inputs larger than this are refused as unparsable (as TensorFlow's Tensor::FromProto
-#: fails to allocate them) instead of exhausting the server's memory.
-MAX_INPUT_ELEMENTS = 1 << 31
-
-
-def _parse_tensor(proto, alias: str) -> np.ndarray:
-    dims = [d.size for d in proto.tensor_shape.dim]
-    if (proto.dtype == types_pb2.DT_INVALID or any(d < 0 for d in dims)
-            or int(np.prod(dims, dtype=np.float64)) > MAX_INPUT_ELEMENTS):
-        raise InvalidArgumentError(f"tensor parsing error: {alias}")
-    try:
-        return to_ndarray(proto)
-    except (ValueError, TypeError, MemoryError):
-        raise InvalidArgumentError(f"tensor parsing error: {alias}") from None
-
-
-def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -> list[str]:
-    """The output aliases to return: the filter, checked, or every output."""
-    seen = []
-    for alias in output_filter:
-        if alias not in signature.outputs:
-            raise InvalidArgumentError(
-                f"output tensor alias not found in signature: {alias} Outputs expected to be "
-                f"in the set {{{','.join(sorted(signature.outputs))}}}.")
-        if alias in seen:
-            raise InvalidArgumentError(f"duplicate output tensor alias: {alias}")
-        seen.append(alias)
-    return seen or sorted(signature.outputs)
-

@@ -11,6 +11,8 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from tensorflow.core.framework import types_pb2
+from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -23,8 +25,8 @@ from tensorflow_serving.apis import (
 
 from serving.batching import BatchScheduler
 from serving.errors import InvalidArgumentError, ServingError
-from serving.servables import ServableManager, check_output_filter, parse_inputs
-from serving.tensors import to_tensor_proto
+from serving.servables import ServableManager
+from serving.tensors import to_ndarray, to_tensor_proto
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -65,6 +67,69 @@ def _rpc(method):
         except ServingError as error:
             context.abort(error.code, error.message)
     return wrapper
+
+
+# --- TF Serving's request pre-processing (predict_util.cc, saved_model/util.cc) ------
+
+def parse_inputs(signature: meta_graph_pb2.SignatureDef, request) -> dict[str, np.ndarray]:
+    """`PreProcessPrediction`: the request's inputs checked against the signature, in
+    TF Serving's order and with its messages."""
+    request_inputs, signature_inputs = set(request.inputs), set(signature.inputs)
+    if len(request_inputs) > len(signature_inputs) or (
+            len(request_inputs) < len(signature_inputs) and not signature.defaults):
+        raise InvalidArgumentError(
+            f"input size does not match signature: {len(request_inputs)}!="
+            f"{len(signature_inputs)} len({{{','.join(sorted(request_inputs))}}}) != "
+            f"len({{{','.join(sorted(signature_inputs))}}}). Sent extra: "
+            f"{{{','.join(sorted(request_inputs - signature_inputs))}}}. Missing but required: "
+            f"{{{','.join(sorted(signature_inputs - request_inputs))}}}.")
+    # tensorflow/cc/saved_model/util.cc GetInputValues (TF Serving 2.14 and later).
+    arrays = {}
+    for alias in sorted(signature.inputs):
+        if alias not in request.inputs:
+            if alias in signature.defaults:
+                continue
+            raise InvalidArgumentError(
+                f"Signature input alias: {alias}(feed name: {signature.inputs[alias].name}) "
+                f"not found in request and no default value provided. Inputs expected to be "
+                f"in the request {{{','.join(sorted(request_inputs))}}}, or default input "
+                f"alias set: {','.join(sorted(signature.defaults))}")
+        arrays[alias] = _parse_tensor(request.inputs[alias], alias)
+    if request_inputs and len(arrays) != len(request_inputs):
+        raise InvalidArgumentError(
+            f"Inputs contains invalid name. Used request inputs: "
+            f"{','.join(sorted(arrays))}, request input: {','.join(sorted(request_inputs))}")
+    return arrays
+
+
+#: Inputs larger than this are refused as unparsable (as TensorFlow's Tensor::FromProto
+#: fails to allocate them) instead of exhausting the server's memory.
+MAX_INPUT_ELEMENTS = 1 << 31
+
+
+def _parse_tensor(proto, alias: str) -> np.ndarray:
+    dims = [d.size for d in proto.tensor_shape.dim]
+    if (proto.dtype == types_pb2.DT_INVALID or any(d < 0 for d in dims)
+            or int(np.prod(dims, dtype=np.float64)) > MAX_INPUT_ELEMENTS):
+        raise InvalidArgumentError(f"tensor parsing error: {alias}")
+    try:
+        return to_ndarray(proto)
+    except (ValueError, TypeError, MemoryError):
+        raise InvalidArgumentError(f"tensor parsing error: {alias}") from None
+
+
+def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -> list[str]:
+    """The output aliases to return: the filter, checked, or every output."""
+    seen = []
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise InvalidArgumentError(
+                f"output tensor alias not found in signature: {alias} Outputs expected to be "
+                f"in the set {{{','.join(sorted(signature.outputs))}}}.")
+        if alias in seen:
+            raise InvalidArgumentError(f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen or sorted(signature.outputs)
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):

@@ -103,3 +103,12 @@ def test_client_decodes_string_tensor_content(exported):
         with Client(server.address, MODEL_NAME) as client:
             top5 = client.classify([image])
     assert_same_top5(top5, expected_top5(exported.model, [image]))
+
+
+def test_a_bad_image_in_a_batch_is_named(exported):
+    good = list(exported.images.values())
+    refused = r"^INVALID_ARGUMENT: image 1 of 3: assertion failed: \[not a JPEG or PNG image\]"
+    with ModelServer(exported.model_dir, MODEL_NAME, port=0) as server, \
+            Client(server.address, MODEL_NAME, retries=0) as client, \
+            pytest.raises(errors.InvalidArgumentError, match=refused):
+        client.classify([good[0], b"no image here", good[1]])

@@ -150,3 +150,26 @@ def test_health_falls_back_to_model_status_without_the_health_service(exported, 
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("TensorFlow ModelServer: ")
     assert printed[1].startswith("TensorFlow Library: 2.")
+
+
+def test_a_failing_warmup_record_is_one_line_naming_it(exported, tmp_path, capfd):
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    from serving.tensors import to_tensor_proto
+
+    base = tmp_path / "models"
+    shutil.copytree(exported.model_dir / "1", base / "1")
+    request = predict_pb2.PredictRequest()
+    request.inputs["image_bytes"].CopyFrom(to_tensor_proto([b"not an image"]))
+    log = prediction_log_pb2.PredictionLog(
+        predict_log=prediction_log_pb2.PredictLog(request=request))
+    warmup = base / "1" / "assets.extra" / "tf_serving_warmup_requests"
+    with tf.io.TFRecordWriter(str(warmup)) as writer:
+        writer.write(log.SerializeToString())
+    with ModelServer(base, MODEL_NAME, port=0, max_num_load_retries=0) as server:
+        assert states(server)[1] == END
+    err = capfd.readouterr().err
+    assert f"{warmup}: warmup record 1 failed: assertion failed: [not a JPEG or PNG image]" \
+        in err
+    assert "Traceback" not in err
