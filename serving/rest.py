@@ -36,9 +36,10 @@ from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_pb2,
     predict_pb2,
+    regression_pb2,
 )
 
-from serving.errors import InvalidArgumentError, ServingError, UnimplementedError
+from serving.errors import InvalidArgumentError, ServingError
 from serving.service import DEFAULT_SIGNATURE, ModelServicer, PredictionServicer
 from serving.tensors import to_ndarray, to_tensor_proto
 
@@ -207,11 +208,11 @@ def _example(value, where: str) -> example_pb2.Example:
         feature={key: _feature(v) for key, v in value.items()}))
 
 
-def _fill_examples(document: dict, target) -> None:
+def _fill_examples(document: dict, target, verb: str) -> None:
     examples = document.get("examples")
     if not isinstance(examples, list):
         raise InvalidArgumentError(f"JSON Value: {json.dumps(document)} When method is "
-                                   f"classify, key 'examples' is expected and was not found")
+                                   f"{verb}, key 'examples' is expected and was not found")
     parsed = [_example(e, f"item {i} of 'examples'") for i, e in enumerate(examples)]
     if "context" in document:
         target.example_list_with_context.context.CopyFrom(
@@ -244,11 +245,14 @@ class RestApi:
                 return self._predict(spec, document)
             if verb == "classify":
                 request = classification_pb2.ClassificationRequest(model_spec=spec)
-                _fill_examples(document, request.input)
+                _fill_examples(document, request.input, verb)
                 response = self.predictions.classify(request)
                 return {"results": [[[c.label, c.score] for c in row.classes]
                                     for row in response.result.classifications]}
-            raise UnimplementedError("Regress is not implemented by this server")
+            request = regression_pb2.RegressionRequest(model_spec=spec)
+            _fill_examples(document, request.input, verb)
+            response = self.predictions.regress(request)
+            return {"results": [r.value for r in response.result.regressions]}
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, subresource = match.groups()
             if not name:

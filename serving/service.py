@@ -1,7 +1,7 @@
 """The gRPC servicers: `PredictionService` and `ModelService` over a `ServableManager`.
 
 Built on the stock generated servicer bases of tensorflow-serving-api; methods not
-overridden here (Regress, MultiInference, HandleReloadConfigRequest) answer
+overridden here (MultiInference, HandleReloadConfigRequest) answer
 UNIMPLEMENTED from those bases.  Every error a client can cause carries TF Serving's
 status code and message.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from google.protobuf import text_format
 from tensorflow.core.framework import types_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
@@ -21,6 +22,7 @@ from tensorflow_serving.apis import (
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
 
 from serving.batching import BatchScheduler
@@ -31,7 +33,9 @@ from serving.tensors import to_ndarray, to_tensor_proto
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
 CLASSIFY_METHOD = "tensorflow/serving/classify"  # TF Serving's kClassifyMethodName
-CLASSIFY_INPUTS = "inputs"  # kClassifyInputs; the outputs are "classes" and/or "scores"
+REGRESS_METHOD = "tensorflow/serving/regress"  # kRegressMethodName
+EXAMPLE_INPUTS = "inputs"  # kClassifyInputs, kRegressInputs
+REGRESS_OUTPUTS = "outputs"  # kRegressOutputs; Classify's are "classes" and/or "scores"
 
 
 def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
@@ -50,6 +54,12 @@ def serialized_examples(request_input: input_pb2.Input) -> np.ndarray:
     if not serialized:
         raise InvalidArgumentError("Input is empty.")
     return np.array(serialized, dtype=object)
+
+
+def _fill_spec(response, request, servable, signature_name: str) -> None:
+    response.model_spec.name = request.model_spec.name
+    response.model_spec.version.value = servable.version
+    response.model_spec.signature_name = signature_name
 
 
 def _require_model_spec(request) -> None:
@@ -163,8 +173,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 to_tensor_proto(outputs[alias], tensor_content=self._tensor_content))
         return response
 
-    def classify(self, request: classification_pb2.ClassificationRequest
-                 ) -> classification_pb2.ClassificationResponse:
+    def _example_signature(self, request, method: str, kind: str):
+        """classifier.cc / regressor.cc: the servable and the signature a Classify or
+        Regress request names, checked for its method name."""
         _require_model_spec(request)
         servable = self._manager.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -172,16 +183,45 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if signature is None:
             raise InvalidArgumentError(f"No signature was found with the name: "
                                        f"{signature_name}")
-        if signature.method_name != CLASSIFY_METHOD:
-            raise InvalidArgumentError(f"Expected classification signature method_name to "
-                                       f"be {CLASSIFY_METHOD}. Was: {signature.method_name}")
-        examples = serialized_examples(request.input)
-        outputs = servable.run(signature_name, {CLASSIFY_INPUTS: examples})
+        if signature.method_name != method:
+            raise InvalidArgumentError(f"Expected {kind} signature method_name to be {method}. "
+                                       f"Was: {signature.method_name}")
+        if len(signature.inputs) != 1:
+            raise InvalidArgumentError("Expected one input Tensor.")
+        return servable, signature_name, signature
+
+    def _run_examples(self, servable, signature_name: str, request_input) -> tuple:
+        examples = serialized_examples(request_input)
+        return examples, servable.run(signature_name, {EXAMPLE_INPUTS: examples})
+
+    def classify(self, request: classification_pb2.ClassificationRequest
+                 ) -> classification_pb2.ClassificationResponse:
+        servable, signature_name, signature = self._example_signature(
+            request, CLASSIFY_METHOD, "classification")
+        if len(signature.outputs) not in (1, 2):
+            raise InvalidArgumentError(f"Expected one or two output Tensors, found "
+                                       f"{len(signature.outputs)}")
+        debug = text_format.MessageToString(signature)
+        if EXAMPLE_INPUTS not in signature.inputs:
+            raise InvalidArgumentError(f"No classification inputs found in SignatureDef: "
+                                       f"{debug}")
+        if not {"classes", "scores"} & set(signature.outputs):
+            raise InvalidArgumentError(
+                f'Expected classification signature outputs to contain at least one of '
+                f'"classes" or "scores". Signature was: {debug}')
+        examples, outputs = self._run_examples(servable, signature_name, request.input)
         classes, scores = outputs.get("classes"), outputs.get("scores")
+        for array, dtype, what in ((classes, object, "classes Tensor of DT_STRING"),
+                                   (scores, np.float32, "scores Tensor of DT_FLOAT")):
+            if array is None:
+                continue
+            if array.ndim != 2:
+                raise InvalidArgumentError(f"Expected Tensor shape: [batch_size num_classes] "
+                                           f"but got {list(array.shape)}")
+            if array.dtype != dtype:
+                raise InvalidArgumentError(f"Expected {what}. Got: {array.dtype}")
         response = classification_pb2.ClassificationResponse()
-        response.model_spec.name = request.model_spec.name
-        response.model_spec.version.value = servable.version
-        response.model_spec.signature_name = signature_name
+        _fill_spec(response, request, servable, signature_name)
         width = (classes if classes is not None else scores).shape[1]
         for row in range(len(examples)):
             classifications = response.result.classifications.add()
@@ -191,6 +231,32 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                     entry.label = classes[row, column].decode()
                 if scores is not None:
                     entry.score = float(scores[row, column])
+        return response
+
+    def regress(self, request: regression_pb2.RegressionRequest
+                ) -> regression_pb2.RegressionResponse:
+        servable, signature_name, signature = self._example_signature(
+            request, REGRESS_METHOD, "regression")
+        if len(signature.outputs) != 1:
+            raise InvalidArgumentError("Expected one output Tensor.")
+        debug = text_format.MessageToString(signature)
+        if EXAMPLE_INPUTS not in signature.inputs:
+            raise InvalidArgumentError(f"No regression inputs found in SignatureDef: {debug}")
+        if REGRESS_OUTPUTS not in signature.outputs:
+            raise InvalidArgumentError(f"No regression outputs found in SignatureDef: {debug}")
+        examples, outputs = self._run_examples(servable, signature_name, request.input)
+        values = outputs[REGRESS_OUTPUTS]
+        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+            raise InvalidArgumentError(f"Expected output Tensor shape to be either "
+                                       f"[batch_size] or [batch_size, 1] but got "
+                                       f"{list(values.shape)}")
+        if len(values) != len(examples):
+            raise InvalidArgumentError(f"Input batch size did not match output batch size: "
+                                       f"{len(examples)} vs. {len(values)}")
+        response = regression_pb2.RegressionResponse()
+        _fill_spec(response, request, servable, signature_name)
+        for value in values.reshape(-1):
+            response.result.regressions.add(value=float(value))
         return response
 
     def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
@@ -215,6 +281,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
 
     Predict = _rpc(predict)
     Classify = _rpc(classify)
+    Regress = _rpc(regress)
     GetModelMetadata = _rpc(get_model_metadata)
 
 
