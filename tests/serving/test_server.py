@@ -19,10 +19,10 @@ from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
+    inference_pb2,
     model_pb2,
     predict_pb2,
     prediction_service_pb2_grpc,
-    regression_pb2,
 )
 
 import keras_alexnet
@@ -262,7 +262,7 @@ def test_metadata_and_unimplemented_methods(stub):
         assert (raised.value.code(), raised.value.details()) == (
             grpc.StatusCode.INVALID_ARGUMENT, message)
     with pytest.raises(grpc.RpcError) as raised:
-        stub.Regress(regression_pb2.RegressionRequest(model_spec=spec), timeout=30)
+        stub.MultiInference(inference_pb2.MultiInferenceRequest(), timeout=30)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
