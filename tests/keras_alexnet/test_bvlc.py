@@ -17,6 +17,7 @@ from keras_alexnet.bvlc import (
     read_onnx,
 )
 from keras_alexnet.commands import main
+from keras_alexnet.saved_model import classify_files
 from tests.keras_alexnet.bvlc_files import (
     random_weights,
     write_caffemodel,
@@ -24,6 +25,7 @@ from tests.keras_alexnet.bvlc_files import (
     write_onnx,
     write_torchvision_alexnet_onnx,
 )
+from tfrecords_tools.schema import FEATURES
 
 onnx = pytest.importorskip("onnx")
 onnxruntime = pytest.importorskip("onnxruntime")
@@ -188,6 +190,16 @@ def test_fit_fine_tunes_from_the_imported_checkpoint(imported, tmp_path):
     (data_dir / "labels.txt").write_text(
         "".join(f"n{i:08d}\tclass {i}, the {i}th\n" for i in range(1000)))
     before = checkpoints.load_model(source, compile=False).get_weights()
+    # evaluate and predict take the imported run like any other.
+    result = keras_alexnet.evaluate(model_dir, data_dir, "train", ten_crop=False,
+                                    verbose=False)
+    assert result["images"] == 8 and result["per_class"][0]["wnid"] == "n00000000"
+    image = tmp_path / "photo.jpg"
+    image.write_bytes(next(iter(tf.data.TFRecordDataset(
+        str(sorted(data_dir.glob("train-*"))[0])).map(
+        lambda r: tf.io.parse_single_example(r, FEATURES)["image/encoded"]))).numpy())
+    top5 = classify_files([image], checkpoint=model_dir)[0]
+    assert len(top5) == 5 and all(name.startswith("class ") for name, _ in top5)
     history = keras_alexnet.fit(data_dir, model_dir, epochs=1, steps_per_epoch=1,
                                 batch_size=4, learning_rate=1e-4, backup_every=0,
                                 tensorboard=False, verbose=0, seed=0)
