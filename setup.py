@@ -22,6 +22,7 @@ setup(
         "tensorflow-serving-api>=2.21,<3",
         "grpcio>=1.70,<2",
         "grpcio-health-checking>=1.70,<2",
+        "prometheus-client>=0.20,<1",  # the local server's metrics (serving/monitoring.py)
         "numpy>=1.26,<3",
         "pillow>=10,<14",
         # The converter's fast JPEG path: libjpeg-turbo's DCT-scaled decode and encode,

@@ -60,6 +60,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                              "tensorflow_model_server's default is false)")
     parser.add_argument("--version", action=_PrintVersion,
                         help="print the server's and TensorFlow's versions")
+    parser.add_argument("--monitoring_config_file",
+                        help="MonitoringConfig text proto: prometheus_config { enable: true } "
+                             "serves Prometheus metrics on the REST port")
     parser.add_argument("--max_num_load_retries", type=int, default=5,
                         help="retries of a version that fails to load (default 5)")
     parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
@@ -92,7 +95,8 @@ def serve(args: argparse.Namespace) -> int:
             rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
             max_num_load_retries=args.max_num_load_retries,
             load_retry_interval_micros=args.load_retry_interval_micros,
-            enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service)
+            enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
+            monitoring_config_file=args.monitoring_config_file)
         server.start()
     except (OSError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -1,9 +1,10 @@
 """The text-format configuration files `tensorflow_model_server` reads.
 
-`--ssl_config_file` holds a `tensorflow.serving.SSLConfig` and
-`--batching_parameters_file` a `tensorflow.serving.BatchingParameters`.  The
-tensorflow-serving-api wheel ships neither message, so they are declared here with the
-field names and numbers of tensorflow_serving/config/ssl_config.proto and
+`--ssl_config_file` holds a `tensorflow.serving.SSLConfig`, `--batching_parameters_file`
+a `tensorflow.serving.BatchingParameters` and `--monitoring_config_file` a
+`tensorflow.serving.MonitoringConfig`.  The tensorflow-serving-api wheel ships none of
+them, so they are declared here with the field names and numbers of
+tensorflow_serving/config/ssl_config.proto, .../monitoring_config.proto and
 tensorflow_serving/servables/tensorflow/session_bundle_config.proto: the same files
 parse the same way for both servers.
 """
@@ -50,14 +51,18 @@ def _build():
         ("thread_pool_name", 5, message, one, ".google.protobuf.StringValue"),
         ("allowed_batch_sizes", 6, int64, many, ""),
         ("pad_variable_length_inputs", 7, boolean, one, "")]))
+    file.message_type.append(_message("PrometheusConfig", [
+        ("enable", 1, boolean, one, ""), ("path", 2, string, one, "")]))
+    file.message_type.append(_message("MonitoringConfig", [
+        ("prometheus_config", 1, message, one, ".tensorflow.serving.PrometheusConfig")]))
     pool = descriptor_pool.Default()
     with contextlib.suppress(TypeError):  # already added by an earlier import
         pool.Add(file)
     return (message_factory.GetMessageClass(pool.FindMessageTypeByName(f"tensorflow.serving.{n}"))
-            for n in ("SSLConfig", "BatchingParameters"))
+            for n in ("SSLConfig", "BatchingParameters", "MonitoringConfig"))
 
 
-SSLConfig, BatchingParameters = _build()
+SSLConfig, BatchingParameters, MonitoringConfig = _build()
 
 
 def read_text_proto(path: str | os.PathLike, message_class):

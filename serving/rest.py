@@ -28,6 +28,7 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from google.protobuf import json_format
+from prometheus_client import CONTENT_TYPE_LATEST
 from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
@@ -40,6 +41,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving.errors import InvalidArgumentError, ServingError
+from serving.monitoring import DEFAULT_PATH, Metrics
 from serving.service import DEFAULT_SIGNATURE, ModelServicer, PredictionServicer
 from serving.tensors import to_ndarray, to_tensor_proto
 
@@ -225,34 +227,32 @@ def _fill_examples(document: dict, target, verb: str) -> None:
 class RestApi:
     """Answers one REST request with the gRPC servicers' own logic and errors."""
 
-    def __init__(self, predictions: PredictionServicer, models: ModelServicer):
+    def __init__(self, predictions: PredictionServicer, models: ModelServicer,
+                 metrics: Metrics | None = None, metrics_path: str = DEFAULT_PATH):
         self.predictions, self.models = predictions, models
+        self.metrics, self.metrics_path = metrics, metrics_path
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, dict]:
-        """(HTTP status, JSON body) for a request."""
+    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        """(HTTP status, body, content type) for a request."""
+        path = urllib.parse.urlsplit(path).path
+        if self.metrics is not None and method == "GET" and path == self.metrics_path:
+            return 200, self.metrics.exposition(), CONTENT_TYPE_LATEST
         try:
-            return 200, self._dispatch(method, urllib.parse.urlsplit(path).path, body)
+            document = self._dispatch(method, path, body)
+            status = 200
         except ServingError as error:
-            return HTTP_STATUS.get(error.code, 500), {"error": error.message}
+            status, document = HTTP_STATUS.get(error.code, 500), {"error": error.message}
+        return status, json.dumps(document, indent=1).encode(), "application/json"
 
     def _dispatch(self, method: str, path: str, body: bytes) -> dict:
         malformed = InvalidArgumentError(f"Malformed request: {method} {path}")
         if method == "POST" and (match := _POST.fullmatch(path)):
             name, version, label, verb = match.groups()
-            document = _json_body(body)
-            spec = _model_spec(name, version, label, document.get("signature_name", ""))
-            if verb == "predict":
-                return self._predict(spec, document)
-            if verb == "classify":
-                request = classification_pb2.ClassificationRequest(model_spec=spec)
-                _fill_examples(document, request.input, verb)
-                response = self.predictions.classify(request)
-                return {"results": [[[c.label, c.score] for c in row.classes]
-                                    for row in response.result.classifications]}
-            request = regression_pb2.RegressionRequest(model_spec=spec)
-            _fill_examples(document, request.input, verb)
-            response = self.predictions.regress(request)
-            return {"results": [r.value for r in response.result.regressions]}
+            if self.metrics is not None:  # http_server.cc records REST calls per method
+                return self.metrics.timed(urllib.parse.unquote(name), verb, "REST",
+                                          lambda: self._post(name, version, label, verb,
+                                                             body))
+            return self._post(name, version, label, verb, body)
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, subresource = match.groups()
             if not name:
@@ -270,6 +270,23 @@ class RestApi:
                 get_model_status_pb2.GetModelStatusRequest(model_spec=spec))
             return _message(response, False)
         raise malformed
+
+    def _post(self, name: str, version: str | None, label: str | None, verb: str,
+              body: bytes) -> dict:
+        document = _json_body(body)
+        spec = _model_spec(name, version, label, document.get("signature_name", ""))
+        if verb == "predict":
+            return self._predict(spec, document)
+        if verb == "classify":
+            request = classification_pb2.ClassificationRequest(model_spec=spec)
+            _fill_examples(document, request.input, verb)
+            response = self.predictions.classify(request)
+            return {"results": [[[c.label, c.score] for c in row.classes]
+                                for row in response.result.classifications]}
+        request = regression_pb2.RegressionRequest(model_spec=spec)
+        _fill_examples(document, request.input, verb)
+        response = self.predictions.regress(request)
+        return {"results": [r.value for r in response.result.regressions]}
 
     def _predict(self, spec: model_pb2.ModelSpec, document: dict) -> dict:
         servable = self.predictions._manager.get(spec)
@@ -302,10 +319,9 @@ class RestServer:
             def _answer(self, method: str) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, document = api.handle(method, self.path, body)
-                payload = json.dumps(document, indent=1).encode()
+                status, payload, content_type = api.handle(method, self.path, body)
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

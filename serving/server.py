@@ -21,7 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
 from serving.batching import BatchingOptions, BatchScheduler
-from serving.config_files import SSLConfig, read_text_proto
+from serving.config_files import MonitoringConfig, SSLConfig, read_text_proto
+from serving.monitoring import DEFAULT_PATH, Metrics
 from serving.rest import RestApi, RestServer
 from serving.servables import ServableManager
 from serving.service import ModelServicer, PredictionServicer
@@ -66,7 +67,8 @@ class ModelServer:
                  enable_serialization_as_tensor_content: bool = False,
                  rest_api_port: int = 0, rest_api_timeout_in_ms: int = 30_000,
                  max_num_load_retries: int = 5, load_retry_interval_micros: int = 60_000_000,
-                 enable_grpc_healthcheck_service: bool = True):
+                 enable_grpc_healthcheck_service: bool = True,
+                 monitoring_config_file: str | os.PathLike | None = None):
         self.model_name = model_name
         self.host = host
         self.port = port
@@ -86,6 +88,11 @@ class ModelServer:
             load_retry_interval=load_retry_interval_micros / 1e6)
         self._server: grpc.Server | None = None
         self._rest_port, self._rest_timeout_ms = rest_api_port, rest_api_timeout_in_ms
+        # Prometheus metrics, on the REST port as TF Serving (http_server.cc).
+        monitoring = (read_text_proto(monitoring_config_file, MonitoringConfig)
+                      if monitoring_config_file else MonitoringConfig())
+        self.metrics = Metrics() if monitoring.prometheus_config.enable else None
+        self._metrics_path = monitoring.prometheus_config.path or DEFAULT_PATH
         self.rest: RestServer | None = None
         self._batcher: BatchScheduler | None = None
         # On by default here (TF Serving: off unless --enable_grpc_healthcheck_service).
@@ -105,7 +112,8 @@ class ModelServer:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)])
-        predictions = PredictionServicer(self.manager, self._batcher, self._tensor_content)
+        predictions = PredictionServicer(self.manager, self._batcher, self._tensor_content,
+                                         self.metrics)
         models = ModelServicer(self.manager)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
@@ -120,7 +128,8 @@ class ModelServer:
         except RuntimeError as error:  # grpc's "Failed to bind"
             raise OSError(f"cannot listen on {address}: {error}") from None
         if self._rest_port:  # 0: no REST API, as tensorflow_model_server
-            self.rest = RestServer(RestApi(predictions, models), self.host, self._rest_port,
+            api = RestApi(predictions, models, self.metrics, self._metrics_path)
+            self.rest = RestServer(api, self.host, self._rest_port,
                                    self._rest_timeout_ms).start()
         server.start()
         for service in HEALTH_SERVICES if self._health is not None else ():

@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
 
 from serving.batching import BatchScheduler
 from serving.errors import InvalidArgumentError, ServingError
+from serving.monitoring import Metrics
 from serving.servables import ServableManager
 from serving.tensors import to_ndarray, to_tensor_proto
 
@@ -67,13 +68,18 @@ def _require_model_spec(request) -> None:
         raise InvalidArgumentError("Missing ModelSpec")
 
 
-def _rpc(method):
+def _rpc(method, api: str | None = None):
     """The gRPC method of a servicer's `method(request)`: a `ServingError` becomes the
-    call's status code and message.  (The REST API calls `method` itself.)"""
+    call's status code and message; the prediction APIs (`api`) are counted and timed
+    when the servicer has metrics.  (The REST API calls `method` itself.)"""
     @functools.wraps(method)
     def wrapper(self, request, context):
+        metrics = getattr(self, "_metrics", None)
         try:
-            return method(self, request)
+            if api is None or metrics is None:
+                return method(self, request)
+            return metrics.timed(request.model_spec.name, api, "GRPC",
+                                 lambda: method(self, request))
         except ServingError as error:
             context.abort(error.code, error.message)
     return wrapper
@@ -144,8 +150,9 @@ def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, manager: ServableManager, batcher: BatchScheduler | None = None,
-                 tensor_content: bool = False):
+                 tensor_content: bool = False, metrics: Metrics | None = None):
         self._manager = manager
+        self._metrics = metrics
         self._batcher = batcher
         self._tensor_content = tensor_content
 
@@ -279,9 +286,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signatures)
         return response
 
-    Predict = _rpc(predict)
-    Classify = _rpc(classify)
-    Regress = _rpc(regress)
+    Predict = _rpc(predict, "Predict")
+    Classify = _rpc(classify, "Classify")
+    Regress = _rpc(regress, "Regress")
     GetModelMetadata = _rpc(get_model_metadata)
 
 

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import types
 import urllib.error
 import urllib.request
 
 import numpy as np
 import pytest
 
+from serving import errors
 from serving.client import Client
 from serving.server import ServerProcess
 from tests.serving.exported_model import MODEL_NAME, assert_same_top5, expected_top5
@@ -129,3 +131,36 @@ def test_classify_status_and_metadata(server, exported):
 def test_errors_are_json_with_tf_servings_status(server, method, path, body, code, message):
     status, answer = call(server, path, body, method)
     assert (status, answer) == (code, {"error": message})
+
+
+def test_prometheus_metrics_with_tf_servings_names(exported, tmp_path):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from serving.server import ModelServer
+
+    config = tmp_path / "monitoring.txt"
+    config.write_text('prometheus_config { enable: true, path: "/metrics" }\n')
+    image = next(iter(exported.images.values()))
+    with ModelServer(exported.model_dir, MODEL_NAME, port=0, rest_api_port=free_port(),
+                     monitoring_config_file=config) as running:
+        rest = types.SimpleNamespace(rest=f"http://127.0.0.1:{running.rest.port}")
+        with Client(running.address, MODEL_NAME) as client:
+            client.classify([image])
+        with Client(running.address, "resnet", retries=0) as unknown, \
+                pytest.raises(errors.NotFoundError):
+            unknown.classify([image])
+        assert call(rest, f"/v1/models/{MODEL_NAME}:predict",
+                    {"instances": [b64(image)]})[0] == 200
+        with urllib.request.urlopen(rest.rest + "/metrics", timeout=30) as answer:
+            text = answer.read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    count = ":tensorflow:serving:request_count"
+    assert samples[(count, (("model_name", MODEL_NAME), ("status", "OK")))] == 2
+    assert samples[(count, (("model_name", "resnet"), ("status", "NOT_FOUND")))] == 1
+    latency = ":tensorflow:serving:request_latency_count"
+    assert samples[(latency, (("API", "Predict"), ("entrypoint", "GRPC"),
+                              ("model_name", MODEL_NAME)))] == 1
+    assert samples[(latency, (("API", "predict"), ("entrypoint", "REST"),
+                              ("model_name", MODEL_NAME)))] == 1
+    assert f'{count}{{model_name="{MODEL_NAME}",status="OK"}} 2.0' in text
