@@ -24,6 +24,7 @@ V1 `layers` field); ONNX files need the `onnx` package (`pip install -e ".[onnx]
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import tarfile
 from collections.abc import Callable
@@ -76,6 +77,7 @@ EXPECTED = (
 
 # --- .caffemodel --------------------------------------------------------------------------
 
+@functools.cache
 def _caffe_messages() -> dict[str, type]:
     """The caffe.proto messages a trained net's weights need, with caffe.proto's field
     numbers and defaults (enums read as their numbers)."""
@@ -409,7 +411,8 @@ def read_mean_image(path: str | Path) -> np.ndarray:
         blob = _caffe_messages()["BlobProto"]()
         try:
             blob.ParseFromString(path.read_bytes())
-            image = _blob(blob).reshape(-1, *_blob(blob).shape[-3:])[0]  # (3, H, W) BGR
+            values = _blob(blob)
+            image = values.reshape(-1, *values.shape[-3:])[0]  # (3, H, W) BGR
         except (DecodeError, ValueError) as error:
             raise ValueError(f"{path}: not a Caffe mean BlobProto ({error})") from None
         image = image.transpose(1, 2, 0)[..., ::-1]

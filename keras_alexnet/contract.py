@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -189,16 +190,16 @@ def decode_predictions(probabilities, top: int = 5, *, contract: InputContract
             for row, indices in zip(probabilities, order, strict=True)]
 
 
-def contract_of(model, data_dir: str | Path | None = None, source: str | None = None
-                ) -> InputContract:
+def contract_of(model, data_dir: str | Path | None = None, source=None) -> InputContract:
     """The model's input contract (`model.input_contract`, as `checkpoints.load_model`
     and `fit` set it).  A model saved before contracts were recorded takes the classes
     and per-channel mean of the shard directory it was trained on, `data_dir`; without
-    one, a ValueError says what to give."""
+    one, a ValueError says what to give, naming `source` (the checkpoint path the model
+    came from; by default, or for a model object, the model's name)."""
     contract = getattr(model, "input_contract", None)
     if contract is not None:
         return contract
-    source = source or f"model {model.name!r}"
+    source = str(source) if isinstance(source, (str, os.PathLike)) else f"model {model.name!r}"
     if data_dir is None:
         raise ValueError(f"{source} was saved without its input contract (classes, mean); "
                          f"give the shard directory it was trained on (data_dir, "

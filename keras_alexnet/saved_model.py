@@ -193,8 +193,7 @@ def export(model_or_checkpoint: keras.Model | str | os.PathLike,
             the shard directory it was trained on (classes, per-channel mean).
     """
     model = load_model(model_or_checkpoint)
-    contract = contract_of(model, data_dir, source=str(model_or_checkpoint)
-                           if not isinstance(model_or_checkpoint, keras.Model) else None)
+    contract = contract_of(model, data_dir, source=model_or_checkpoint)
     model_dir = Path(export_base) / model_name
     version = next_version(model_dir) if version is None else int(version)
     if version < 0:
@@ -258,8 +257,7 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
         classify = loaded.signatures[DEFAULT_SIGNATURE]
     else:
         model = load_model(checkpoint)
-        contract = contract_of(model, data_dir, source=str(checkpoint)
-                               if not isinstance(checkpoint, keras.Model) else None)
+        contract = contract_of(model, data_dir, source=checkpoint)
         classify = tf.function(serving_functions(model, contract)[DEFAULT_SIGNATURE],
                                input_signature=input_signatures(model.input_shape[1])[
                                    DEFAULT_SIGNATURE])

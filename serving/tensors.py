@@ -29,7 +29,8 @@ def dtype_name(dtype: int) -> str:
     return types_pb2.DataType.Name(dtype)[len("DT_"):].lower()
 
 
-def _varint(value: int) -> bytes:
+def encode_varint(value: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative integer."""
     out = bytearray()
     while True:
         byte, value = value & 0x7F, value >> 7
@@ -42,7 +43,7 @@ def encode_strings(values) -> bytes:
     """TensorFlow's string `tensor_content` (`port::EncodeStringList`): every length as a
     varint, then the bytes one after another."""
     values = [bytes(v) for v in values]
-    return b"".join(_varint(len(v)) for v in values) + b"".join(values)
+    return b"".join(encode_varint(len(v)) for v in values) + b"".join(values)
 
 
 def decode_strings(content: bytes, count: int) -> list[bytes]:
