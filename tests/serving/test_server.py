@@ -20,7 +20,9 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     inference_pb2,
+    model_management_pb2,
     model_pb2,
+    model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
@@ -250,7 +252,7 @@ def test_client_raises_typed_errors_with_the_servers_message(exported, server):
     assert raised.value.message == "Servable not found for request: Latest(resnet)"
 
 
-def test_metadata_and_unimplemented_methods(stub):
+def test_metadata_and_unimplemented_methods(stub, server):
     spec = model_pb2.ModelSpec(name=MODEL_NAME)
     for fields, message in [([], "GetModelMetadataRequest must specify at least one "
                                  "metadata_field"),
@@ -263,6 +265,11 @@ def test_metadata_and_unimplemented_methods(stub):
             grpc.StatusCode.INVALID_ARGUMENT, message)
     with pytest.raises(grpc.RpcError) as raised:
         stub.MultiInference(inference_pb2.MultiInferenceRequest(), timeout=30)
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    with grpc.insecure_channel(server.address) as channel, \
+            pytest.raises(grpc.RpcError) as raised:
+        model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
+            model_management_pb2.ReloadConfigRequest(), timeout=30)
     assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
