@@ -45,8 +45,19 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default loopback; 0.0.0.0 for all)")
     parser.add_argument("--model_name", default="default", help="name clients ask for")
-    parser.add_argument("--model_base_path", required=True,
-                        help="directory of integer version directories, each a SavedModel")
+    parser.add_argument("--model_base_path",
+                        help="directory of integer version directories, each a SavedModel "
+                             "(required unless --model_config_file)")
+    parser.add_argument("--model_config_file",
+                        help="ModelServerConfig text proto: several models, version policies "
+                             "and labels (then --model_name and --model_base_path are "
+                             "ignored)")
+    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
+                        help="re-read --model_config_file this often; 0, the default: once")
+    parser.add_argument("--allow_version_labels_for_unavailable_models", type=_flag_bool,
+                        nargs="?", const=True, default=False,
+                        help="let a new label name a version that is not loaded yet "
+                             "(default false)")
     parser.add_argument("--enable_batching", type=_flag_bool, nargs="?", const=True,
                         default=False, help="batch concurrent requests (default false)")
     parser.add_argument("--batching_parameters_file",
@@ -85,6 +96,10 @@ def serve(args: argparse.Namespace) -> int:
     try:
         server = ModelServer(
             args.model_base_path, args.model_name, port=args.port, host=args.host,
+            model_config_file=args.model_config_file,
+            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+            allow_version_labels_for_unavailable_models=(
+                args.allow_version_labels_for_unavailable_models),
             enable_batching=args.enable_batching,
             batching_parameters_file=args.batching_parameters_file,
             ssl_config_file=args.ssl_config_file,

@@ -42,6 +42,7 @@ from tensorflow_serving.apis import (
 
 from serving.errors import InvalidArgumentError, ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
+from serving.server_core import ServerCore
 from serving.service import DEFAULT_SIGNATURE, ModelServicer, PredictionServicer
 from serving.tensors import to_ndarray, to_tensor_proto
 
@@ -227,9 +228,10 @@ def _fill_examples(document: dict, target, verb: str) -> None:
 class RestApi:
     """Answers one REST request with the gRPC servicers' own logic and errors."""
 
-    def __init__(self, predictions: PredictionServicer, models: ModelServicer,
-                 metrics: Metrics | None = None, metrics_path: str = DEFAULT_PATH):
-        self.predictions, self.models = predictions, models
+    def __init__(self, core: ServerCore, predictions: PredictionServicer,
+                 models: ModelServicer, metrics: Metrics | None = None,
+                 metrics_path: str = DEFAULT_PATH):
+        self.core, self.predictions, self.models = core, predictions, models
         self.metrics, self.metrics_path = metrics, metrics_path
 
     def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
@@ -289,7 +291,7 @@ class RestApi:
         return {"results": [r.value for r in response.result.regressions]}
 
     def _predict(self, spec: model_pb2.ModelSpec, document: dict) -> dict:
-        servable = self.predictions._manager.get(spec)
+        servable = self.core.get(spec)
         signature_name = spec.signature_name or DEFAULT_SIGNATURE
         if signature_name not in servable.signature_defs:
             raise InvalidArgumentError(f'Serving signature name: "{signature_name}" not '

@@ -1,10 +1,11 @@
 """Loading SavedModel versions from a base path and following new ones, like TF Serving.
 
 `tensorflow_model_server --model_base_path=B` serves the largest integer directory
-under `B` (its default "latest" version policy), polls `B` every
-`--file_system_poll_wait_seconds`, loads a newer version while the old one keeps
-serving, then retires the old one.  Requests that already hold the old version finish
-on it.  Any SavedModel works, not only ours: the server only reads its signatures.
+under `B` (its default "latest" version policy; a model config file may ask for the
+newest N, all, or specific versions), polls `B` every `--file_system_poll_wait_seconds`,
+loads a newer version while the old one keeps serving, then retires the old one.
+Requests that already hold the old version finish on it.  Any SavedModel works, not
+only ours: the server only reads its signatures.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
-from tensorflow_serving.apis import get_model_status_pb2, model_pb2, prediction_log_pb2
+from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
+from tensorflow_serving.config import file_system_storage_path_source_pb2
 
 from serving.errors import (
     FailedPreconditionError,
@@ -28,13 +30,15 @@ from serving.errors import (
     NotFoundError,
     ServingError,
 )
-from serving.tensors import dtype_name, to_ndarray
+from serving.tensors import data_type, dtype_name, to_ndarray
 
 SERVE_TAG = "serve"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving reads at most this many warmup records
 _VERSION = re.compile(r"^\d+$")
 _State = get_model_status_pb2.ModelVersionStatus.State
+VersionPolicy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceConfig \
+    .ServableVersionPolicy
 
 
 def list_versions(base_path: Path) -> list[int]:
@@ -85,17 +89,17 @@ class Servable:
             if alias not in inputs:
                 continue
             array = inputs[alias]
-            given = tf.as_dtype(array.dtype if array.dtype != object else tf.string)
-            if given.as_datatype_enum != info.dtype:
+            given = data_type(array)
+            if given != info.dtype:
                 raise InvalidArgumentError(
                     f"Expects arg[{index}] to be {dtype_name(info.dtype)} but "
-                    f"{dtype_name(given.as_datatype_enum)} is provided")
+                    f"{dtype_name(given)} is provided")
             expected = tf.TensorShape(info.tensor_shape)
             if not expected.is_compatible_with(array.shape):
                 raise InvalidArgumentError(
                     f"input tensor alias {alias} has shape {list(array.shape)}, which is not "
                     f"compatible with the signature's {expected}")
-            feeds[alias] = tf.constant(array, dtype=given)
+            feeds[alias] = tf.constant(array, dtype=tf.as_dtype(given))
         try:
             outputs = self._functions[signature_name](**feeds)
         except tf.errors.OpError as error:
@@ -132,81 +136,109 @@ def _grpc_code(tf_code: int) -> grpc.StatusCode:
                 grpc.StatusCode.UNKNOWN)
 
 
-def describe_request(model_spec: model_pb2.ModelSpec) -> str:
+def describe_request(model_name: str, version: int | None) -> str:
     """TF Serving's `ServableRequest::DebugString`: `Latest(name)`, `Specific(name, 3)`."""
-    if model_spec.HasField("version"):
-        return f"Specific({model_spec.name}, {model_spec.version.value})"
-    return f"Latest({model_spec.name})"
+    return f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
+
+
+def aspired_versions(policy: VersionPolicy, versions: list[int]) -> list[int]:
+    """The versions on disk that a version policy serves, ascending
+    (sources/storage_path/file_system_storage_path_source.cc): `latest` the newest
+    `num_versions` (at least one; the default policy), `all` every one, `specific` the
+    listed ones that are there."""
+    kind = policy.WhichOneof("policy_choice")
+    if kind == "all":
+        return list(versions)
+    if kind == "specific":
+        wanted = set(policy.specific.versions)
+        return [version for version in versions if version in wanted]
+    return versions[-max(policy.latest.num_versions, 1):]
 
 
 class ServableManager:
-    """Serves the latest version under a base path and follows it while running.
+    """The versions of one model: loads those its version policy names, unloads the rest.
 
-    As TF Serving's "latest" version policy: the largest version directory present is
-    served; a newer one replaces it once loaded; when the served one is deleted (a
-    rollback) the largest left is loaded again, and with none left nothing is served.
-    A version that fails to load is retried `max_num_load_retries` times,
-    `load_retry_interval` seconds apart, then stays END with its error.
+    Polled (by the `ServerCore`), it follows the base path as TF Serving does: a new
+    version is loaded while the old ones keep serving, and an old one is unloaded once
+    a version the policy wants serves, or once its directory is deleted (a rollback:
+    the newest left is loaded again; with none left nothing is served).  A version
+    that fails to load is retried `max_num_load_retries` times, `load_retry_interval`
+    seconds apart, then stays END with its error.
     """
 
-    def __init__(self, model_name: str, base_path: str | Path, poll_wait_seconds: float = 1.0,
-                 log=None, *, max_num_load_retries: int = 5,
-                 load_retry_interval: float = 60.0):
+    def __init__(self, model_name: str, base_path: str | Path,
+                 policy: VersionPolicy | None = None, log=None, *,
+                 max_num_load_retries: int = 5, load_retry_interval: float = 60.0):
         self.model_name = model_name
         self.base_path = Path(base_path)
-        self.poll_wait_seconds = poll_wait_seconds
+        self.policy = policy or VersionPolicy()
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval = load_retry_interval
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
-        self._lock = threading.Lock()
-        self._current: Servable | None = None
+        self._lock = threading.Lock()  # guards _serving and _states for readers
+        self._poll_lock = threading.Lock()  # one poll at a time
+        self._serving: dict[int, Servable] = {}
         self._states: dict[int, tuple[int, str]] = {}  # version -> (state, error message)
         self._failures: dict[int, int] = {}  # version -> failed load attempts
         self._retry_at: dict[int, float] = {}  # version -> time.monotonic() of the next try
         self._warned_empty = False
-        self._stop = threading.Event()
-        self._poller: threading.Thread | None = None
 
-    def load_latest(self) -> Servable | None:
-        """One poll: loads the newest version if it is not the one serving, unloads a
-        deleted one; returns what serves (None when no version is there)."""
-        versions = list_versions(self.base_path)
-        current = self._current
-        if not versions:
-            if not self._warned_empty:  # TF Serving's file_system_storage_path_source.cc
+    def configure(self, base_path: str | Path, policy: VersionPolicy) -> None:
+        """A new base path or policy (a config reload); applied by the next `poll`."""
+        with self._poll_lock:
+            self.base_path, self.policy = Path(base_path), policy
+
+    def aspired(self) -> list[int]:
+        """The versions on disk that the policy serves, ascending."""
+        return aspired_versions(self.policy, list_versions(self.base_path))
+
+    def poll(self) -> None:
+        """One look at the base path: loads the aspired versions not serving yet
+        (newest first), then unloads what the policy no longer wants."""
+        with self._poll_lock:
+            on_disk = list_versions(self.base_path)
+            aspired = aspired_versions(self.policy, on_disk)
+            if not aspired and not self._warned_empty:  # file_system_storage_path_source.cc
                 self._log(f"No versions of servable {self.model_name} found under base path "
                           f"{self.base_path}. Did you forget to name your leaf directory as "
                           f"a number (eg. '/1/')?")
-                self._warned_empty = True
-            if current is not None:
-                self._retire(current, "its directory was deleted")
-            return None
-        self._warned_empty = False
-        latest = versions[-1]
-        if current is not None and current.version == latest:
-            return current
-        if (self._failures.get(latest, 0) > self.max_num_load_retries
-                or time.monotonic() < self._retry_at.get(latest, 0.0)):
-            return self._keep(current, versions)  # given up on, or not yet time to retry
-        self._set_state(latest, _State.LOADING)
+            self._warned_empty = not aspired
+            for version in reversed(aspired):
+                if version not in self._serving:
+                    self._load(version)
+            serving_aspired = any(version in self._serving for version in aspired)
+            for version in sorted(self._serving):
+                if version in aspired:
+                    continue
+                if version not in on_disk:
+                    self._retire(version, "its directory was deleted")
+                elif serving_aspired or not aspired:
+                    self._retire(version, "the version policy no longer serves it")
+
+    def unload_all(self, why: str) -> None:
+        with self._poll_lock:
+            for version in sorted(self._serving):
+                self._retire(version, why)
+
+    def _load(self, version: int) -> None:
+        if (self._failures.get(version, 0) > self.max_num_load_retries
+                or time.monotonic() < self._retry_at.get(version, 0.0)):
+            return  # given up on, or not yet time to retry
+        self._set_state(version, _State.LOADING)
         try:
-            servable = Servable(self.model_name, latest, self.base_path / str(latest))
+            servable = Servable(self.model_name, version, self.base_path / str(version))
             warmed = servable.warm_up()
         except Exception as error:  # whatever the SavedModel's fault (a corrupt .pb: DecodeError)
-            return self._failed(latest, error, current, versions)
-        self._failures.pop(latest, None)
+            self._failed(version, error)
+            return
+        self._failures.pop(version, None)
         with self._lock:
-            self._current = servable
-        self._set_state(latest, _State.AVAILABLE)
+            self._serving[version] = servable
+            self._states[version] = (_State.AVAILABLE, "")
         self._log(f"Successfully loaded servable version {{name: {self.model_name} version: "
-                  f"{latest}}} ({warmed} warmup requests)")
-        if current is not None:
-            # Requests holding the old Servable finish on it; it is freed after them.
-            self._set_state(current.version, _State.END)
-        return servable
+                  f"{version}}} ({warmed} warmup requests)")
 
-    def _failed(self, version: int, error: Exception, current: Servable | None,
-                versions: list[int]) -> Servable | None:
+    def _failed(self, version: int, error: Exception) -> None:
         attempts = self._failures[version] = self._failures.get(version, 0) + 1
         message = f"{error}".splitlines()[0] if f"{error}" else type(error).__name__
         if attempts > self.max_num_load_retries:
@@ -219,77 +251,47 @@ class ServableManager:
             self._log(f"Loading servable version {{name: {self.model_name} version: "
                       f"{version}}} failed (attempt {attempts}); retrying in "
                       f"{self.load_retry_interval:g} s: {message}")
-        return self._keep(current, versions)
 
-    def _keep(self, current: Servable | None, versions: list[int]) -> Servable | None:
-        """The current version while its directory is there, else unloaded."""
-        if current is not None and current.version not in versions:
-            self._retire(current, "its directory was deleted")
-            return None
-        return current
-
-    def _retire(self, servable: Servable, why: str) -> None:
+    def _retire(self, version: int, why: str) -> None:
+        # Requests holding the Servable finish on it; it is freed after them.
         with self._lock:
-            if self._current is servable:
-                self._current = None
-        self._set_state(servable.version, _State.END)
+            self._serving.pop(version, None)
+            self._states[version] = (_State.END, "")
         self._log(f"Unloaded servable version {{name: {self.model_name} version: "
-                  f"{servable.version}}}: {why}")
+                  f"{version}}}: {why}")
 
     def _set_state(self, version: int, state: int, error: str = "") -> None:
         with self._lock:
             self._states[version] = (state, error)
 
-    def start_polling(self) -> None:
-        if self.poll_wait_seconds <= 0 or self._poller is not None:
-            return
-        self._poller = threading.Thread(target=self._poll, name="version-poller", daemon=True)
-        self._poller.start()
+    def servable(self, version: int | None = None) -> Servable | None:
+        """The newest version serving, or the one asked for; None when it does not serve."""
+        with self._lock:
+            if version is None:
+                return self._serving[max(self._serving)] if self._serving else None
+            return self._serving.get(version)
 
-    def _poll(self) -> None:
-        while not self._stop.wait(self.poll_wait_seconds):
-            try:
-                self.load_latest()
-            except Exception as error:  # the poller must outlive one bad directory
-                self._log(f"Polling {self.base_path} failed: {error}")
+    def load_error(self, version: int) -> str:
+        """Why a version is not serving, if it failed to load ("" otherwise)."""
+        with self._lock:
+            return self._states.get(version, (0, ""))[1]
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._poller is not None:
-            self._poller.join()
-
-    def get(self, model_spec: model_pb2.ModelSpec) -> Servable:
-        """The servable a request's `model_spec` names, with TF Serving's errors."""
-        if not model_spec.name:  # server_core.cc
-            raise InvalidArgumentError("ModelSpec has no name specified.")
-        label = model_spec.version_label if model_spec.WhichOneof("version_choice") \
-            == "version_label" else None
-        if label is not None and model_spec.name == self.model_name:
-            raise InvalidArgumentError(f"Unrecognized servable version label: {label}")
-        servable = self._current
-        if (servable is None or model_spec.name != self.model_name
-                or (model_spec.HasField("version")
-                    and model_spec.version.value != servable.version)):
-            raise NotFoundError(f"Servable not found for request: {describe_request(model_spec)}")
-        return servable
-
-    def status(self, model_spec: model_pb2.ModelSpec
+    def status(self, version: int | None = None
                ) -> list[get_model_status_pb2.ModelVersionStatus]:
         """`GetModelStatus`: every version seen, newest first, or the one asked for."""
         with self._lock:
-            states = dict(self._states) if model_spec.name == self.model_name else {}
-        if model_spec.HasField("version"):
-            version = model_spec.version.value
+            states = dict(self._states)
+        if version is not None:
             if version not in states:
                 raise NotFoundError(f"Could not find version {version} of model "
-                                    f"{model_spec.name}")
+                                    f"{self.model_name}")
             states = {version: states[version]}
         elif not states:
-            raise NotFoundError(f"Could not find any versions of model {model_spec.name}")
+            raise NotFoundError(f"Could not find any versions of model {self.model_name}")
         statuses = []
-        for version in sorted(states, reverse=True):
-            state, error = states[version]
-            status = get_model_status_pb2.ModelVersionStatus(version=version, state=state)
+        for number in sorted(states, reverse=True):
+            state, error = states[number]
+            status = get_model_status_pb2.ModelVersionStatus(version=number, state=state)
             status.status.SetInParent()  # TF Serving always sets it (OK, no message)
             if error:
                 status.status.error_code = 2  # UNKNOWN: the load failed

@@ -14,7 +14,6 @@ import sys
 import threading
 from collections import deque
 from concurrent import futures
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -22,9 +21,10 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.config_files import MonitoringConfig, SSLConfig, read_text_proto
+from serving.errors import ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
 from serving.rest import RestApi, RestServer
-from serving.servables import ServableManager
+from serving.server_core import ServerCore, read_model_config, single_model_config
 from serving.service import ModelServicer, PredictionServicer
 
 DEFAULT_PORT = 8500
@@ -51,14 +51,20 @@ def server_credentials(ssl_config_file: str | os.PathLike) -> grpc.ServerCredent
 
 
 class ModelServer:
-    """Serves the SavedModel versions under `model_base_path` as `model_name`.
+    """Serves the SavedModel versions under `model_base_path` as `model_name`, or the
+    models of `model_config_file` (a ModelServerConfig text proto; then the other two
+    are ignored, as tensorflow_model_server does).
 
     Arguments mirror tensorflow_model_server's flags.  `port=0` picks a free port
     (read `port` after `start()`); `host` defaults to loopback, where TF Serving binds
     every interface.
     """
 
-    def __init__(self, model_base_path: str | os.PathLike, model_name: str = "default", *,
+    def __init__(self, model_base_path: str | os.PathLike | None = None,
+                 model_name: str = "default", *,
+                 model_config_file: str | os.PathLike | None = None,
+                 model_config_file_poll_wait_seconds: float = 0,
+                 allow_version_labels_for_unavailable_models: bool = False,
                  port: int = DEFAULT_PORT, host: str = "127.0.0.1",
                  enable_batching: bool = False,
                  batching_parameters_file: str | os.PathLike | None = None,
@@ -69,7 +75,13 @@ class ModelServer:
                  max_num_load_retries: int = 5, load_retry_interval_micros: int = 60_000_000,
                  enable_grpc_healthcheck_service: bool = True,
                  monitoring_config_file: str | os.PathLike | None = None):
-        self.model_name = model_name
+        if not model_base_path and not model_config_file:  # server.cc
+            raise ValueError("Both server_options.model_base_path and "
+                             "server_options.model_config_file are empty!")
+        self._config = (read_model_config(model_config_file) if model_config_file
+                        else single_model_config(model_name, model_base_path))
+        self._config_file = model_config_file
+        self._config_poll_wait = model_config_file_poll_wait_seconds
         self.host = host
         self.port = port
         self._requested_port = port
@@ -82,10 +94,12 @@ class ModelServer:
         self._batching = options if enable_batching else None
         self._max_threads = grpc_max_threads or max(32, 4 * (os.cpu_count() or 1))
         self._tensor_content = enable_serialization_as_tensor_content
-        self.manager = ServableManager(
-            model_name, Path(model_base_path), file_system_poll_wait_seconds,
+        self.core = ServerCore(
+            file_system_poll_wait_seconds=file_system_poll_wait_seconds,
             max_num_load_retries=max_num_load_retries,
-            load_retry_interval=load_retry_interval_micros / 1e6)
+            load_retry_interval=load_retry_interval_micros / 1e6,
+            allow_version_labels_for_unavailable_models=(
+                allow_version_labels_for_unavailable_models))
         self._server: grpc.Server | None = None
         self._rest_port, self._rest_timeout_ms = rest_api_port, rest_api_timeout_in_ms
         # Prometheus metrics, on the REST port as TF Serving (http_server.cc).
@@ -103,18 +117,21 @@ class ModelServer:
         return f"{self.host}:{self.port}"
 
     def start(self) -> ModelServer:
-        """Loads the latest version (if there is one yet: the base path is polled for
-        it), then listens.  Returns self once serving."""
-        self.manager.load_latest()
+        """Loads the models' versions (those there yet: the base paths are polled for
+        the others), then listens.  Returns self once serving."""
+        try:
+            self.core.reload_config(self._config)
+        except ServingError as error:  # tensorflow_model_server exits with the message
+            raise ValueError(f"cannot start the server: {error}") from None
         self._batcher = BatchScheduler(self._batching) if self._batching else None
         server = grpc.server(
             futures.ThreadPoolExecutor(self._max_threads, thread_name_prefix="grpc"),
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)])
-        predictions = PredictionServicer(self.manager, self._batcher, self._tensor_content,
+        predictions = PredictionServicer(self.core, self._batcher, self._tensor_content,
                                          self.metrics)
-        models = ModelServicer(self.manager)
+        models = ModelServicer(self.core)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
         if self._health is not None:
@@ -128,13 +145,13 @@ class ModelServer:
         except RuntimeError as error:  # grpc's "Failed to bind"
             raise OSError(f"cannot listen on {address}: {error}") from None
         if self._rest_port:  # 0: no REST API, as tensorflow_model_server
-            api = RestApi(predictions, models, self.metrics, self._metrics_path)
+            api = RestApi(self.core, predictions, models, self.metrics, self._metrics_path)
             self.rest = RestServer(api, self.host, self._rest_port,
                                    self._rest_timeout_ms).start()
         server.start()
         for service in HEALTH_SERVICES if self._health is not None else ():
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self.manager.start_polling()
+        self.core.start_polling(self._config_file, self._config_poll_wait)
         self._server = server
         return self
 
@@ -148,7 +165,7 @@ class ModelServer:
             self.rest.stop()
             self.rest = None
         self._server.stop(grace).wait()
-        self.manager.stop()
+        self.core.stop()
         if self._batcher is not None:
             self._batcher.stop()
         self._server = None
@@ -170,12 +187,13 @@ class ServerProcess:
     `start()` waits for that line, so `port` is the port it really bound.
     """
 
-    def __init__(self, model_base_path: str | os.PathLike, model_name: str = "default",
+    def __init__(self, model_base_path: str | os.PathLike | None, model_name: str = "default",
                  *extra_args: str, port: int = 0, host: str = "127.0.0.1",
                  env: dict[str, str] | None = None):
+        base_path = [f"--model_base_path={model_base_path}"] if model_base_path else []
         self.args = [sys.executable, "-m", "serving", "serve", f"--port={port}",
-                     f"--host={host}", f"--model_name={model_name}",
-                     f"--model_base_path={model_base_path}", *extra_args]
+                     f"--host={host}", f"--model_name={model_name}", *base_path,
+                     *extra_args]
         self.env = env
         self.host, self.port = host, port
         self.process: subprocess.Popen | None = None

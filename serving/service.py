@@ -1,9 +1,8 @@
-"""The gRPC servicers: `PredictionService` and `ModelService` over a `ServableManager`.
+"""The gRPC servicers: `PredictionService` and `ModelService` over a `ServerCore`.
 
-Built on the stock generated servicer bases of tensorflow-serving-api; methods not
-overridden here (MultiInference, HandleReloadConfigRequest) answer
-UNIMPLEMENTED from those bases.  Every error a client can cause carries TF Serving's
-status code and message.
+Built on the stock generated servicer bases of tensorflow-serving-api, every method of
+both services overridden.  Every error a client can cause carries TF Serving's status
+code and message.
 """
 
 from __future__ import annotations
@@ -18,7 +17,10 @@ from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     input_pb2,
+    model_management_pb2,
+    model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
@@ -26,10 +28,10 @@ from tensorflow_serving.apis import (
 )
 
 from serving.batching import BatchScheduler
-from serving.errors import InvalidArgumentError, ServingError
+from serving.errors import InvalidArgumentError, ServingError, UnimplementedError
 from serving.monitoring import Metrics
-from serving.servables import ServableManager
-from serving.tensors import to_ndarray, to_tensor_proto
+from serving.server_core import ServerCore
+from serving.tensors import data_type, to_ndarray, to_tensor_proto
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -148,17 +150,105 @@ def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -
     return seen or sorted(signature.outputs)
 
 
+# --- Classify and Regress (classifier.cc, regressor.cc) ------------------------------
+
+def check_example_signature(signature: meta_graph_pb2.SignatureDef, method: str,
+                            kind: str) -> None:
+    """`PreProcessClassification` / `PreProcessRegression`: a tf.Example signature of
+    the right method, input and outputs."""
+    if signature.method_name != method:
+        raise InvalidArgumentError(f"Expected {kind} signature method_name to be {method}. "
+                                   f"Was: {signature.method_name}")
+    if len(signature.inputs) != 1:
+        raise InvalidArgumentError("Expected one input Tensor.")
+    debug = text_format.MessageToString(signature)
+    if method == CLASSIFY_METHOD:
+        if len(signature.outputs) not in (1, 2):
+            raise InvalidArgumentError(f"Expected one or two output Tensors, found "
+                                       f"{len(signature.outputs)}")
+        if EXAMPLE_INPUTS not in signature.inputs:
+            raise InvalidArgumentError(f"No classification inputs found in SignatureDef: "
+                                       f"{debug}")
+        if not {"classes", "scores"} & set(signature.outputs):
+            raise InvalidArgumentError(
+                f'Expected classification signature outputs to contain at least one of '
+                f'"classes" or "scores". Signature was: {debug}')
+        return
+    if len(signature.outputs) != 1:
+        raise InvalidArgumentError("Expected one output Tensor.")
+    if EXAMPLE_INPUTS not in signature.inputs:
+        raise InvalidArgumentError(f"No regression inputs found in SignatureDef: {debug}")
+    if REGRESS_OUTPUTS not in signature.outputs:
+        raise InvalidArgumentError(f"No regression outputs found in SignatureDef: {debug}")
+
+
+def _shape(array: np.ndarray) -> str:
+    return f"[{','.join(str(d) for d in array.shape)}]"  # TensorShape::DebugString
+
+
+def classification_result(signature: meta_graph_pb2.SignatureDef, num_examples: int,
+                          outputs: dict[str, np.ndarray],
+                          result: classification_pb2.ClassificationResult) -> None:
+    """`PostProcessClassificationResult`: the classes and scores checked, into `result`."""
+    classes, scores = outputs.get("classes"), outputs.get("scores")
+    for array, dtype, what, name in (
+            (classes, object, "classes Tensor of DT_STRING", "classes"),
+            (scores, np.float32, "scores Tensor of DT_FLOAT", "scores")):
+        if array is None:
+            continue
+        if array.ndim != 2:
+            raise InvalidArgumentError(f"Expected Tensor shape: [batch_size num_classes] "
+                                       f"but got {_shape(array)}")
+        if array.dtype != dtype:
+            raise InvalidArgumentError(f"Expected {what}. Got: "
+                                       f"{types_pb2.DataType.Name(data_type(array))}")
+        if len(array) != num_examples:
+            raise InvalidArgumentError(f"Expected {name} output batch size of "
+                                       f"{num_examples}. Got: {len(array)}")
+    if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
+        raise InvalidArgumentError(f"Tensors class and score should match in dim_size(1). "
+                                   f"Got {classes.shape[1]} vs. {scores.shape[1]}")
+    width = (classes if classes is not None else scores).shape[1]
+    for row in range(num_examples):
+        classifications = result.classifications.add()
+        for column in range(width):
+            entry = classifications.classes.add()
+            if classes is not None:
+                entry.label = classes[row, column].decode(errors="replace")
+            if scores is not None:
+                entry.score = float(scores[row, column])
+
+
+def regression_result(signature: meta_graph_pb2.SignatureDef, num_examples: int,
+                      outputs: dict[str, np.ndarray],
+                      result: regression_pb2.RegressionResult) -> None:
+    """`PostProcessRegressionResult`: the one output checked, into `result`."""
+    values = outputs[REGRESS_OUTPUTS]
+    if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
+        raise InvalidArgumentError(f"Expected output Tensor shape to be either "
+                                   f"[batch_size] or [batch_size, 1] but got "
+                                   f"{_shape(values)}")
+    if len(values) != num_examples:
+        raise InvalidArgumentError(f"Input batch size did not match output batch size: "
+                                   f"{num_examples} vs. {len(values)}")
+    if values.dtype != np.float32:
+        raise InvalidArgumentError(f"Expected output Tensor of DT_FLOAT.  Got: "
+                                   f"{types_pb2.DataType.Name(data_type(values))}")
+    for value in values.reshape(-1):
+        result.regressions.add(value=float(value))
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-    def __init__(self, manager: ServableManager, batcher: BatchScheduler | None = None,
+    def __init__(self, core: ServerCore, batcher: BatchScheduler | None = None,
                  tensor_content: bool = False, metrics: Metrics | None = None):
-        self._manager = manager
+        self._core = core
         self._metrics = metrics
         self._batcher = batcher
         self._tensor_content = tensor_content
 
     def predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         _require_model_spec(request)
-        servable = self._manager.get(request.model_spec)
+        servable = self._core.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_def(signature_name)
         inputs = parse_inputs(signature, request)
@@ -180,90 +270,86 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 to_tensor_proto(outputs[alias], tensor_content=self._tensor_content))
         return response
 
-    def _example_signature(self, request, method: str, kind: str):
-        """classifier.cc / regressor.cc: the servable and the signature a Classify or
-        Regress request names, checked for its method name."""
+    def _example_servable(self, request, method: str, kind: str):
+        """classification_service.cc / regression_service.cc: the servable and the
+        signature a Classify or Regress request names, checked for its method."""
         _require_model_spec(request)
-        servable = self._manager.get(request.model_spec)
+        servable = self._core.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
         signature = servable.signature_defs.get(signature_name)
         if signature is None:
             raise InvalidArgumentError(f"No signature was found with the name: "
                                        f"{signature_name}")
-        if signature.method_name != method:
-            raise InvalidArgumentError(f"Expected {kind} signature method_name to be {method}. "
-                                       f"Was: {signature.method_name}")
-        if len(signature.inputs) != 1:
-            raise InvalidArgumentError("Expected one input Tensor.")
+        check_example_signature(signature, method, kind)
         return servable, signature_name, signature
-
-    def _run_examples(self, servable, signature_name: str, request_input) -> tuple:
-        examples = serialized_examples(request_input)
-        return examples, servable.run(signature_name, {EXAMPLE_INPUTS: examples})
 
     def classify(self, request: classification_pb2.ClassificationRequest
                  ) -> classification_pb2.ClassificationResponse:
-        servable, signature_name, signature = self._example_signature(
+        servable, signature_name, signature = self._example_servable(
             request, CLASSIFY_METHOD, "classification")
-        if len(signature.outputs) not in (1, 2):
-            raise InvalidArgumentError(f"Expected one or two output Tensors, found "
-                                       f"{len(signature.outputs)}")
-        debug = text_format.MessageToString(signature)
-        if EXAMPLE_INPUTS not in signature.inputs:
-            raise InvalidArgumentError(f"No classification inputs found in SignatureDef: "
-                                       f"{debug}")
-        if not {"classes", "scores"} & set(signature.outputs):
-            raise InvalidArgumentError(
-                f'Expected classification signature outputs to contain at least one of '
-                f'"classes" or "scores". Signature was: {debug}')
-        examples, outputs = self._run_examples(servable, signature_name, request.input)
-        classes, scores = outputs.get("classes"), outputs.get("scores")
-        for array, dtype, what in ((classes, object, "classes Tensor of DT_STRING"),
-                                   (scores, np.float32, "scores Tensor of DT_FLOAT")):
-            if array is None:
-                continue
-            if array.ndim != 2:
-                raise InvalidArgumentError(f"Expected Tensor shape: [batch_size num_classes] "
-                                           f"but got {list(array.shape)}")
-            if array.dtype != dtype:
-                raise InvalidArgumentError(f"Expected {what}. Got: {array.dtype}")
+        examples = serialized_examples(request.input)
         response = classification_pb2.ClassificationResponse()
+        classification_result(signature, len(examples),
+                              servable.run(signature_name, {EXAMPLE_INPUTS: examples}),
+                              response.result)
         _fill_spec(response, request, servable, signature_name)
-        width = (classes if classes is not None else scores).shape[1]
-        for row in range(len(examples)):
-            classifications = response.result.classifications.add()
-            for column in range(width):
-                entry = classifications.classes.add()
-                if classes is not None:
-                    entry.label = classes[row, column].decode()
-                if scores is not None:
-                    entry.score = float(scores[row, column])
         return response
 
     def regress(self, request: regression_pb2.RegressionRequest
                 ) -> regression_pb2.RegressionResponse:
-        servable, signature_name, signature = self._example_signature(
+        servable, signature_name, signature = self._example_servable(
             request, REGRESS_METHOD, "regression")
-        if len(signature.outputs) != 1:
-            raise InvalidArgumentError("Expected one output Tensor.")
-        debug = text_format.MessageToString(signature)
-        if EXAMPLE_INPUTS not in signature.inputs:
-            raise InvalidArgumentError(f"No regression inputs found in SignatureDef: {debug}")
-        if REGRESS_OUTPUTS not in signature.outputs:
-            raise InvalidArgumentError(f"No regression outputs found in SignatureDef: {debug}")
-        examples, outputs = self._run_examples(servable, signature_name, request.input)
-        values = outputs[REGRESS_OUTPUTS]
-        if not (values.ndim == 1 or (values.ndim == 2 and values.shape[1] == 1)):
-            raise InvalidArgumentError(f"Expected output Tensor shape to be either "
-                                       f"[batch_size] or [batch_size, 1] but got "
-                                       f"{list(values.shape)}")
-        if len(values) != len(examples):
-            raise InvalidArgumentError(f"Input batch size did not match output batch size: "
-                                       f"{len(examples)} vs. {len(values)}")
+        examples = serialized_examples(request.input)
         response = regression_pb2.RegressionResponse()
+        regression_result(signature, len(examples),
+                          servable.run(signature_name, {EXAMPLE_INPUTS: examples}),
+                          response.result)
         _fill_spec(response, request, servable, signature_name)
-        for value in values.reshape(-1):
-            response.result.regressions.add(value=float(value))
+        return response
+
+    def multi_inference(self, request: inference_pb2.MultiInferenceRequest
+                        ) -> inference_pb2.MultiInferenceResponse:
+        """multi_inference.cc: several Classify/Regress signatures of one model on the
+        same examples.  (TF Serving runs them as one session call; each signature here
+        is its own function call on the same serialized examples: the same results.)"""
+        first = request.tasks[0].model_spec if request.tasks else model_pb2.ModelSpec()
+        servable = self._core.get(first)
+        tasks, seen = [], set()
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise InvalidArgumentError("Found ModelSpec with an empty model name.")
+            if task.model_spec.name != first.name:
+                raise InvalidArgumentError("All ModelSpecs in a MultiInferenceRequest must "
+                                           "access the same model name.")
+            signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature_name in seen:
+                raise InvalidArgumentError(f"Duplicate evaluation of signature: "
+                                           f"{signature_name}")
+            seen.add(signature_name)
+            signature = servable.signature_defs.get(signature_name)
+            if signature is None:
+                raise InvalidArgumentError(f"Requested signature not found in model graph: "
+                                           f"{signature_name}")
+            kinds = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
+            if task.method_name not in kinds:
+                raise UnimplementedError(f"Unsupported signature method_name: "
+                                         f"{task.method_name}")
+            check_example_signature(signature, task.method_name, kinds[task.method_name])
+            tasks.append((task, signature_name, signature))
+        examples = serialized_examples(request.input)
+        response = inference_pb2.MultiInferenceResponse()
+        for task, signature_name, signature in tasks:
+            outputs = servable.run(signature_name, {EXAMPLE_INPUTS: examples})
+            result = response.results.add()
+            if task.method_name == CLASSIFY_METHOD:
+                classification_result(signature, len(examples), outputs,
+                                       result.classification_result)
+            else:
+                regression_result(signature, len(examples), outputs,
+                                  result.regression_result)
+            result.model_spec.name = task.model_spec.name
+            result.model_spec.signature_name = signature_name
+            result.model_spec.version.value = servable.version
         return response
 
     def get_model_metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest
@@ -276,7 +362,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         for field in request.metadata_field:
             if field != SIGNATURE_DEF_FIELD:
                 raise InvalidArgumentError(f"Metadata field {field} is not supported")
-        servable = self._manager.get(request.model_spec)
+        servable = self._core.get(request.model_spec)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
         response.model_spec.name = servable.name
         response.model_spec.version.value = servable.version
@@ -289,20 +375,33 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     Predict = _rpc(predict, "Predict")
     Classify = _rpc(classify, "Classify")
     Regress = _rpc(regress, "Regress")
+    MultiInference = _rpc(multi_inference, "MultiInference")
     GetModelMetadata = _rpc(get_model_metadata)
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    def __init__(self, manager: ServableManager):
-        self._manager = manager
+    def __init__(self, core: ServerCore):
+        self._core = core
 
     def get_model_status(self, request: get_model_status_pb2.GetModelStatusRequest
                          ) -> get_model_status_pb2.GetModelStatusResponse:
         if not request.HasField("model_spec"):
             raise InvalidArgumentError("Missing ModelSpec")
         return get_model_status_pb2.GetModelStatusResponse(
-            model_version_status=self._manager.status(request.model_spec))
+            model_version_status=self._core.status(request.model_spec))
+
+    def handle_reload_config_request(self, request: model_management_pb2.ReloadConfigRequest
+                                     ) -> model_management_pb2.ReloadConfigResponse:
+        """model_service_impl.cc: only a ModelConfigList is taken.  (The response's
+        `metric` field, TF Serving's load counters, stays empty here.)"""
+        if request.config.WhichOneof("config") != "model_config_list":
+            raise InvalidArgumentError(
+                "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+                "ModelConfigList is currently supported")
+        self._core.reload_config(request.config)
+        response = model_management_pb2.ReloadConfigResponse()
+        response.status.SetInParent()  # OK
+        return response
 
     GetModelStatus = _rpc(get_model_status)
-
-
+    HandleReloadConfigRequest = _rpc(handle_reload_config_request)

@@ -29,6 +29,11 @@ def dtype_name(dtype: int) -> str:
     return types_pb2.DataType.Name(dtype)[len("DT_"):].lower()
 
 
+def data_type(array: np.ndarray) -> int:
+    """An array's `DataType` (numpy object arrays hold strings)."""
+    return tf.as_dtype(tf.string if array.dtype == object else array.dtype).as_datatype_enum
+
+
 def encode_varint(value: int) -> bytes:
     """Protobuf's base-128 varint of a non-negative integer."""
     out = bytearray()

@@ -1,6 +1,7 @@
-"""Classify and Regress on tf.Example signatures (TF Serving's half_plus_two shape), over
-gRPC and REST, and TF Serving's messages for signatures that do not fit
-(servables/tensorflow/classifier.cc, regressor.cc)."""
+"""Classify, Regress and MultiInference on tf.Example signatures (TF Serving's
+half_plus_two shape), over gRPC and REST, and TF Serving's messages for signatures and
+requests that do not fit (servables/tensorflow/classifier.cc, regressor.cc,
+multi_inference.cc)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from tensorflow.core.example import example_pb2, feature_pb2
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
+    inference_pb2,
     model_pb2,
     prediction_service_pb2_grpc,
     regression_pb2,
@@ -108,8 +110,9 @@ def test_regress_and_classify_over_grpc_and_rest(server):
     ("Regress", "classify", "Expected regression signature method_name to be "
                             "tensorflow/serving/regress. Was: tensorflow/serving/classify"),
     ("Classify", "four_outputs", "Expected one or two output Tensors, found 4"),
+    # shapes as tensorflow/core/framework/tensor_shape.cc's DebugString writes them
     ("Regress", "wrong_rank", "Expected output Tensor shape to be either [batch_size] or "
-                              "[batch_size, 1] but got [1, 1, 1]"),
+                              "[batch_size, 1] but got [1,1,1]"),
     ("Regress", "nope", "No signature was found with the name: nope"),
 ])
 def test_signatures_that_do_not_fit_get_tf_servings_messages(server, method, signature,
@@ -123,3 +126,50 @@ def test_signatures_that_do_not_fit_get_tf_servings_messages(server, method, sig
         getattr(server.stub, method)(request, timeout=30)
     assert (raised.value.code(), raised.value.details()) == (
         grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def multi_inference(*tasks: tuple[str, str, str], values=(1.0, 6.0)
+                    ) -> inference_pb2.MultiInferenceRequest:
+    request = inference_pb2.MultiInferenceRequest()
+    for model, signature, method in tasks:
+        request.tasks.add(model_spec=model_pb2.ModelSpec(name=model, signature_name=signature),
+                          method_name=METHODS.get(method, method))
+    request.input.example_list.examples.extend(examples(*values))
+    return request
+
+
+def test_multi_inference_runs_each_task_on_the_same_examples(server):
+    response = server.stub.MultiInference(multi_inference(
+        ("half_plus_two", "classify", "classify"), ("half_plus_two", "regress", "regress")),
+        timeout=30)
+    classification, regression = response.results
+    assert [[(c.label, c.score) for c in row.classes]
+            for row in classification.classification_result.classifications] == [
+        [("half", 2.5)], [("half", 5.0)]]  # 0.5 x + 2
+    assert [r.value for r in regression.regression_result.regressions] == [2.5, 5.0]
+    assert [(r.model_spec.name, r.model_spec.signature_name, r.model_spec.version.value)
+            for r in response.results] == [("half_plus_two", "classify", 1),
+                                           ("half_plus_two", "regress", 1)]
+
+
+@pytest.mark.parametrize(("tasks", "code", "message"), [
+    ((("half_plus_two", "classify", "classify"), ("other", "regress", "regress")),
+     grpc.StatusCode.INVALID_ARGUMENT,
+     "All ModelSpecs in a MultiInferenceRequest must access the same model name."),
+    ((("half_plus_two", "regress", "regress"), ("half_plus_two", "regress", "regress")),
+     grpc.StatusCode.INVALID_ARGUMENT, "Duplicate evaluation of signature: regress"),
+    ((("half_plus_two", "nope", "regress"),), grpc.StatusCode.INVALID_ARGUMENT,
+     "Requested signature not found in model graph: nope"),
+    ((("half_plus_two", "regress", "tensorflow/serving/predict"),),
+     grpc.StatusCode.UNIMPLEMENTED,
+     "Unsupported signature method_name: tensorflow/serving/predict"),
+    ((("half_plus_two", "regress", "classify"),), grpc.StatusCode.INVALID_ARGUMENT,
+     "Expected classification signature method_name to be tensorflow/serving/classify. "
+     "Was: tensorflow/serving/regress"),
+    ((("missing", "regress", "regress"),), grpc.StatusCode.NOT_FOUND,
+     "Servable not found for request: Latest(missing)"),
+])
+def test_multi_inference_errors_are_tf_servings(server, tasks, code, message):
+    with pytest.raises(grpc.RpcError) as raised:
+        server.stub.MultiInference(multi_inference(*tasks), timeout=30)
+    assert (raised.value.code(), raised.value.details()) == (code, message)

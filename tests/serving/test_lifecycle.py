@@ -33,7 +33,7 @@ def wait_for(condition, what: str, timeout: float = 60.0):
 
 def states(server) -> dict[int, int]:
     try:
-        return {s.version: s.state for s in server.manager.status(
+        return {s.version: s.state for s in server.core.status(
             model_pb2.ModelSpec(name=MODEL_NAME))}
     except errors.NotFoundError:
         return {}
@@ -107,7 +107,7 @@ def test_a_version_that_fails_to_load_is_retried_then_ends_with_its_error(export
         (base / "2" / "saved_model.pb").write_bytes(b"not a SavedModel")
         wait_for(lambda: states(server).get(2) == LOADING, "version 2 LOADING (retrying)")
         wait_for(lambda: states(server).get(2) == END, "version 2 END after its retries")
-        status = server.manager.status(model_pb2.ModelSpec(name=MODEL_NAME))[0]
+        status = server.core.status(model_pb2.ModelSpec(name=MODEL_NAME))[0]
         assert status.version == 2 and status.status.error_code != 0
         assert status.status.error_message
         assert states(server)[1] == AVAILABLE  # version 1 kept serving
@@ -126,9 +126,9 @@ def test_tf_servings_start_up_rules(exported, tmp_path):
     assert result.returncode == 1
     assert "batching_parameters_file is set without setting" in result.stderr
 
-    with ServerProcess(exported.model_dir, MODEL_NAME, "--model_config_file_poll_wait_seconds=5",
+    with ServerProcess(exported.model_dir, MODEL_NAME, "--tensorflow_session_parallelism=0",
                        "--tensorflow_intra_op_parallelism=2") as process:
-        assert any(line.startswith("unknown argument: --model_config_file_poll_wait_seconds=5")
+        assert any(line.startswith("unknown argument: --tensorflow_session_parallelism=0")
                    for line in process.output)
         with Client(process.address, MODEL_NAME) as client:
             assert client.classify([next(iter(exported.images.values()))])
@@ -167,8 +167,14 @@ def test_a_failing_warmup_record_is_one_line_naming_it(exported, tmp_path, capfd
     warmup = base / "1" / "assets.extra" / "tf_serving_warmup_requests"
     with tf.io.TFRecordWriter(str(warmup)) as writer:
         writer.write(log.SerializeToString())
-    with ModelServer(base, MODEL_NAME, port=0, max_num_load_retries=0) as server:
-        assert states(server)[1] == END
+    # At start-up a model that does not load stops the server, as tensorflow_model_server
+    # (load_servables_fast.cc): one line, the record named.
+    with pytest.raises(ValueError) as raised:
+        ModelServer(base, MODEL_NAME, port=0, max_num_load_retries=0).start()
+    assert str(raised.value).startswith(
+        "cannot start the server: UNKNOWN: 1 servable(s) did not become available: "
+        f"{{{{{{name: {MODEL_NAME} version: 1}} due to error: {warmup}: warmup record 1 "
+        f"failed: ")
     err = capfd.readouterr().err
     assert f"{warmup}: warmup record 1 failed: assertion failed: [not a JPEG or PNG image]" \
         in err

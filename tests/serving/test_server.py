@@ -252,7 +252,7 @@ def test_client_raises_typed_errors_with_the_servers_message(exported, server):
     assert raised.value.message == "Servable not found for request: Latest(resnet)"
 
 
-def test_metadata_and_unimplemented_methods(stub, server):
+def test_metadata_errors_and_empty_requests(stub, server):
     spec = model_pb2.ModelSpec(name=MODEL_NAME)
     for fields, message in [([], "GetModelMetadataRequest must specify at least one "
                                  "metadata_field"),
@@ -263,14 +263,20 @@ def test_metadata_and_unimplemented_methods(stub, server):
                 model_spec=spec, metadata_field=fields), timeout=30)
         assert (raised.value.code(), raised.value.details()) == (
             grpc.StatusCode.INVALID_ARGUMENT, message)
+    # multi_inference_helper.cc takes the first task's spec: none, an empty name.
     with pytest.raises(grpc.RpcError) as raised:
         stub.MultiInference(inference_pb2.MultiInferenceRequest(), timeout=30)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT, "ModelSpec has no name specified.")
+    # model_service_impl.cc
     with grpc.insecure_channel(server.address) as channel, \
             pytest.raises(grpc.RpcError) as raised:
         model_service_pb2_grpc.ModelServiceStub(channel).HandleReloadConfigRequest(
             model_management_pb2.ReloadConfigRequest(), timeout=30)
-    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert (raised.value.code(), raised.value.details()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ServerModelConfig type not supported by HandleReloadConfigRequest. Only "
+        "ModelConfigList is currently supported")
 
 
 def example(image: bytes, **more: bytes) -> example_pb2.Example:
