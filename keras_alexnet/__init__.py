@@ -6,11 +6,6 @@ with its input contract, as Keras applications do with theirs.
 """
 
 import importlib
-import os
-
-# TensorFlow's C++ start-up lines (oneDNN, CUDA probing) drown the progress bars; a
-# user's own setting wins.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from keras_alexnet.config import AlexNetConfig, reduced_config
 

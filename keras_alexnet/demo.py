@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
+import shutil
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -36,6 +40,7 @@ from keras_alexnet.figures.predictions import write_predictions
 from keras_alexnet.preprocessing import resize_size_for
 from keras_alexnet.saved_model import export
 from keras_alexnet.training import fit
+from serving import DEFAULT_MODEL_NAME
 from serving.client import Client
 from serving.server import ModelServer
 from tfrecords_tools.archives import index_flat, label_validation, member_reader, read_devkit
@@ -43,7 +48,7 @@ from tfrecords_tools.convert import convert
 from tfrecords_tools.sample import SampleArchives, make_sample_archives
 from tfrecords_tools.stats import compute_stats
 
-MODEL_NAME = "alexnet"
+MODEL_NAME = DEFAULT_MODEL_NAME
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +74,35 @@ QUICK = DemoSettings(train_per_class=16, val_per_class=3, test_images=2, epochs_
                      max_epochs=2, target_top1=None, queries=2)
 
 
+RESULT_FILE = "demo-result.json"
+
+
 @dataclasses.dataclass
 class DemoResult:
+    """What a demo run wrote and measured; also `<workdir>/demo-result.json`."""
+
     workdir: Path
     paths: dict[str, Path]  # what was written, by what it is
     history: dict[str, list[float]]  # every epoch's metrics, from the training log
     learned: bool  # reached the settings' validation accuracy (True when none is set)
     evaluation: dict  # keras_alexnet.evaluation.evaluate's result
-    served: list[dict]  # per query: file, true label name, top-5 [(name, probability)]
+    served: list[dict]  # per query: file, true label name, top-5 [[name, probability]]
     seconds: dict[str, float]  # per stage
+
+    def write(self) -> Path:
+        fields = dataclasses.asdict(self)
+        fields["workdir"] = str(self.workdir)
+        fields["paths"] = {name: str(path) for name, path in self.paths.items()}
+        path = self.workdir / RESULT_FILE
+        path.write_text(json.dumps(fields, indent=1) + "\n")
+        return path
+
+    @classmethod
+    def read(cls, workdir: str | Path) -> DemoResult:
+        fields = json.loads((Path(workdir) / RESULT_FILE).read_text())
+        fields["workdir"] = Path(fields["workdir"])
+        fields["paths"] = {name: Path(path) for name, path in fields["paths"].items()}
+        return cls(**fields)
 
 
 class _Stages:
@@ -218,7 +243,10 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
         paths[f"picture:{name}"] = path
     paths["checkpoint"] = checkpoint
     history = {k: v.tolist() for k, v in read_training_log(paths["model"]).items()}
-    return DemoResult(workdir, paths, history, learned, evaluation, served, stages.seconds)
+    served = [{**query, "top5": [list(entry) for entry in query["top5"]]} for query in served]
+    result = DemoResult(workdir, paths, history, learned, evaluation, served, stages.seconds)
+    result.write()
+    return result
 
 
 def summary(result: DemoResult) -> str:
@@ -240,4 +268,37 @@ def summary(result: DemoResult) -> str:
     lines.append("Written:")
     width = max(len(k) for k in result.paths)
     lines += [f"  {name:<{width}}  {path}" for name, path in result.paths.items()]
+    return "\n".join(lines)
+
+
+def _python() -> str:
+    """How to call the interpreter that runs the demo: `python` when that is it (an
+    activated venv), else its path (`.venv/bin/python`)."""
+    on_path = shutil.which("python")
+    if on_path and os.path.realpath(on_path) == os.path.realpath(sys.executable):
+        return "python"
+    return shlex.quote(os.path.relpath(sys.executable)
+                       if sys.executable.startswith(os.getcwd()) else sys.executable)
+
+
+def next_steps(result: DemoResult) -> str:
+    """What to open and what to run next, with the demo's own paths."""
+    paths, python = result.paths, _python()
+    pictures = {"kernels": "the first layer's filters (the paper's Figure 3)",
+                "predictions": "validation images with their top-5 (Figure 4, left)",
+                "neighbours": "nearest neighbours in fc7 space (Figure 4, right)",
+                "curves": "loss, error and learning rate by epoch"}
+    width = max(len(str(paths[f"picture:{name}"])) for name in pictures)
+    lines = ["", "Open:"]
+    lines += [f"  {paths[f'picture:{name}']!s:<{width}}  {what}"
+              for name, what in pictures.items()]
+    base = shlex.quote(str(paths["export"] / MODEL_NAME))
+    lines += ["", "Next:",
+              "  # serve the export over TF Serving's gRPC and REST APIs (Ctrl-C stops it)",
+              f"  {python} -m serving serve --model_base_path={base} --rest_api_port=8501",
+              "  # then, from another terminal, classify your own photos",
+              f"  {python} -m serving query photo.jpg",
+              f"  {python} -m keras_alexnet predict --checkpoint "
+              f"{shlex.quote(str(paths['model']))} photo.jpg",
+              "  # ImageNet itself: README.md, \"On real ImageNet\""]
     return "\n".join(lines)

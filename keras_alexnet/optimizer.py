@@ -24,6 +24,13 @@ class PaperSGD(keras.optimizers.SGD):
 
     def __init__(self, learning_rate=0.01, momentum: float = 0.9, decay: float = 0.0005,
                  **kwargs):
+        if kwargs.get("weight_decay"):
+            # Keras's weight_decay is decoupled (applied to the weights outside the
+            # momentum): the rule this class exists to replace [paper §5].
+            raise ValueError(
+                f"PaperSGD(weight_decay={kwargs['weight_decay']}) is Keras's decoupled "
+                f"decay, not the paper's; pass decay={kwargs['weight_decay']} instead (the "
+                f"paper's 0.0005 is the default)")
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
         if decay < 0:
             raise ValueError(f"decay must be non-negative, got {decay}")

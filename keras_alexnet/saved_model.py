@@ -38,6 +38,7 @@ from keras_alexnet import checkpoints
 from keras_alexnet.contract import InputContract, contract_of
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import decode_center_crop
+from serving import DEFAULT_MODEL_NAME
 
 TOP_K = 5  # the paper reports top-1 and top-5 error [paper §1, §6]
 DEFAULT_SIGNATURE = "serving_default"
@@ -178,7 +179,7 @@ def _mark_classify_method(version_dir: Path) -> None:
 
 
 def export(model_or_checkpoint: keras.Model | str | os.PathLike,
-           export_base: str | os.PathLike, model_name: str = "alexnet",
+           export_base: str | os.PathLike, model_name: str = DEFAULT_MODEL_NAME,
            version: int | None = None, *, data_dir: str | os.PathLike | None = None) -> Path:
     """Writes the model as a TF Serving SavedModel and returns its version directory.
 

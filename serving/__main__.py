@@ -8,12 +8,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads a servable
+from keras_alexnet.cli import add_verbose_argument, run_command
+from serving import DEFAULT_MODEL_NAME
 
 
 def _flag_bool(value: str) -> bool:
@@ -44,7 +44,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gRPC port; 0 picks a free one (default 8500)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="interface to bind (default loopback; 0.0.0.0 for all)")
-    parser.add_argument("--model_name", default="default", help="name clients ask for")
+    parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
+                        help=f"name clients ask for (default {DEFAULT_MODEL_NAME}, the name "
+                             f"`keras_alexnet export` writes; tensorflow_model_server's "
+                             f"default is 'default')")
     parser.add_argument("--model_base_path",
                         help="directory of integer version directories, each a SavedModel "
                              "(required unless --model_config_file)")
@@ -93,31 +96,26 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     from serving.server import READY_LINE, REST_LINE, ModelServer
 
-    try:
-        server = ModelServer(
-            args.model_base_path, args.model_name, port=args.port, host=args.host,
-            model_config_file=args.model_config_file,
-            model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-            allow_version_labels_for_unavailable_models=(
-                args.allow_version_labels_for_unavailable_models),
-            enable_batching=args.enable_batching,
-            batching_parameters_file=args.batching_parameters_file,
-            ssl_config_file=args.ssl_config_file,
-            file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-            grpc_max_threads=args.grpc_max_threads,
-            enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
-            rest_api_port=args.rest_api_port,
-            rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
-            max_num_load_retries=args.max_num_load_retries,
-            load_retry_interval_micros=args.load_retry_interval_micros,
-            enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
-            monitoring_config_file=args.monitoring_config_file)
-        server.start()
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    server = ModelServer(
+        args.model_base_path, args.model_name, port=args.port, host=args.host,
+        model_config_file=args.model_config_file,
+        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
+        allow_version_labels_for_unavailable_models=(
+            args.allow_version_labels_for_unavailable_models),
+        enable_batching=args.enable_batching,
+        batching_parameters_file=args.batching_parameters_file,
+        ssl_config_file=args.ssl_config_file,
+        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
+        grpc_max_threads=args.grpc_max_threads,
+        enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
+        rest_api_port=args.rest_api_port, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
+        max_num_load_retries=args.max_num_load_retries,
+        load_retry_interval_micros=args.load_retry_interval_micros,
+        enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
+        monitoring_config_file=args.monitoring_config_file)
+    server.start()
     stopping = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop, as tensorflow_model_server
         signal.signal(signum, lambda *_: stopping.set())
     if server.rest is not None:  # before the ready line, which ServerProcess waits for
         print(REST_LINE.format(address=f"{server.rest.host}:{server.rest.port}"), flush=True)
@@ -130,7 +128,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="127.0.0.1:8500", help="host:port of the server")
-    parser.add_argument("--model_name", default="alexnet")
+    parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
+                        help=f"default {DEFAULT_MODEL_NAME}")
     parser.add_argument("--version", type=int, help="model version (default the latest)")
     parser.add_argument("--version_label", help="model version label")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
@@ -147,37 +146,22 @@ def _client(args: argparse.Namespace):
 
 def query(args: argparse.Namespace) -> int:
     from serving.client import format_top5
-    from serving.errors import ServingError
 
     images = []
     for path in args.images:
-        try:
-            with open(path, "rb") as file:
-                images.append(file.read())
-        except OSError as error:
-            print(f"error: {path}: {error.strerror}", file=sys.stderr)
-            return 1
-    try:
-        with _client(args) as client:
-            results = client.classify(images)
-    except ServingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        with open(path, "rb") as file:
+            images.append(file.read())
+    with _client(args) as client:
+        results = client.classify(images)
     for path, top5 in zip(args.images, results, strict=True):
         print(format_top5(path, top5))
     return 0
 
 
 def status(args: argparse.Namespace) -> int:
-    from serving.errors import ServingError
-
-    try:
-        with _client(args) as client:
-            health = client.health()
-            versions = client.status(version=args.version)
-    except ServingError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    with _client(args) as client:
+        health = client.health()
+        versions = client.status(version=args.version)
     print(f"server {args.server}: {health}")
     for version in versions:
         error = f"  ({version.error_message})" if version.error_message else ""
@@ -200,6 +184,8 @@ def build_parser() -> argparse.ArgumentParser:
     status_parser = commands.add_parser("status", help="health and model version states")
     add_client_arguments(status_parser)
     status_parser.set_defaults(run=status)
+    for command in (serve_parser, query_parser, status_parser):
+        add_verbose_argument(command)
     return parser
 
 
@@ -213,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         # starts anyway; so does this server, for every flag it lacks.
         print(f"unknown argument: {unknown[0]}" + (f" (and {len(unknown) - 1} more: "
               f"{' '.join(unknown[1:])})" if len(unknown) > 1 else ""), file=sys.stderr)
-    return args.run(args)
+    from serving.errors import ServingError
+
+    return run_command(args, errors=(ServingError,))
 
 
 if __name__ == "__main__":

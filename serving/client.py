@@ -27,6 +27,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from serving import DEFAULT_MODEL_NAME
 from serving.errors import InvalidArgumentError, UnimplementedError, error_for
 from serving.tensors import to_ndarray, to_tensor_proto
 
@@ -104,7 +105,7 @@ class Client:
     Errors raise `serving.errors.ServingError` subclasses carrying the server's message.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, model_name: str = "alexnet", *,
+    def __init__(self, target: str = DEFAULT_TARGET, model_name: str = DEFAULT_MODEL_NAME, *,
                  signature_name: str = "serving_default", version: int | None = None,
                  version_label: str | None = None, timeout: float = 30.0, retries: int = 3,
                  backoff_seconds: float = 0.1, tls: bool = False,

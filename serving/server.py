@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_pb2_grpc
 
+from serving import DEFAULT_MODEL_NAME
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.config_files import MonitoringConfig, SSLConfig, read_text_proto
 from serving.errors import ServingError
@@ -61,7 +62,7 @@ class ModelServer:
     """
 
     def __init__(self, model_base_path: str | os.PathLike | None = None,
-                 model_name: str = "default", *,
+                 model_name: str = DEFAULT_MODEL_NAME, *,
                  model_config_file: str | os.PathLike | None = None,
                  model_config_file_poll_wait_seconds: float = 0,
                  allow_version_labels_for_unavailable_models: bool = False,
@@ -187,9 +188,9 @@ class ServerProcess:
     `start()` waits for that line, so `port` is the port it really bound.
     """
 
-    def __init__(self, model_base_path: str | os.PathLike | None, model_name: str = "default",
-                 *extra_args: str, port: int = 0, host: str = "127.0.0.1",
-                 env: dict[str, str] | None = None):
+    def __init__(self, model_base_path: str | os.PathLike | None,
+                 model_name: str = DEFAULT_MODEL_NAME, *extra_args: str, port: int = 0,
+                 host: str = "127.0.0.1", env: dict[str, str] | None = None):
         base_path = [f"--model_base_path={model_base_path}"] if model_base_path else []
         self.args = [sys.executable, "-m", "serving", "serve", f"--port={port}",
                      f"--host={host}", f"--model_name={model_name}", *base_path,

@@ -42,3 +42,12 @@ def converted_shards(sample_archives, tmp_path_factory):
             image_size=SAMPLE_IMAGE_SIZE, processes=1, progress=False)
     compute_stats(output, progress=False)
     return output
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """The reduced model exported as a SavedModel (`tests/serving/exported_model.py`):
+    read-only for tests; copy it to change it."""
+    from tests.serving.exported_model import make_exported_model
+
+    return make_exported_model(tmp_path_factory.mktemp("exported"))

@@ -7,10 +7,10 @@ is instant.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import sys
 from pathlib import Path
+
+from keras_alexnet.cli import add_verbose_argument, run_command
 
 EPILOG = """examples:
   %(prog)s convert /data/ilsvrc /data/shards
@@ -49,8 +49,9 @@ def _add_convert(sub) -> None:
     parser.add_argument("--devkit", type=Path, help="the devkit, if not under its ILSVRC name")
     for split in SPLITS:
         parser.add_argument(f"--{split}-shards", type=_positive,
-                            help=f"number of {split} shards (default: schema.DEFAULT_NUM_SHARDS, "
-                                 f"1024 train, 128 others)")
+                            help=f"number of {split} shards (default: one per 256 images, "
+                                 f"at most {'1024' if split == 'train' else '128'}, as for "
+                                 f"ILSVRC-2012)")
     parser.add_argument("--size", type=_positive, default=256,
                         help="shorter side after resizing [paper §2] (default 256)")
     parser.add_argument("--no-crop", dest="crop", action="store_false",
@@ -147,7 +148,8 @@ def _run_verify(args) -> int:
                       devkit=args.devkit)
     for problem in problems:
         print(problem)
-    print(f"{len(problems)} problems" if problems else "all shards verified")
+    print(f"{len(problems)} problem{'s' * (len(problems) != 1)}" if problems
+          else "all shards verified")
     return 1 if problems else 0
 
 
@@ -180,36 +182,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_convert, _add_merge, _add_verify, _add_stats):
         add(sub)
+    for command in sub.choices.values():
+        add_verbose_argument(command)
     return parser
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that the run cleans up as for Ctrl-C."""
-
-
-def _terminate(signum, frame) -> None:
-    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is only a file format here
-    from tfrecords_tools.errors import ArchiveError, OutputError, WorkerError
+    from tfrecords_tools.errors import OutputError, WorkerError
 
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        return args.run(args)
-    except (ArchiveError, OutputError, WorkerError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    except Terminated:
-        print("terminated; rerun the same command to resume", file=sys.stderr)
-        return 143
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_command(args, errors=(OutputError, WorkerError),
+                       interrupted="interrupted; rerun the same command to resume",
+                       tensorflow=args.command != "merge")  # merge reads JSON only
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def _refuse_incomplete(path: Path, what: str, damage: str) -> None:
 
 
 def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
-                devkit_path: Path | None, classes: ClassIndex | None, num_shards: int,
+                devkit_path: Path | None, classes: ClassIndex | None, num_shards: int | None,
                 options: ImageOptions, seed: int, label_offset: int,
                 allow_incomplete: bool) -> SplitPlan:
     """The split's shards, each with its members in their final order."""
@@ -214,6 +214,7 @@ def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
     if split != "test":
         # Classes mixed within every shard; the string seed hashes the same in every run.
         random.Random(f"{split}:{seed}").shuffle(members)
+    num_shards = num_shards or schema.default_num_shards(split, len(members))
     if not 1 <= num_shards <= len(members):
         raise ValueError(f"--{split}-shards {num_shards}: must be between 1 and the "
                          f"{len(members)} images of {path}")
@@ -562,7 +563,8 @@ def convert(output: str | Path, archives: Archives | str | Path,
     that finds all shards done writes the manifest (or run `merge`).  `label_offset` 1
     writes labels 1..N (the Inception convention, see `schema`).  An archive short of
     what the devkit lists is an error unless `allow_incomplete`, which converts what is
-    there and records the shortfall in the manifest.
+    there and records the shortfall in the manifest.  A split missing from `num_shards`
+    gets `schema.default_num_shards` for its image count.
     """
     from tqdm import tqdm
 
@@ -577,7 +579,7 @@ def convert(output: str | Path, archives: Archives | str | Path,
                          f"Keras) or 1 (1..N, the Inception and TPU readers)")
     if not isinstance(archives, Archives):
         archives = Archives.find(archives)
-    num_shards = {**schema.DEFAULT_NUM_SHARDS, **(num_shards or {})}
+    num_shards = num_shards or {}  # the others: schema.default_num_shards
     options = ImageOptions(image_size, crop, quality)
     processes = processes or _usable_cpus()
     output = Path(output)
@@ -590,16 +592,16 @@ def convert(output: str | Path, archives: Archives | str | Path,
     # The workers start while the archives are indexed.
     try:
         with (Pool(processes, worker.initialize, (shared,)) if processes > 1
-              else InlinePool(worker.initialize, (shared,))) as pool:
+              else InlinePool(worker.initialize, (shared, False))) as pool:
             # Plan everything first: a bad archive fails here, before any work is done.
             devkit = read_devkit(archives.devkit) if archives.devkit else None
             plans, classes = [], devkit.classes if devkit else None
             for split in schema.SPLITS:
                 if split in splits:
                     path = archives.path_for(split)
-                    plan = _plan_split(split, path, _index(output, split, path, progress), devkit,
-                                       archives.devkit, classes, num_shards[split], options, seed,
-                                       label_offset, allow_incomplete)
+                    plan = _plan_split(split, path, _index(output, split, path, progress),
+                                       devkit, archives.devkit, classes, num_shards.get(split),
+                                       options, seed, label_offset, allow_incomplete)
                     classes = plan.classes or classes
                     plans.append(plan)
             if classes is not None:

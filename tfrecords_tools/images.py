@@ -22,17 +22,21 @@ import cv2
 import numpy as np
 import PIL
 import simplejpeg
-from PIL import Image, features
-
-# Truncated images must fail, not come back half grey.
-Image.LOAD_TRUNCATED_IMAGES = False
-# One thread per worker process: the processes already use every core.
-cv2.setNumThreads(1)
+from PIL import Image, ImageFile, features
 
 #: The shards' bytes depend on the codecs: machines sharing a job must agree on them.
 CODEC = (f"simplejpeg {simplejpeg.__version__}, OpenCV {cv2.__version__}, "
          f"Pillow {PIL.__version__}, libjpeg {features.version('jpg')}"
          f" (libjpeg-turbo {features.version('libjpeg_turbo')})")
+
+def configure_worker_process() -> None:
+    """The image libraries' settings of a converter worker process (never set on import:
+    a program importing this module keeps its own)."""
+    # Truncated images must fail, not come back half grey.
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    # One thread per worker process: the processes already use every core.
+    cv2.setNumThreads(1)
+
 
 #: Below this scale a resize needs antialiasing; from it up, bilinear alone loses little.
 _BILINEAR_ALONE = 0.8

@@ -30,6 +30,15 @@ import google_crc32c
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_NUM_SHARDS = {"train": 1024, "validation": 128, "test": 128}
+#: Smaller archives get fewer shards, none under this many images (ILSVRC-2012's
+#: 1.28 M / 50 k / 100 k images keep the defaults above).
+MIN_IMAGES_PER_SHARD = 256
+
+
+def default_num_shards(split: str, images: int) -> int:
+    """The number of shards a split of `images` images gets unless told otherwise."""
+    return max(1, min(DEFAULT_NUM_SHARDS[split], images // MIN_IMAGES_PER_SHARD))
+
 UNLABELED = -1
 LABEL_OFFSETS = (0, 1)
 

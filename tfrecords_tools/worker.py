@@ -17,7 +17,7 @@ import struct
 from pathlib import Path
 
 from tfrecords_tools import schema
-from tfrecords_tools.images import ImageOptions, reencode
+from tfrecords_tools.images import ImageOptions, configure_worker_process, reencode
 from tfrecords_tools.pool import working_on
 
 #: A bucket entry's head: the record's index in its shard, its label (the class index,
@@ -30,9 +30,13 @@ _buffer: memoryview | None = None  # the parent's read buffer, shared
 _job: tuple | None = None  # (wnids, names, ImageOptions, label offset) of the split
 
 
-def initialize(buffer) -> None:
+def initialize(buffer, own_process: bool = True) -> None:
+    """Sets up a worker: the parent's shared read buffer, and in a worker process of its
+    own (not the parent running tasks in line) the image libraries' settings."""
     global _buffer
     _buffer = memoryview(buffer).cast("B")
+    if own_process:
+        configure_worker_process()
 
 
 def configure(wnids: tuple[str, ...], names: tuple[str, ...], options: ImageOptions,

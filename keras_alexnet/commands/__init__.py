@@ -1,7 +1,8 @@
 """`python -m keras_alexnet`: one subcommand per module of this package.
 
 Each module has a docstring (its first line is the help), `add_arguments(parser)` and
-`run(args) -> int`; heavy imports stay inside `run` so that `--help` is fast.
+`run(args) -> int`; heavy imports stay inside `run` so that `--help` is fast.  Errors,
+Ctrl-C and SIGTERM end a command as `keras_alexnet.cli` says, for all three tools.
 """
 
 from __future__ import annotations
@@ -9,7 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
-import sys
+
+from keras_alexnet.cli import add_verbose_argument, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,18 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
+        add_verbose_argument(sub)
         sub.set_defaults(run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.run(args) or 0
-    except KeyboardInterrupt as interrupted:  # one line, not a traceback
-        print(f"{interrupted or 'interrupted'}", file=sys.stderr)
-        return 130
+    return run_command(build_parser().parse_args(argv))
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -11,7 +11,8 @@ tensorflow_model_server.
 from __future__ import annotations
 
 import argparse
-import sys
+
+from serving import DEFAULT_MODEL_NAME
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only for a checkpoint saved without its input contract: the "
                              "shard directory it was trained on")
     parser.add_argument("--export-base", required=True, help="TF Serving export base directory")
-    parser.add_argument("--model-name", default="alexnet", help="default: alexnet")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL_NAME,
+                        help=f"default: {DEFAULT_MODEL_NAME}, the name `python -m serving` "
+                             f"serves and queries by default")
     parser.add_argument("--version", type=int, default=None,
                         help="integer version directory (default: one more than the latest)")
 
@@ -29,11 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import export
 
-    try:
-        path = export(args.checkpoint, args.export_base, args.model_name, args.version,
-                      data_dir=args.data_dir)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    path = export(args.checkpoint, args.export_base, args.model_name, args.version,
+                  data_dir=args.data_dir)
     print(path)
     return 0

@@ -9,7 +9,6 @@ and train (fine-tuning) take MODEL_DIR like any training run's.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,11 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.bvlc import import_weights
 
-    try:
-        path = import_weights(args.file, args.model_dir, labels=args.labels,
-                              mean_image=args.mean_image)
-    except (OSError, ValueError, ImportError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    path = import_weights(args.file, args.model_dir, labels=args.labels,
+                          mean_image=args.mean_image)
     print(path)
     return 0

@@ -12,7 +12,6 @@ checkpoint).  DATA_DIR is a directory written by `python -m tfrecords_tools conv
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -121,10 +120,6 @@ def draw(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        path = draw(args)
-    except (OSError, ValueError, KeyError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    path = draw(args)
     print(path)
     return 0

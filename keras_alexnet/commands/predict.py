@@ -7,7 +7,6 @@ crop and mean subtraction as in evaluation, then the network's softmax.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,12 +25,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import classify_files
     from serving.client import format_top5
 
-    try:
-        results = classify_files(args.images, checkpoint=args.checkpoint,
-                                 saved_model=args.saved_model, data_dir=args.data_dir)
-    except (OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    results = classify_files(args.images, checkpoint=args.checkpoint,
+                             saved_model=args.saved_model, data_dir=args.data_dir)
     for path, top5 in zip(args.images, results, strict=True):
         print(format_top5(path, top5))
     return 0

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 from keras_alexnet.config import BACKUP_EVERY
 
@@ -87,48 +86,26 @@ def _config(args: argparse.Namespace):
     return AlexNetConfig(**overrides) if overrides else None
 
 
-_SIGNALS: list[int] = []  # SIGTERMs received during `run`
-
-
-def _interrupt_on_sigterm(signum, frame):
-    # A scheduler's SIGTERM (preemption, `kubectl delete`) saves a backup as Ctrl-C does.
-    _SIGNALS.append(signum)
-    raise KeyboardInterrupt
-
-
 def run(args: argparse.Namespace) -> int:
-    import signal
     from pathlib import Path
 
     from keras_alexnet.training import fit
     from tfrecords_tools.schema import LABELS, read_labels
 
-    handled = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
-    if handled:
-        signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     config = _config(args)
     labels = Path(args.data_dir) / LABELS
     if config is not None and labels.exists():  # the class count always comes from the data
         config = dataclasses.replace(config, num_classes=len(read_labels(labels)))
-    try:
-        fit(args.data_dir, args.model_dir, config=config, epochs=args.epochs,
-            batch_size=args.batch_size, learning_rate=args.learning_rate,
-            momentum=args.momentum, weight_decay=args.weight_decay, patience=args.patience,
-            max_lr_reductions=args.max_lr_reductions, steps_per_epoch=args.steps_per_epoch,
-            validation_steps=args.validation_steps, mean=args.mean,
-            lighting_stddev=args.lighting_stddev, seed=args.seed,
-            deterministic=args.deterministic, mixed_precision=args.mixed_precision,
-            xla=args.xla, strategy=args.strategy,
-            devices=tuple(args.devices) if args.devices else None,
-            keep_checkpoints=args.keep_checkpoints or None, backup_every=args.backup_every,
-            tensorboard=not args.no_tensorboard)
-    except (OSError, ValueError, FloatingPointError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt as interrupted:
-        print(f"{interrupted or 'interrupted'}", file=sys.stderr)
-        return 128 + _SIGNALS[-1] if _SIGNALS else 130
-    finally:
-        if handled:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # Ctrl-C and SIGTERM (keras_alexnet.cli) save a backup, then say how to resume.
+    fit(args.data_dir, args.model_dir, config=config, epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.learning_rate,
+        momentum=args.momentum, weight_decay=args.weight_decay, patience=args.patience,
+        max_lr_reductions=args.max_lr_reductions, steps_per_epoch=args.steps_per_epoch,
+        validation_steps=args.validation_steps, mean=args.mean,
+        lighting_stddev=args.lighting_stddev, seed=args.seed,
+        deterministic=args.deterministic, mixed_precision=args.mixed_precision,
+        xla=args.xla, strategy=args.strategy,
+        devices=tuple(args.devices) if args.devices else None,
+        keep_checkpoints=args.keep_checkpoints or None, backup_every=args.backup_every,
+        tensorboard=not args.no_tensorboard)
     return 0

@@ -1,7 +1,6 @@
 """The input pipeline: crops, reflections, PCA lighting, test patches, bad shards."""
 
 import io
-import json
 
 import numpy as np
 import pytest
@@ -10,6 +9,7 @@ from PIL import Image
 
 from keras_alexnet import data
 from keras_alexnet.preprocessing import decode_center_crop, load_stats
+from tests.fakes import write_fake_stats
 from tests.keras_alexnet.training_helpers import make_dataset
 from tfrecords_tools.schema import ImageRecord, serialize, shard_name
 
@@ -43,9 +43,7 @@ def one_image_dir(directory, pixels, copies=64):
     write_shard(directory / shard_name("train", 0, 1),
                 [serialize(ImageRecord(encoded, height, width, f"{i}.JPEG", 0))
                  for i in range(copies)])
-    (directory / "stats.json").write_text(json.dumps({
-        "mean_rgb": [0.5, 0.4, 0.3], "eigval": [0.2, 0.02, 0.005],
-        "eigvec": [[-0.58, 0.72, 0.40], [-0.58, 0.0, -0.81], [-0.58, -0.69, 0.42]]}))
+    write_fake_stats(directory)
     return directory, encoded
 
 

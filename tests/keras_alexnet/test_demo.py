@@ -6,13 +6,16 @@ The full demo (which must also learn) runs in `.ci/run`.
 import json
 import os
 import re
-import tempfile
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from keras_alexnet import demo
+from keras_alexnet.cli import TF_LOG_LINE
 from keras_alexnet.commands import build_parser, main
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.saved_model import classify_files
@@ -22,15 +25,20 @@ from tfrecords_tools.schema import read_labels
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    lines = []
-    result = demo.run_demo(workdir, quick=True, log=lines.append)
-    return result, lines
+    """`python -m keras_alexnet demo --quick` run once for the module, as a user runs it:
+    from a fresh directory, into its default ./demo-output, TensorFlow's logging left
+    at its defaults.  Returns the result it wrote, its stdout lines and its stderr."""
+    cwd = tmp_path_factory.mktemp("demo")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    done = subprocess.run([sys.executable, "-m", "keras_alexnet", "demo", "--quick"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return demo.DemoResult.read(cwd / "demo-output"), done.stdout.splitlines(), done.stderr
 
 
 def test_every_stage_reports_and_leaves_its_outputs(quick_run):
-    result, lines = quick_run
-    headers = [line for line in lines if re.match(r"\n\[\d/7\] ", line)]
+    result, lines, _ = quick_run
+    headers = [line for line in lines if re.match(r"\[\d/7\] ", line)]
     assert len(headers) == 7
     assert list(result.seconds) == ["sample", "convert", "train", "evaluate", "export", "serve",
                                     "pictures"]
@@ -58,7 +66,7 @@ def test_every_stage_reports_and_leaves_its_outputs(quick_run):
 
 
 def test_served_top5_is_the_trained_checkpoint_answer(quick_run, tmp_path):
-    result, lines = quick_run
+    result, lines, _ = quick_run
     assert len(result.served) == demo.QUICK.queries
     archive = result.paths["archives"] / VAL_TAR
     members = {m.name: m for m in flat_members(index_flat(archive))}
@@ -79,7 +87,7 @@ def test_served_top5_is_the_trained_checkpoint_answer(quick_run, tmp_path):
 
 
 def test_pictures_have_the_layout_of_their_content(quick_run):
-    result, _ = quick_run
+    result, _, _ = quick_run
 
     def size(name):
         with Image.open(result.paths[f"picture:{name}"]) as image:
@@ -98,7 +106,7 @@ def test_pictures_have_the_layout_of_their_content(quick_run):
 
 
 def test_a_workdir_of_another_demo_is_refused_before_any_work(quick_run):
-    result, _ = quick_run
+    result, _, _ = quick_run
     before = sorted(p.name for p in result.workdir.iterdir())
     with pytest.raises(ValueError, match=r"other settings .*demo\.json"):
         demo.run_demo(result.workdir, quick=False, log=lambda _: None)
@@ -114,18 +122,47 @@ def test_a_non_empty_directory_is_not_taken_as_a_workdir(tmp_path):
 
 def test_demo_command_takes_no_required_arguments():
     args = build_parser().parse_args(["demo"])
-    assert args.workdir is None and not args.quick
+    assert str(args.workdir) == "demo-output" and not args.quick
     args = build_parser().parse_args(["demo", "--quick", "--workdir", "out"])
     assert args.quick and str(args.workdir) == "out"
 
 
-def test_demo_command_without_workdir_removes_its_temporary_outputs(tmp_path, monkeypatch,
-                                                                     capsys):
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where mkdtemp creates it
-    assert main(["demo", "--quick"]) == 0
+def test_the_command_keeps_its_outputs_and_says_what_to_open_and_run(quick_run):
+    result, lines, stderr = quick_run
+    out = "\n".join(lines)
+    assert not [line for line in stderr.splitlines() if TF_LOG_LINE.match(line)]
+    written = re.findall(r"^  \S+ +(/\S+)$", out, re.MULTILINE)
+    assert len(written) >= 10 and all(path.startswith(str(result.workdir))
+                                      for path in written)
+    assert result.workdir.name == "demo-output"
+    opened = re.findall(r"^  (/\S+\.png)  ", out.split("\nOpen:\n")[1], re.MULTILINE)
+    assert sorted(opened) == sorted(str(result.paths[f"picture:{name}"])
+                                    for name in ("kernels", "predictions", "neighbours",
+                                                 "curves"))
+    assert all(Path(path).is_file() for path in opened)  # kept, not in a removed temp dir
+    steps = out.split("\nNext:\n")[1]
+    assert f"-m serving serve --model_base_path={result.paths['export'] / demo.MODEL_NAME}" \
+        in steps
+    assert "-m serving query photo.jpg" in steps
+
+
+def test_a_rerun_resumes_and_prints_the_same_accuracies(quick_run, monkeypatch, capsys):
+    result, lines, _ = quick_run
+    monkeypatch.chdir(result.workdir.parent)
+    assert main(["demo", "--quick"]) == 0  # into ./demo-output again
     out = capsys.readouterr().out
-    workdir = re.search(r"Removed the temporary (\S+);", out)[1]
-    assert workdir.startswith(str(tmp_path)) and not os.path.exists(workdir)
-    written = re.findall(rf"^  \S+ +({re.escape(workdir)}\S*)$", out, re.MULTILINE)
-    assert len(written) >= 10  # the closing summary listed every output
-    assert "Summary" in out and "served: " in out
+    accuracy = [line for line in lines if "validation top-1 accuracy" in line]
+    assert accuracy and accuracy[0] in out.splitlines()
+    again = demo.DemoResult.read(result.workdir)
+    assert again.history == result.history  # resumed: no epoch trained twice
+    assert again.paths["saved_model"].name == "2"  # the export added a version
+
+
+@pytest.mark.slow
+def test_two_fresh_runs_with_the_fixed_seed_learn_the_same(quick_run, tmp_path):
+    result, _, _ = quick_run
+    demo.run_demo(tmp_path / "again", quick=True, log=lambda _: None)
+    again = demo.DemoResult.read(tmp_path / "again")
+    assert again.history == result.history  # every epoch's loss and accuracies, exactly
+    assert again.evaluation == result.evaluation
+    assert [q["top5"] for q in again.served] == [q["top5"] for q in result.served]

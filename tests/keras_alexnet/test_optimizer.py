@@ -60,3 +60,10 @@ def test_optimizer_round_trips_config():
     assert (optimizer.decay, float(optimizer.momentum)) == (0.001, 0.9)
     with pytest.raises(ValueError, match="decay must be non-negative"):
         PaperSGD(decay=-1.0)
+
+
+def test_keras_decoupled_weight_decay_is_refused_with_the_paper_argument_named():
+    with pytest.raises(ValueError, match=r"weight_decay=0.0005\) is Keras's decoupled decay.*"
+                                         r"pass decay=0.0005 instead"):
+        PaperSGD(weight_decay=0.0005)
+    assert PaperSGD(weight_decay=None).decay == 0.0005  # as get_config writes it

@@ -7,12 +7,7 @@ import re
 import pytest
 
 from keras_alexnet.commands import main
-from tests.serving.exported_model import expected_top5, make_exported_model
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return make_exported_model(tmp_path_factory.mktemp("predict"))
+from tests.serving.exported_model import expected_top5
 
 
 @pytest.fixture(scope="module")

@@ -24,13 +24,7 @@ from tests.serving.exported_model import (
     build_test_model,
     expected_top5,
     keras_probabilities,
-    make_exported_model,
 )
-
-
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory):
-    return make_exported_model(tmp_path_factory.mktemp("export"))
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +127,8 @@ def test_warmup_file_holds_a_replayable_predict_request(exported, loaded):
     assert outputs["probabilities"].shape == (len(image_bytes), 10)
 
 
-def test_versions_count_up_and_are_never_overwritten(exported):
-    base = exported.base / "versions"
+def test_versions_count_up_and_are_never_overwritten(exported, tmp_path):
+    base = tmp_path / "versions"
     model = exported.model
     assert keras_alexnet.export(model, base).name == "1"
     assert keras_alexnet.export(exported.checkpoint, base).name == "2"

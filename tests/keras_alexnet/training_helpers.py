@@ -8,7 +8,6 @@ pixel gives the label away.
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_alexnet.config import reduced_config
+from tests.fakes import write_fake_stats
 from tfrecords_tools.schema import ImageRecord, serialize, shard_name
 
 PALETTE = np.array([[200, 60, 60], [60, 170, 60], [70, 80, 210], [210, 190, 50],
@@ -65,9 +65,7 @@ def make_dataset(data_dir: Path, num_classes: int = 4, train_per_class: int = 64
     write_split(data_dir, "validation", validation, size=size, seed=3)
     (data_dir / "labels.txt").write_text(
         "".join(f"n{label:08d}\tclass {label}\n" for label in range(num_classes)))
-    (data_dir / "stats.json").write_text(json.dumps({
-        "mean_rgb": [0.5, 0.45, 0.4], "eigval": [0.2, 0.02, 0.005], "pixel_scale": 1.0,
-        "eigvec": [[-0.58, 0.72, 0.40], [-0.58, 0.0, -0.81], [-0.58, -0.69, 0.42]]}))
+    write_fake_stats(data_dir)
     return data_dir
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +19,7 @@ import keras_alexnet
 from keras_alexnet import checkpoints
 from keras_alexnet.contract import InputContract
 from keras_alexnet.preprocessing import decode_center_crop
+from tests.fakes import FAKE_STATS, write_fake_stats
 
 NUM_CLASSES = 10
 IMAGE_SIZE = 64
@@ -55,9 +55,7 @@ def write_data_dir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     (path / "labels.txt").write_text(
         "".join(f"n{i:08d}\t{name}\n" for i, name in enumerate(CLASS_NAMES)))
-    (path / "stats.json").write_text(json.dumps({
-        "pixel_scale": 1.0, "mean_rgb": [0.3, 0.5, 0.7], "eigval": [0.2, 0.02, 0.004],
-        "eigvec": np.eye(3).tolist()}))
+    write_fake_stats(path)
     return path
 
 
@@ -91,7 +89,7 @@ def keras_probabilities(model, mean_rgb, encoded: list[bytes]) -> np.ndarray:
 
 
 #: The mean of `write_data_dir`'s stats.json on the 0-255 scale.
-DATA_MEAN = [0.3 * 255, 0.5 * 255, 0.7 * 255]
+DATA_MEAN = [255 * m for m in FAKE_STATS["mean_rgb"]]
 
 
 def expected_top5(model, encoded: list[bytes], mean_rgb=DATA_MEAN

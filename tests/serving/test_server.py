@@ -7,6 +7,7 @@ change its state and run last.
 from __future__ import annotations
 
 import io
+import shutil
 import threading
 from pathlib import Path
 
@@ -44,8 +45,16 @@ POLL_SECONDS = 0.2
 
 
 @pytest.fixture(scope="module")
-def server(exported):
-    with ServerProcess(exported.model_dir, MODEL_NAME,
+def export_base(exported, tmp_path_factory) -> Path:
+    """A copy of the shared export, which the version pick-up test adds a version to."""
+    base = tmp_path_factory.mktemp("export")
+    shutil.copytree(exported.model_dir, base / MODEL_NAME)
+    return base
+
+
+@pytest.fixture(scope="module")
+def server(export_base):
+    with ServerProcess(export_base / MODEL_NAME, MODEL_NAME,
                        f"--file_system_poll_wait_seconds={POLL_SECONDS}") as process:
         yield process
 
@@ -454,7 +463,7 @@ def test_32_concurrent_clients(server, exported, expected):
 
 
 def test_a_new_version_is_picked_up_without_failing_requests(server, client, exported,
-                                                               expected):
+                                                               export_base, expected):
     name, image = next(iter(exported.images.items()))
     failures, stop = [], threading.Event()
 
@@ -468,7 +477,7 @@ def test_a_new_version_is_picked_up_without_failing_requests(server, client, exp
     worker = threading.Thread(target=keep_querying)
     worker.start()
     try:
-        keras_alexnet.export(exported.checkpoint, exported.base, MODEL_NAME)
+        keras_alexnet.export(exported.checkpoint, export_base, MODEL_NAME)
         for _ in range(600):
             prediction = client.predict({"image_bytes": [image]})
             if prediction.version == 2:

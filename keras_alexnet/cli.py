@@ -1,0 +1,109 @@
+"""What the three command-line tools share (`python -m keras_alexnet`, `python -m
+tfrecords_tools`, `python -m serving`): `--verbose`, TensorFlow's start-up lines kept
+off the terminal, and one mapping from what happened to the exit status.
+
+    0    done
+    1    an error the user can act on (a missing file, a bad value, a server's refusal):
+         one line, "error: ...", never a traceback
+    2    a usage error (argparse's message)
+    130  Ctrl-C, and 143 SIGTERM: one line saying what was kept, never a traceback
+
+Only the standard library is imported here, so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import signal
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+
+#: The errors a command reports in one line (the tools add their own classes).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, ValueError, KeyError, ImportError, FloatingPointError)
+
+#: TensorFlow's C++ log lines (absl's format) and the line absl prints before them.
+TF_LOG_LINE = re.compile(r"^(?:[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\] |"
+                         r"WARNING: All log messages before absl::InitializeLog\(\) is "
+                         r"called are written to STDERR)")
+LOG_LEVEL = "TF_CPP_MIN_LOG_LEVEL"
+
+
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--verbose` flag every subcommand of the three tools takes."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="show TensorFlow's own log lines (as does setting "
+                             "TF_CPP_MIN_LOG_LEVEL yourself)")
+
+
+@contextlib.contextmanager
+def _without_tensorflow_log_lines() -> Iterator[None]:
+    """Captures file descriptor 2 (native code writes there, not to `sys.stderr`) and
+    passes on every line that is not a TensorFlow log line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+                if not TF_LOG_LINE.match(line):
+                    sys.stderr.write(line)
+            sys.stderr.flush()
+
+
+def quiet_tensorflow(verbose: bool) -> None:
+    """Imports TensorFlow without its C++ start-up lines (oneDNN, CUDA probing, and on a
+    machine without a GPU an `E ... failed call to cuInit` that reads like a failure),
+    and keeps its later ones off: TF_CPP_MIN_LOG_LEVEL=3, inherited by child processes.
+    `verbose`, or a TF_CPP_MIN_LOG_LEVEL of the user's below 3, shows them all."""
+    if verbose or os.environ.setdefault(LOG_LEVEL, "3") != "3":
+        return
+    # The lines printed while TensorFlow loads come before absl reads the level.
+    with _without_tensorflow_log_lines():
+        import tensorflow  # noqa: F401
+
+
+class _Terminated:
+    """Whether SIGTERM (rather than Ctrl-C) raised the KeyboardInterrupt."""
+
+    received = False
+
+    @classmethod
+    def handler(cls, signum, frame) -> None:
+        # A scheduler's SIGTERM (preemption, `kubectl delete`) cleans up as Ctrl-C does:
+        # training saves a backup, the converter keeps its finished shards.
+        cls.received = True
+        raise KeyboardInterrupt
+
+
+def run_command(args: argparse.Namespace, *, errors: tuple[type[BaseException], ...] = (),
+                interrupted: str = "interrupted", tensorflow: bool = True) -> int:
+    """Runs `args.run(args)` as every tool does: TensorFlow imported quietly (unless
+    `tensorflow` is false: a command that never loads it), the exit status mapped as
+    the module docstring says.  `errors` are the tool's own user-facing error classes;
+    `interrupted` the line printed on Ctrl-C or SIGTERM when the code did not say more
+    (a KeyboardInterrupt raised with a message prints that message)."""
+    run: Callable[[argparse.Namespace], int | None] = args.run
+    previous = signal.signal(signal.SIGTERM, _Terminated.handler)
+    _Terminated.received = False
+    try:
+        if tensorflow:
+            quiet_tensorflow(getattr(args, "verbose", False))
+        return run(args) or 0
+    except (*USER_ERRORS, *errors) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as error:
+        print(f"{error}" or interrupted, file=sys.stderr)
+        return 143 if _Terminated.received else 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
