@@ -13,7 +13,7 @@ setup(
     ),
     long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # keras 3.15, numpy 2.4 and scipy 1.17 need 3.11
     packages=find_packages(include=["keras_alexnet*", "serving*", "tfrecords_tools*"]),
     install_requires=[
         # tensorflow, not tensorflow-cpu: tensorflow-serving-api depends on the former.
@@ -39,6 +39,8 @@ setup(
     extras_require={
         # Reading ONNX zoo weights (keras_alexnet.bvlc); onnxruntime is the tests' reference.
         "onnx": ["onnx>=1.16,<2"],
+        # NVIDIA GPUs: TensorFlow with the CUDA and cuDNN wheels it was built against.
+        "gpu": ["tensorflow[and-cuda]>=2.21,<3"],
         "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42", "onnx>=1.16,<2",
                  "onnxruntime>=1.18,<2"],
         "bench": ["torch==2.13.0"],

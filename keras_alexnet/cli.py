@@ -86,12 +86,12 @@ class _Terminated:
 
 
 def run_command(args: argparse.Namespace, *, errors: tuple[type[BaseException], ...] = (),
-                interrupted: str = "interrupted", tensorflow: bool = True) -> int:
+                resume_hint: str = "", tensorflow: bool = True) -> int:
     """Runs `args.run(args)` as every tool does: TensorFlow imported quietly (unless
     `tensorflow` is false: a command that never loads it), the exit status mapped as
-    the module docstring says.  `errors` are the tool's own user-facing error classes;
-    `interrupted` the line printed on Ctrl-C or SIGTERM when the code did not say more
-    (a KeyboardInterrupt raised with a message prints that message)."""
+    the module docstring says.  `errors` are the tool's own user-facing error classes.
+    Ctrl-C prints "interrupted" and SIGTERM "terminated", followed by `resume_hint`,
+    unless the code raised its KeyboardInterrupt with a message of its own."""
     run: Callable[[argparse.Namespace], int | None] = args.run
     previous = signal.signal(signal.SIGTERM, _Terminated.handler)
     _Terminated.received = False
@@ -103,7 +103,8 @@ def run_command(args: argparse.Namespace, *, errors: tuple[type[BaseException], 
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as error:
-        print(f"{error}" or interrupted, file=sys.stderr)
+        what = "terminated" if _Terminated.received else "interrupted"
+        print(f"{error}" or f"{what}{resume_hint}", file=sys.stderr)
         return 143 if _Terminated.received else 130
     finally:
         signal.signal(signal.SIGTERM, previous)

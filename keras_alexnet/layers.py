@@ -52,7 +52,8 @@ class TowerLayer(keras.layers.Wrapper):
     """One paper layer of one tower, with its variables and ops on the tower's device.
 
     The `tf.device` scope is entered in `build()` and `call()`: a scope around the
-    construction of a functional model is dropped when Keras traces it (DESIGN.md §3).
+    construction of a functional model is dropped when Keras traces it (Keras 3 rebuilds
+    the graph from the layers' `call`; `tests/keras_alexnet/test_placement.py`).
     A list input is one of the paper's cross-tower connections (conv3, fc6, fc7, fc8
     read both towers [paper §3.2]); it is concatenated here, so the copy from the
     other device happens on this tower's device, as between the paper's two GPUs.

@@ -23,7 +23,9 @@ class AlexNet(keras.Model):
     Keras's default `train_step` differentiates with `tf.GradientTape`, whose gradient
     ops carry no device inside a `tf.function`, so the placer would put tower b's
     backward pass on the default device.  `tf.gradients` colocates every gradient op
-    with its forward op (DESIGN.md §3), which is what two-GPU model parallelism needs.
+    with its forward op (`colocate_gradients_with_ops`, always on in TF 2), which is what
+    two-GPU model parallelism needs; `tests/keras_alexnet/test_placement.py` checks
+    every op of a traced step.
     """
 
     def train_step(self, data):

@@ -478,6 +478,7 @@ def fit(data_dir: str | Path, model_dir: str | Path, *, config: AlexNetConfig | 
                           validation_steps=validation_steps, callbacks=run, shuffle=False)
     except KeyboardInterrupt:
         saved = saver.save_backup() or checkpoints.latest_checkpoint(model_dir)
+        run.close()  # the run ends here: the CSV and TensorBoard logs are closed
         where = (f"epoch {progress.epoch + 1}, step {progress.steps_done()} of "
                  f"{steps_per_epoch:,}" if progress.epoch is not None else "start-up")
         raise TrainingInterrupted(

@@ -1,4 +1,4 @@
-"""A local model server speaking TensorFlow Serving's gRPC API (DESIGN.md §6).
+"""A local model server speaking TensorFlow Serving's gRPC and REST APIs.
 
 `ModelServer` runs in the calling process (its gRPC threads are background threads);
 `ServerProcess` runs `python -m serving serve` as a child process and reports the port
@@ -220,7 +220,8 @@ class ServerProcess:
                     ready.set()
             ready.set()  # the child exited
 
-        threading.Thread(target=read_output, name="server-output", daemon=True).start()
+        self._reader = threading.Thread(target=read_output, name="server-output", daemon=True)
+        self._reader.start()
         if not ready.wait(timeout) or self.process.poll() is not None:
             self.stop()
             tail = "\n".join(self.output)
@@ -239,6 +240,8 @@ class ServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._reader.join(timeout)  # it reads the child's output to its end
+        self.process.stdout.close()
         return self.process.returncode
 
     def __enter__(self) -> ServerProcess:

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     from tfrecords_tools.errors import OutputError, WorkerError
 
     return run_command(args, errors=(OutputError, WorkerError),
-                       interrupted="interrupted; rerun the same command to resume",
+                       resume_hint="; rerun the same command to resume",
                        tensorflow=args.command != "merge")  # merge reads JSON only
 
 

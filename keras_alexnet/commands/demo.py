@@ -4,7 +4,7 @@ Generates ILSVRC-shaped archives, converts them to TFRecord shards, trains the
 reduced two-tower AlexNet until it learns, evaluates it (centre crop and ten
 patches), exports a SavedModel, serves it on a local TF-Serving-protocol gRPC
 server, classifies held-out images through `serving.Client`, and draws the
-paper's pictures.  About a minute on two CPU cores (`--quick`: about 15 s).
+paper's pictures.  About 30 seconds on two CPU cores (`--quick`: about 15 s).
 
 Everything goes to --workdir (default ./demo-output) and stays there: the summary
 says what to open and what to run next.  A rerun in the same directory resumes; with

@@ -33,6 +33,7 @@ def tf_config(workers, index, kind="worker"):
     return json.dumps({"cluster": {"worker": workers}, "task": {"type": kind, "index": index}})
 
 
+@pytest.mark.slow
 def test_two_workers_end_with_identical_weights_that_moved(tmp_path):
     dataset = make_dataset(tmp_path / "data", train_per_class=16, validation_per_class=4)
     workers = [f"127.0.0.1:{port}" for port in free_ports(2)]

@@ -101,6 +101,7 @@ def test_empty_batch_gives_empty_outputs(loaded):
     assert outputs["top_k_labels"].shape == (0, 5)
 
 
+@pytest.mark.slow
 def test_saved_model_cli_lists_the_signatures(exported):
     shown = subprocess.run(
         [sys.executable, "-m", "tensorflow.python.tools.saved_model_cli", "show", "--dir",

@@ -89,6 +89,7 @@ def run_worker(dataset, model_dir, weights, *options):
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=180)
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_a_random_step_resumes_bit_identical(dataset, uninterrupted,
                                                              tmp_path):
     # A step inside an epoch, drawn anew each run (printed on failure).
@@ -198,6 +199,7 @@ def test_user_callbacks_run_beside_the_built_in_ones_and_early_stopping_checkpoi
     assert [e for e, _ in checkpoints.list_checkpoints(tmp_path)] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_seed_reproduces_a_run_bit_for_bit_and_a_drawn_seed_is_recorded(dataset, tmp_path,
                                                                           capsys):
     args = {**FIT_ARGS, "seed": 3}
@@ -340,6 +342,7 @@ def train_command(dataset, model_dir, *options):
             "--validation-steps", "1", "--seed", "7", "--no-tensorboard", *options]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("sent", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
                          ids=["ctrl-c", "sigterm"])
 def test_ctrl_c_or_sigterm_saves_a_backup_and_exits_with_one_line(dataset, tmp_path, sent,

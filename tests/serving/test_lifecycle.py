@@ -113,6 +113,7 @@ def test_a_version_that_fails_to_load_is_retried_then_ends_with_its_error(export
         assert states(server)[1] == AVAILABLE  # version 1 kept serving
 
 
+@pytest.mark.slow
 def test_tf_servings_start_up_rules(exported, tmp_path):
     with pytest.raises(ValueError, match=r"^server_options.batching_parameters_file is set "
                                          r"without setting server_options.enable_batching to "

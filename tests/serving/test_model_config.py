@@ -255,6 +255,7 @@ def test_reload_config_request_adds_and_removes_models(exported, versions, tmp_p
         assert predict_version(stub, exported, "other") == 1
 
 
+@pytest.mark.slow
 def test_the_cli_serves_a_config_file_and_logs_a_bad_one(exported, versions, tmp_path):
     config = tmp_path / "models.config"
     config.write_text(config_text(model_entry("alexnet", versions / "alexnet"),

@@ -6,7 +6,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
@@ -118,23 +117,38 @@ def test_rerun_checks_finished_shards_and_redoes_bad_ones(converted_shards, samp
     assert _outputs(tmp_path) == _outputs(converted_shards)
 
 
+#: The real command, killed with SIGKILL the moment its first shard receipt is written
+#: (at a known point, not by a race against a poll of the directory).
+KILLED_AFTER_THE_FIRST_RECEIPT = """
+import os, signal, sys
+from tfrecords_tools import manifest
+from tfrecords_tools.__main__ import main
+
+write_receipt = manifest.write_receipt
+
+def write_then_die(output, receipt):
+    write_receipt(output, receipt)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+manifest.write_receipt = write_then_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_is_byte_identical(converted_shards, sample_archives, tmp_path):
-    command = [sys.executable, "-m", "tfrecords_tools", "convert", str(sample_archives.directory),
-               str(tmp_path), "--size", str(SAMPLE_IMAGE_SIZE), "--quiet"] + [
+    arguments = ["convert", str(sample_archives.directory), str(tmp_path), "--size",
+                 str(SAMPLE_IMAGE_SIZE), "--quiet"] + [
         f"--{split}-shards={count}" for split, count in SAMPLE_NUM_SHARDS.items()]
     environment = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
-    process = subprocess.Popen([*command, "-j", "2"], env=environment, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    receipt = tmp_path / ".convert" / "train-00000-of-00004.json"
-    deadline = time.monotonic() + 120
-    while not receipt.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.002)
-    os.killpg(process.pid, signal.SIGKILL)  # the converter and its worker processes
-    process.wait()
-    assert receipt.exists(), "the converter died before finishing a shard"
-    assert not (tmp_path / "manifest.json").exists(), "killed too late to test resuming"
-    resumed = subprocess.run([*command, "-j", "1"], env=environment, capture_output=True,
-                             text=True, timeout=120)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_THE_FIRST_RECEIPT, *arguments,
+                             "-j", "2"], env=environment, capture_output=True, timeout=300,
+                            start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert len(list((tmp_path / ".convert").glob("*-?????-of-?????.json"))) == 1  # receipts
+    assert not (tmp_path / "manifest.json").exists()
+    resumed = subprocess.run([sys.executable, "-m", "tfrecords_tools", *arguments, "-j", "1"],
+                             env=environment, capture_output=True, text=True, timeout=120)
     assert resumed.returncode == 0, resumed.stderr
     assert "manifest written for: train, validation, test" in resumed.stdout
     assert _outputs(tmp_path) == _outputs(converted_shards)

@@ -1,0 +1,120 @@
+"""What the three tools share (`keras_alexnet.cli`): no TensorFlow C++ log line on a run
+unless asked for, one mapping from failures to exit statuses, Ctrl-C and SIGTERM as one
+line."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from keras_alexnet.cli import TF_LOG_LINE, run_command
+from serving.server import ServerProcess
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=600, env=env)
+
+
+def tf_lines(*texts: str) -> list[str]:
+    return [line for text in texts for line in text.splitlines() if TF_LOG_LINE.match(line)]
+
+
+@pytest.mark.slow
+def test_no_tensorflow_log_line_unless_asked_for(sample_archives, converted_shards, exported,
+                                                 tmp_path, monkeypatch):
+    # TensorFlow's logging at its defaults, as on a user's machine (conftest quiets it).
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    model, shards = tmp_path / "model", tmp_path / "shards"
+    for command in (
+            ["tfrecords_tools", "convert", str(sample_archives.directory), str(shards),
+             "--splits", "validation", "--quiet"],
+            ["keras_alexnet", "train", str(converted_shards), str(model), "--reduced",
+             "--epochs", "1", "--steps-per-epoch", "2", "--validation-steps", "1",
+             "--batch-size", "8", "--no-tensorboard"],
+            ["keras_alexnet", "evaluate", str(model), str(converted_shards), "--center-only"],
+            ["keras_alexnet", "export", str(model), "--export-base", str(tmp_path / "export")]):
+        done = run(*command)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert not tf_lines(done.stdout, done.stderr), command
+    image = tmp_path / "image.png"
+    image.write_bytes(next(iter(exported.images.values())))
+    with ServerProcess(tmp_path / "export" / "alexnet") as server:
+        done = run("serving", "query", "--server", server.address, str(image))
+        assert done.returncode == 0, done.stderr
+        assert not tf_lines(done.stdout, done.stderr)
+    assert not tf_lines(*server.output)  # `python -m serving serve`
+    # The lines are there to be asked for (where this TensorFlow prints any at all).
+    probe = subprocess.run([sys.executable, "-c", "import tensorflow"], capture_output=True,
+                           text=True, timeout=300)
+    if tf_lines(probe.stderr):
+        done = run("tfrecords_tools", "verify", str(shards), "--quiet", "--verbose")
+        assert done.returncode == 0 and tf_lines(done.stderr)
+        done = run("tfrecords_tools", "verify", str(shards), "--quiet",
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+        assert done.returncode == 0 and tf_lines(done.stderr)
+
+
+def namespace(run_function) -> argparse.Namespace:
+    return argparse.Namespace(run=run_function, verbose=False)
+
+
+def test_user_errors_are_one_line_and_exit_1(capsys):
+    for error in (FileNotFoundError(2, "No such file or directory", "cat.jpg"),
+                  ValueError("--validation-shards 51: must be between 1 and 50")):
+        def fail(args, error=error):
+            raise error
+
+        assert run_command(namespace(fail), tensorflow=False) == 1
+        assert capsys.readouterr().err == f"error: {error}\n"
+
+    class ServerSaidNo(Exception):
+        pass
+
+    def refuse(args):
+        raise ServerSaidNo("NOT_FOUND: Servable not found for request: Latest(alexnet)")
+
+    assert run_command(namespace(refuse), errors=(ServerSaidNo,), tensorflow=False) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a user error
+        run_command(namespace(lambda args: 1 / 0), tensorflow=False)
+
+
+@pytest.mark.parametrize(("sent", "status", "line"), [
+    (signal.SIGINT, 130, "interrupted; rerun the same command to resume\n"),
+    (signal.SIGTERM, 143, "terminated; rerun the same command to resume\n")])
+def test_ctrl_c_and_sigterm_are_one_line(sent, status, line, capsys):
+    def interrupted(args):
+        os.kill(os.getpid(), sent)
+        time.sleep(10)  # the handler runs at once, in this (the main) thread
+        raise AssertionError("the signal did not interrupt the command")
+
+    previous = signal.getsignal(signal.SIGTERM)
+    assert run_command(namespace(interrupted), resume_hint="; rerun the same command to "
+                       "resume", tensorflow=False) == status
+    assert capsys.readouterr().err == line
+    assert signal.getsignal(signal.SIGTERM) == previous  # restored
+
+    def saved(args):
+        raise KeyboardInterrupt("interrupted at step 7; the backup is saved")
+
+    assert run_command(namespace(saved), tensorflow=False) == 130
+    assert capsys.readouterr().err == "interrupted at step 7; the backup is saved\n"
+
+
+def test_every_subcommand_takes_verbose():
+    from keras_alexnet.commands import build_parser as keras_alexnet_parser
+    from serving.__main__ import build_parser as serving_parser
+    from tfrecords_tools.__main__ import build_parser as tfrecords_parser
+
+    for parser in (keras_alexnet_parser(), serving_parser(), tfrecords_parser()):
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for name, command in commands.choices.items():
+            assert any("--verbose" in action.option_strings for action in command._actions), \
+                name
