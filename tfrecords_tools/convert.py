@@ -10,10 +10,11 @@ How a run goes, per split:
    arguments, never on the number of processes or machines.
 2. Forward pass: this process reads the archive front to back, a few MB at a time,
    into a buffer shared with the worker processes; the workers turn each image into
-   its finished record; this process appends each record to the bucket file of its
-   shard (`.convert/buckets/`).  Every `checkpoint_seconds` the buckets are synced and
-   their lengths recorded (`.convert/<split>.pass.*.json`); a rerun truncates the
-   buckets back to that record and reads on from there.  The shard shuffle never
+   its finished record and append it to the bucket file of its shard
+   (`.convert/buckets/`, one O_APPEND write per shard and batch), so this process never
+   handles a record.  Every `checkpoint_seconds` the batches in flight finish, the
+   buckets are synced and their lengths recorded (`.convert/<split>.pass.*.json`); a
+   rerun truncates the buckets back to that record and reads on from there.  The shard shuffle never
    becomes the read order: on a disk, a NAS or a network mount every backward jump is
    a seek.
 3. Shards: a worker reads a complete bucket, puts its records in the shard's order,
@@ -64,9 +65,6 @@ from tfrecords_tools.pool import InlinePool, Pool
 
 CHUNK = 32  # images per worker task: few enough messages, small enough to keep all busy
 SLOT_BYTES = 4 << 20  # archive bytes read at once into one slot of the shared buffer
-#: Each slot of the shared buffer: the archive bytes read, then the records made of them.
-SLOT = 2 * SLOT_BYTES
-FLUSH_BYTES = 32 << 20  # records held in memory before they are appended to buckets
 CHECKPOINT_SECONDS = 30.0  # at most this much forward-pass work is lost to a kill
 INDEX_VERSION = 1  # of the cached index's format
 
@@ -273,7 +271,6 @@ def _claim_labels(output: Path, classes: ClassIndex) -> None:
 
 # --- the forward pass -------------------------------------------------------------------
 
-_IOV_MAX = 1024  # buffers per writev call (Linux's limit)
 
 
 @contextlib.contextmanager
@@ -287,67 +284,36 @@ def _writing(directory: Path):
                           f"disk?)") from error
 
 
-def _write_all(descriptor: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(descriptor, view):]
-
-
 class _Buckets:
-    """Each shard's records as they come, appended to `.convert/buckets/<shard>`."""
+    """Each shard's entries, appended by the workers to `.convert/buckets/<shard>`.
+
+    At a checkpoint no batch is in flight, so the files' sizes are a consistent cut: a
+    rerun truncates them back to it and continues from the same archive position."""
 
     def __init__(self, directory: Path, sizes: dict[str, int]):
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
-        self.sizes = dict(sizes)
-        self.pending: dict[str, list[bytes]] = collections.defaultdict(list)
-        self.pending_bytes = 0
-        self.unsynced: set[str] = set()
-        for name, size in self.sizes.items():  # back to the last checkpoint
+        self.touched: set[str] = set()
+        for name, size in sizes.items():  # back to the last checkpoint
             with open(self.path(name), "ab") as handle:
                 handle.truncate(size)
+        self.sizes = dict(sizes)
 
     def path(self, shard: str) -> Path:
         return self.directory / shard
 
-    def add(self, shard: str, entry: bytes) -> None:
-        self.pending[shard].append(entry)
-        self.pending_bytes += len(entry)
-        if self.pending_bytes >= FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        with _writing(self.directory):
-            self._flush()
-
-    def _flush(self) -> None:
-        for shard, entries in self.pending.items():
-            # writev, not a join: a fresh 32 MB buffer costs a page fault per 4 KiB.
-            descriptor = os.open(self.path(shard), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                for start in range(0, len(entries), _IOV_MAX):
-                    batch = entries[start:start + _IOV_MAX]
-                    written, size = os.writev(descriptor, batch), sum(map(len, batch))
-                    if written != size:  # a short write: the rest one by one
-                        _write_all(descriptor, b"".join(batch)[written:])
-            finally:
-                os.close(descriptor)
-            self.sizes[shard] = self.sizes.get(shard, 0) + sum(map(len, entries))
-            self.unsynced.add(shard)
-        self.pending.clear()
-        self.pending_bytes = 0
-
     def sync(self) -> dict[str, int]:
-        """Flushes and fsyncs every bucket written since the last call; their sizes."""
-        self.flush()
+        """Fsyncs every bucket written since the last call (no batch in flight);
+        every bucket's size."""
         with _writing(self.directory):
-            for shard in sorted(self.unsynced):
+            for shard in sorted(self.touched):
                 descriptor = os.open(self.path(shard), os.O_RDONLY)
                 try:
                     os.fsync(descriptor)
+                    self.sizes[shard] = os.fstat(descriptor).st_size
                 finally:
                     os.close(descriptor)
-        self.unsynced.clear()
+        self.touched.clear()
         return dict(self.sizes)
 
 
@@ -411,10 +377,10 @@ def _batches(order: list[tuple], start: int):
 def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
                   sizes: dict[str, int], state_path: Path, pool, buffer: memoryview,
                   slots: int, checkpoint_seconds: float, bar, summary: Summary) -> None:
-    """Reads the split's archive once, front to back, filing every record of `shards`
-    into its bucket; checkpoints as it goes."""
+    """Reads the split's archive once, front to back, while the workers file every
+    record of `shards` into its bucket; checkpoints as it goes."""
     split = plan.split
-    # (archive offset, path, shard, member, index in its shard), in the archive's order.
+    # (shard, index in its shard, archive offset, member), in the archive's order.
     order = sorted((member.offset, member.path, shard.name, member, number)
                    for shard in shards for number, member in enumerate(shard.members))
     order = [(shard, number, offset, member) for offset, _, shard, member, number in order]
@@ -422,61 +388,80 @@ def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], positi
     if position >= len(order):
         return
     buckets = _Buckets(manifest.state_dir(output) / "buckets", sizes)
+    bucket_dir = str(buckets.directory)
     tar = not plan.archive.is_dir()
     descriptor = os.open(plan.archive, os.O_RDONLY) if tar else -1
     free = list(range(slots))
     in_flight: collections.deque = collections.deque()
-    last_checkpoint = time.monotonic()
+    last_checkpoint, checkpoint_due = time.monotonic(), False
     batches = _batches(order, position)
     try:
         while True:
-            while free and (batch := next(batches, None)) is not None:
+            # Before a checkpoint the batches in flight finish and no new one starts.
+            while free and not checkpoint_due and (batch := next(batches, None)) is not None:
                 begin, end, span_start, span_end = batch
                 slot = free.pop()
-                items = []
+                members = order[begin:end]
                 if tar and span_end - span_start > SLOT_BYTES:  # one member too large
-                    member = order[begin][3]
-                    data = os.pread(descriptor, member.size, member.offset)
-                    items.append((data, member.size, member.label, member.name,
-                                  order[begin][1]))
+                    shard, number, _, member = members[0]
+                    items = [(os.pread(descriptor, member.size, member.offset), member.size,
+                              member.label, member.name, number, shard)]
                 elif tar:
-                    base = slot * SLOT
+                    base = slot * SLOT_BYTES
                     _read_span(descriptor, buffer[base:base + span_end - span_start],
                                span_start)
                     items = [(base + member.offset - span_start, member.size, member.label,
-                              member.name, number)
-                             for _, number, _, member in order[begin:end]]
+                              member.name, number, shard)
+                             for shard, number, _, member in members]
                 else:
-                    items = [(member.path, member.size, member.label, member.name, number)
-                             for _, number, _, member in order[begin:end]]
-                names = [f"{plan.archive}: member {order[i][3].path or order[i][3].name}"
-                         for i in range(begin, end)]
-                ticket = pool.submit(worker.convert_batch, (
-                    str(plan.archive), items, slot * SLOT + SLOT_BYTES, SLOT_BYTES), names)
+                    items = [(member.path, member.size, member.label, member.name, number,
+                              shard) for shard, number, _, member in members]
+                buckets.touched.update(shard for shard, *_ in members)
+                ticket = pool.submit(worker.convert_batch,
+                                     (str(plan.archive), items, bucket_dir),
+                                     _MemberNames(plan.archive, members))
                 in_flight.append((ticket, slot, begin, end))
             if not in_flight:
-                break
+                if not checkpoint_due:
+                    break
+                _save_pass(state_path, plan, shards, position, buckets.sync())
+                last_checkpoint, checkpoint_due = time.monotonic(), False
+                continue
             ticket, slot, begin, end = in_flight.popleft()
-            entries = pool.result(ticket)
-            out = slot * SLOT + SLOT_BYTES
-            for (shard, *_), entry in zip(order[begin:end], entries, strict=True):
-                if isinstance(entry, int):  # in the shared buffer
-                    entry, out = bytes(buffer[out:out + entry]), out + entry
-                buckets.add(shard, entry)
-                kind = entry[worker.ENTRY.size - 1]
-                summary.skipped[split] += kind == worker.SKIPPED
-                summary.repaired[split] += kind == worker.REPAIRED
+            try:
+                kinds = pool.result(ticket)
+            except WorkerError as error:
+                cause = error.__cause__
+                if isinstance(cause, OSError) and f"{cause.filename}".startswith(bucket_dir):
+                    raise OutputError(f"writing in {bucket_dir}: {cause.strerror}; rerun the "
+                                      f"same command to resume from the last checkpoint "
+                                      f"after fixing this (a full disk?)") from error
+                raise
+            summary.skipped[split] += kinds.count(worker.SKIPPED)
+            summary.repaired[split] += kinds.count(worker.REPAIRED)
             free.append(slot)
             summary.images[split] += end - begin
             bar.update(end - begin)
             position = end
-            if time.monotonic() - last_checkpoint >= checkpoint_seconds:
-                _save_pass(state_path, plan, shards, position, buckets.sync())
-                last_checkpoint = time.monotonic()
+            checkpoint_due = time.monotonic() - last_checkpoint >= checkpoint_seconds
         _save_pass(state_path, plan, shards, position, buckets.sync())
     finally:
         if descriptor >= 0:
             os.close(descriptor)
+
+
+class _MemberNames(Sequence):
+    """A batch's members as a failing worker's message names them, built only then."""
+
+    def __init__(self, archive: Path, members: list[tuple]):
+        self.archive, self.members = archive, members
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __getitem__(self, index):
+        member = self.members[index][3]
+        return f"{self.archive}: member {member.path or member.name}"
 
 
 def _write_shards(output: Path, plan: SplitPlan, shards: list[ShardPlan], pool, window: int,
@@ -585,8 +570,8 @@ def convert(output: str | Path, archives: Archives | str | Path,
     output = Path(output)
     manifest.state_dir(output).mkdir(parents=True, exist_ok=True)
     slots = 2 * processes + 2  # enough read-ahead to keep every worker busy
-    shared = (multiprocessing.get_context("spawn").RawArray(ctypes.c_ubyte, slots * SLOT)
-              if processes > 1 else bytearray(slots * SLOT))
+    shared = (multiprocessing.get_context("spawn").RawArray(ctypes.c_ubyte, slots * SLOT_BYTES)
+              if processes > 1 else bytearray(slots * SLOT_BYTES))
     summary = Summary(output=output)
 
     # The workers start while the archives are indexed.

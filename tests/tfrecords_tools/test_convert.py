@@ -1,6 +1,8 @@
 import io
 import json
 import os
+import re
+import resource
 import shutil
 import signal
 import subprocess
@@ -225,3 +227,32 @@ def test_kaggle_layout_gives_the_same_shards(converted_shards, sample_archives, 
     convert(tmp_path / "out", tmp_path / "kaggle", processes=1, **ARGUMENTS)
     ours = {k: v for k, v in _outputs(tmp_path / "out").items() if k != "manifest.json"}
     assert ours == {k: v for k, v in _outputs(converted_shards).items() if k != "manifest.json"}
+
+
+def _file_size_limit(limit: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past it fails with EFBIG
+    return apply
+
+
+def test_a_bucket_that_cannot_grow_stops_the_run_naming_it(sample_archives, tmp_path):
+    """The workers append the records to the buckets; their write failing (a full
+    disk, here a file size limit) is the output's problem, not an image's.  (One
+    process: with more, the limit would stop the shared buffer's file first.)"""
+    command = [sys.executable, "-m", "tfrecords_tools", "convert",
+               str(sample_archives.directory), str(tmp_path), "--splits", "train",
+               "--train-shards", "1", "--size", str(SAMPLE_IMAGE_SIZE), "-j", "1", "--quiet"]
+    environment = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))
+    done = subprocess.run(command, env=environment, capture_output=True, text=True,
+                          timeout=300, preexec_fn=_file_size_limit(256 << 10))
+    assert done.returncode == 1, done.stderr
+    # The write stops at the limit part way (a short write) or right at it (EFBIG).
+    assert re.fullmatch(rf"error: writing in {re.escape(str(tmp_path))}/\.convert/buckets: "
+                        rf"(No space left on device \(wrote \d+ of \d+ bytes\)|File too "
+                        rf"large); rerun the same command to resume from the last checkpoint "
+                        rf"after fixing this \(a full disk\?\)\n", done.stderr), done.stderr
+    resumed = subprocess.run(command, env=environment, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "manifest written for: train" in resumed.stdout
