@@ -118,3 +118,18 @@ def test_every_subcommand_takes_verbose():
         for name, command in commands.choices.items():
             assert any("--verbose" in action.option_strings for action in command._actions), \
                 name
+
+
+def test_serve_query_and_export_default_to_one_model_name():
+    import inspect
+
+    import keras_alexnet
+    from serving.__main__ import build_parser
+    from serving.client import Client
+
+    exported_as = inspect.signature(keras_alexnet.export).parameters["model_name"].default
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--model_base_path", "export/x"]).model_name == \
+        exported_as
+    assert parser.parse_args(["query", "cat.jpg"]).model_name == exported_as
+    assert inspect.signature(Client).parameters["model_name"].default == exported_as
