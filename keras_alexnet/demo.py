@@ -193,7 +193,7 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
         return accuracy
     accuracy = stages.run("train", "Training the reduced two-tower AlexNet until it learns",
                           train)
-    learned = settings.target_top1 is None or accuracy >= settings.target_top1
+    learned = bool(settings.target_top1 is None or accuracy >= settings.target_top1)
     checkpoint = latest_checkpoint(paths["model"])
     model = load_model(checkpoint, compile=False)
 

@@ -193,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
     return run_command(args, errors=(OutputError, WorkerError),
                        resume_hint="; rerun the same command to resume",
-                       tensorflow=args.command != "merge")  # merge reads JSON only
+                       # convert and merge never load TensorFlow: no need to wait for it
+                       tensorflow=args.command in ("verify", "stats"))
 
 
 if __name__ == "__main__":
