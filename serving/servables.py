@@ -281,20 +281,27 @@ class ServableManager:
         """`GetModelStatus`: every version seen, newest first, or the one asked for."""
         with self._lock:
             states = dict(self._states)
-        if version is not None:
-            if version not in states:
-                raise NotFoundError(f"Could not find version {version} of model "
-                                    f"{self.model_name}")
-            states = {version: states[version]}
-        elif not states:
-            raise NotFoundError(f"Could not find any versions of model {self.model_name}")
-        statuses = []
-        for number in sorted(states, reverse=True):
-            state, error = states[number]
-            status = get_model_status_pb2.ModelVersionStatus(version=number, state=state)
-            status.status.SetInParent()  # TF Serving always sets it (OK, no message)
-            if error:
-                status.status.error_code = 2  # UNKNOWN: the load failed
-                status.status.error_message = error
-            statuses.append(status)
-        return statuses
+        return version_statuses(self.model_name, states, version)
+
+
+def version_statuses(model_name: str, states: dict[int, tuple[int, str]],
+                     version: int | None = None
+                     ) -> list[get_model_status_pb2.ModelVersionStatus]:
+    """get_model_status_impl.cc: the versions' states (version -> (state, load error)),
+    newest first, or the one asked for; NOT_FOUND with TF Serving's message."""
+    if version is not None:
+        if version not in states:
+            raise NotFoundError(f"Could not find version {version} of model {model_name}")
+        states = {version: states[version]}
+    elif not states:
+        raise NotFoundError(f"Could not find any versions of model {model_name}")
+    statuses = []
+    for number in sorted(states, reverse=True):
+        state, error = states[number]
+        status = get_model_status_pb2.ModelVersionStatus(version=number, state=state)
+        status.status.SetInParent()  # TF Serving always sets it (OK, no message)
+        if error:
+            status.status.error_code = 2  # UNKNOWN: the load failed
+            status.status.error_message = error
+        statuses.append(status)
+    return statuses

@@ -35,7 +35,12 @@ from serving.errors import (
     NotFoundError,
     ServingError,
 )
-from serving.servables import Servable, ServableManager, describe_request
+from serving.servables import (
+    Servable,
+    ServableManager,
+    describe_request,
+    version_statuses,
+)
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 PLATFORM = "tensorflow"  # kTensorFlowModelPlatform, the only platform served here
@@ -223,11 +228,8 @@ class ServerCore:
         """`GetModelStatus` (get_model_status_impl.cc): a label is not resolved."""
         manager = self._managers.get(model_spec.name)
         version = model_spec.version.value if model_spec.HasField("version") else None
-        if manager is None:
-            if version is not None:
-                raise NotFoundError(f"Could not find version {version} of model "
-                                    f"{model_spec.name}")
-            raise NotFoundError(f"Could not find any versions of model {model_spec.name}")
+        if manager is None:  # a model never configured: no states
+            return version_statuses(model_spec.name, {}, version)
         return manager.status(version)
 
     def poll_versions(self) -> None:

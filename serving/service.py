@@ -152,10 +152,10 @@ def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -
 
 # --- Classify and Regress (classifier.cc, regressor.cc) ------------------------------
 
-def check_example_signature(signature: meta_graph_pb2.SignatureDef, method: str,
-                            kind: str) -> None:
+def check_example_signature(signature: meta_graph_pb2.SignatureDef, method: str) -> None:
     """`PreProcessClassification` / `PreProcessRegression`: a tf.Example signature of
     the right method, input and outputs."""
+    kind = EXAMPLE_METHODS[method][0]
     if signature.method_name != method:
         raise InvalidArgumentError(f"Expected {kind} signature method_name to be {method}. "
                                    f"Was: {signature.method_name}")
@@ -238,6 +238,14 @@ def regression_result(signature: meta_graph_pb2.SignatureDef, num_examples: int,
         result.regressions.add(value=float(value))
 
 
+#: The tf.Example methods: what TF Serving's messages call each, its post-processing and
+#: the field of a MultiInference result it fills.
+EXAMPLE_METHODS = {
+    CLASSIFY_METHOD: ("classification", classification_result, "classification_result"),
+    REGRESS_METHOD: ("regression", regression_result, "regression_result"),
+}
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def __init__(self, core: ServerCore, batcher: BatchScheduler | None = None,
                  tensor_content: bool = False, metrics: Metrics | None = None):
@@ -270,9 +278,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
                 to_tensor_proto(outputs[alias], tensor_content=self._tensor_content))
         return response
 
-    def _example_servable(self, request, method: str, kind: str):
-        """classification_service.cc / regression_service.cc: the servable and the
-        signature a Classify or Regress request names, checked for its method."""
+    def _example_method(self, request, response, method: str):
+        """classification_service.cc / regression_service.cc: a Classify or Regress
+        request run on the signature it names, checked for its method, into
+        `response`."""
         _require_model_spec(request)
         servable = self._core.get(request.model_spec)
         signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
@@ -280,32 +289,23 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         if signature is None:
             raise InvalidArgumentError(f"No signature was found with the name: "
                                        f"{signature_name}")
-        check_example_signature(signature, method, kind)
-        return servable, signature_name, signature
+        check_example_signature(signature, method)
+        examples = serialized_examples(request.input)
+        EXAMPLE_METHODS[method][1](signature, len(examples),
+                                   servable.run(signature_name, {EXAMPLE_INPUTS: examples}),
+                                   response.result)
+        _fill_spec(response, request, servable, signature_name)
+        return response
 
     def classify(self, request: classification_pb2.ClassificationRequest
                  ) -> classification_pb2.ClassificationResponse:
-        servable, signature_name, signature = self._example_servable(
-            request, CLASSIFY_METHOD, "classification")
-        examples = serialized_examples(request.input)
-        response = classification_pb2.ClassificationResponse()
-        classification_result(signature, len(examples),
-                              servable.run(signature_name, {EXAMPLE_INPUTS: examples}),
-                              response.result)
-        _fill_spec(response, request, servable, signature_name)
-        return response
+        return self._example_method(request, classification_pb2.ClassificationResponse(),
+                                    CLASSIFY_METHOD)
 
     def regress(self, request: regression_pb2.RegressionRequest
                 ) -> regression_pb2.RegressionResponse:
-        servable, signature_name, signature = self._example_servable(
-            request, REGRESS_METHOD, "regression")
-        examples = serialized_examples(request.input)
-        response = regression_pb2.RegressionResponse()
-        regression_result(signature, len(examples),
-                          servable.run(signature_name, {EXAMPLE_INPUTS: examples}),
-                          response.result)
-        _fill_spec(response, request, servable, signature_name)
-        return response
+        return self._example_method(request, regression_pb2.RegressionResponse(),
+                                    REGRESS_METHOD)
 
     def multi_inference(self, request: inference_pb2.MultiInferenceRequest
                         ) -> inference_pb2.MultiInferenceResponse:
@@ -330,23 +330,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             if signature is None:
                 raise InvalidArgumentError(f"Requested signature not found in model graph: "
                                            f"{signature_name}")
-            kinds = {CLASSIFY_METHOD: "classification", REGRESS_METHOD: "regression"}
-            if task.method_name not in kinds:
+            if task.method_name not in EXAMPLE_METHODS:
                 raise UnimplementedError(f"Unsupported signature method_name: "
                                          f"{task.method_name}")
-            check_example_signature(signature, task.method_name, kinds[task.method_name])
+            check_example_signature(signature, task.method_name)
             tasks.append((task, signature_name, signature))
         examples = serialized_examples(request.input)
         response = inference_pb2.MultiInferenceResponse()
         for task, signature_name, signature in tasks:
-            outputs = servable.run(signature_name, {EXAMPLE_INPUTS: examples})
+            _, post_process, field = EXAMPLE_METHODS[task.method_name]
             result = response.results.add()
-            if task.method_name == CLASSIFY_METHOD:
-                classification_result(signature, len(examples), outputs,
-                                       result.classification_result)
-            else:
-                regression_result(signature, len(examples), outputs,
-                                  result.regression_result)
+            post_process(signature, len(examples),
+                         servable.run(signature_name, {EXAMPLE_INPUTS: examples}),
+                         getattr(result, field))
             result.model_spec.name = task.model_spec.name
             result.model_spec.signature_name = signature_name
             result.model_spec.version.value = servable.version
