@@ -136,6 +136,18 @@ def _grpc_code(tf_code: int) -> grpc.StatusCode:
                 grpc.StatusCode.UNKNOWN)
 
 
+def _load_error_code(error: Exception) -> int:
+    """The gRPC code number of a failed load: a TensorFlow error keeps its own; a
+    missing file (TensorFlow's loader raises FileNotFoundError for absent variables, a
+    NotFound status in TF Serving) is NOT_FOUND; anything else, such as a
+    saved_model.pb that does not parse, UNKNOWN."""
+    if isinstance(error, tf.errors.OpError):
+        return error.error_code
+    if isinstance(error, FileNotFoundError):
+        return grpc.StatusCode.NOT_FOUND.value[0]
+    return grpc.StatusCode.UNKNOWN.value[0]
+
+
 def describe_request(model_name: str, version: int | None) -> str:
     """TF Serving's `ServableRequest::DebugString`: `Latest(name)`, `Specific(name, 3)`."""
     return f"Latest({model_name})" if version is None else f"Specific({model_name}, {version})"
@@ -178,7 +190,8 @@ class ServableManager:
         self._lock = threading.Lock()  # guards _serving and _states for readers
         self._poll_lock = threading.Lock()  # one poll at a time
         self._serving: dict[int, Servable] = {}
-        self._states: dict[int, tuple[int, str]] = {}  # version -> (state, error message)
+        # version -> (state, the load error's message and gRPC code number)
+        self._states: dict[int, tuple[int, str, int]] = {}
         self._failures: dict[int, int] = {}  # version -> failed load attempts
         self._retry_at: dict[int, float] = {}  # version -> time.monotonic() of the next try
         self._warned_empty = False
@@ -234,7 +247,7 @@ class ServableManager:
         self._failures.pop(version, None)
         with self._lock:
             self._serving[version] = servable
-            self._states[version] = (_State.AVAILABLE, "")
+            self._states[version] = (_State.AVAILABLE, "", 0)
         self._log(f"Successfully loaded servable version {{name: {self.model_name} version: "
                   f"{version}}} ({warmed} warmup requests)")
 
@@ -242,7 +255,7 @@ class ServableManager:
         attempts = self._failures[version] = self._failures.get(version, 0) + 1
         message = f"{error}".splitlines()[0] if f"{error}" else type(error).__name__
         if attempts > self.max_num_load_retries:
-            self._set_state(version, _State.END, message)
+            self._set_state(version, _State.END, message, _load_error_code(error))
             self._log(f"Loading servable version {{name: {self.model_name} version: "
                       f"{version}}} failed after {attempts} attempts: {message}")
         else:
@@ -256,13 +269,13 @@ class ServableManager:
         # Requests holding the Servable finish on it; it is freed after them.
         with self._lock:
             self._serving.pop(version, None)
-            self._states[version] = (_State.END, "")
+            self._states[version] = (_State.END, "", 0)
         self._log(f"Unloaded servable version {{name: {self.model_name} version: "
                   f"{version}}}: {why}")
 
-    def _set_state(self, version: int, state: int, error: str = "") -> None:
+    def _set_state(self, version: int, state: int, error: str = "", code: int = 0) -> None:
         with self._lock:
-            self._states[version] = (state, error)
+            self._states[version] = (state, error, code)
 
     def servable(self, version: int | None = None) -> Servable | None:
         """The newest version serving, or the one asked for; None when it does not serve."""
@@ -274,7 +287,7 @@ class ServableManager:
     def load_error(self, version: int) -> str:
         """Why a version is not serving, if it failed to load ("" otherwise)."""
         with self._lock:
-            return self._states.get(version, (0, ""))[1]
+            return self._states.get(version, (0, "", 0))[1]
 
     def status(self, version: int | None = None
                ) -> list[get_model_status_pb2.ModelVersionStatus]:
@@ -284,10 +297,11 @@ class ServableManager:
         return version_statuses(self.model_name, states, version)
 
 
-def version_statuses(model_name: str, states: dict[int, tuple[int, str]],
+def version_statuses(model_name: str, states: dict[int, tuple[int, str, int]],
                      version: int | None = None
                      ) -> list[get_model_status_pb2.ModelVersionStatus]:
-    """get_model_status_impl.cc: the versions' states (version -> (state, load error)),
+    """get_model_status_impl.cc: the versions' states (version -> (state, load error,
+    its code)),
     newest first, or the one asked for; NOT_FOUND with TF Serving's message."""
     if version is not None:
         if version not in states:
@@ -297,11 +311,11 @@ def version_statuses(model_name: str, states: dict[int, tuple[int, str]],
         raise NotFoundError(f"Could not find any versions of model {model_name}")
     statuses = []
     for number in sorted(states, reverse=True):
-        state, error = states[number]
+        state, error, code = states[number]
         status = get_model_status_pb2.ModelVersionStatus(version=number, state=state)
         status.status.SetInParent()  # TF Serving always sets it (OK, no message)
         if error:
-            status.status.error_code = 2  # UNKNOWN: the load failed
+            status.status.error_code = code
             status.status.error_message = error
         statuses.append(status)
     return statuses

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import grpc
 import pytest
 from tensorflow_serving.apis import get_model_status_pb2, model_pb2
 
@@ -111,6 +112,14 @@ def test_a_version_that_fails_to_load_is_retried_then_ends_with_its_error(export
         assert status.version == 2 and status.status.error_code != 0
         assert status.status.error_message
         assert states(server)[1] == AVAILABLE  # version 1 kept serving
+        # A version without its variables: END with NOT_FOUND and the loader's message.
+        shutil.copytree(exported.model_dir / "1", base / "3")
+        (base / "3" / "variables" / "variables.index").unlink()
+        wait_for(lambda: states(server).get(3) == END, "version 3 END after its retries")
+        status = server.core.status(model_pb2.ModelSpec(name=MODEL_NAME, version={"value": 3}))[0]
+        assert status.status.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+        assert "variables" in status.status.error_message
+        assert states(server)[1] == AVAILABLE
 
 
 @pytest.mark.slow
