@@ -12,8 +12,8 @@ import signal
 import sys
 import threading
 
-from keras_alexnet.cli import add_verbose_argument, run_command
 from serving import DEFAULT_MODEL_NAME
+from tfrecords_tools.cli import add_verbose_argument, run_command
 
 
 def _flag_bool(value: str) -> bool:

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from keras_alexnet.cli import add_verbose_argument, run_command
+from tfrecords_tools.cli import add_verbose_argument, run_command
 
 EPILOG = """examples:
   %(prog)s convert /data/ilsvrc /data/shards

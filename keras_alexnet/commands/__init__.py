@@ -2,7 +2,7 @@
 
 Each module has a docstring (its first line is the help), `add_arguments(parser)` and
 `run(args) -> int`; heavy imports stay inside `run` so that `--help` is fast.  Errors,
-Ctrl-C and SIGTERM end a command as `keras_alexnet.cli` says, for all three tools.
+Ctrl-C and SIGTERM end a command as `tfrecords_tools.cli` says, for all three tools.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import importlib
 import pkgutil
 
-from keras_alexnet.cli import add_verbose_argument, run_command
+from tfrecords_tools.cli import add_verbose_argument, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:

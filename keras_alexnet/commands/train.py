@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     labels = Path(args.data_dir) / LABELS
     if config is not None and labels.exists():  # the class count always comes from the data
         config = dataclasses.replace(config, num_classes=len(read_labels(labels)))
-    # Ctrl-C and SIGTERM (keras_alexnet.cli) save a backup, then say how to resume.
+    # Ctrl-C and SIGTERM (tfrecords_tools.cli) save a backup, then say how to resume.
     fit(args.data_dir, args.model_dir, config=config, epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.learning_rate,
         momentum=args.momentum, weight_decay=args.weight_decay, patience=args.patience,

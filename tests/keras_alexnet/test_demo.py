@@ -15,11 +15,11 @@ import pytest
 from PIL import Image
 
 from keras_alexnet import demo
-from keras_alexnet.cli import TF_LOG_LINE
 from keras_alexnet.commands import build_parser, main
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.saved_model import classify_files
 from tfrecords_tools.archives import VAL_TAR, flat_members, index_flat, member_reader
+from tfrecords_tools.cli import TF_LOG_LINE
 from tfrecords_tools.schema import read_labels
 
 

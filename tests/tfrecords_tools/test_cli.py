@@ -1,4 +1,4 @@
-"""What the three tools share (`keras_alexnet.cli`): no TensorFlow C++ log line on a run
+"""What the three tools share (`tfrecords_tools.cli`): no TensorFlow C++ log line on a run
 unless asked for, one mapping from failures to exit statuses, Ctrl-C and SIGTERM as one
 line."""
 
@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from keras_alexnet.cli import TF_LOG_LINE, run_command
 from serving.server import ServerProcess
+from tfrecords_tools.cli import TF_LOG_LINE, run_command
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
