@@ -13,16 +13,8 @@ import sys
 import threading
 
 from serving import DEFAULT_MODEL_NAME
+from serving.options import ServerOptions, add_arguments
 from tfrecords_tools.cli import add_verbose_argument, run_command
-
-
-def _flag_bool(value: str) -> bool:
-    """tensorflow_model_server's boolean flags: `--enable_batching=true`."""
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 class _PrintVersion(argparse.Action):
@@ -40,79 +32,15 @@ class _PrintVersion(argparse.Action):
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--port", type=int, default=8500,
-                        help="gRPC port; 0 picks a free one (default 8500)")
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="interface to bind (default loopback; 0.0.0.0 for all)")
-    parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
-                        help=f"name clients ask for (default {DEFAULT_MODEL_NAME}, the name "
-                             f"`keras_alexnet export` writes; tensorflow_model_server's "
-                             f"default is 'default')")
-    parser.add_argument("--model_base_path",
-                        help="directory of integer version directories, each a SavedModel "
-                             "(required unless --model_config_file)")
-    parser.add_argument("--model_config_file",
-                        help="ModelServerConfig text proto: several models, version policies "
-                             "and labels (then --model_name and --model_base_path are "
-                             "ignored)")
-    parser.add_argument("--model_config_file_poll_wait_seconds", type=float, default=0,
-                        help="re-read --model_config_file this often; 0, the default: once")
-    parser.add_argument("--allow_version_labels_for_unavailable_models", type=_flag_bool,
-                        nargs="?", const=True, default=False,
-                        help="let a new label name a version that is not loaded yet "
-                             "(default false)")
-    parser.add_argument("--enable_batching", type=_flag_bool, nargs="?", const=True,
-                        default=False, help="batch concurrent requests (default false)")
-    parser.add_argument("--batching_parameters_file",
-                        help="BatchingParameters text proto (max_batch_size, ...)")
-    parser.add_argument("--ssl_config_file", help="SSLConfig text proto: serve over TLS")
-    parser.add_argument("--file_system_poll_wait_seconds", type=float, default=1.0,
-                        help="how often to look for a new version; 0 never (default 1)")
-    parser.add_argument("--enable_grpc_healthcheck_service", type=_flag_bool, nargs="?",
-                        const=True, default=True,
-                        help="the grpc.health.v1 service (default true here; "
-                             "tensorflow_model_server's default is false)")
+    add_arguments(parser)
     parser.add_argument("--version", action=_PrintVersion,
                         help="print the server's and TensorFlow's versions")
-    parser.add_argument("--monitoring_config_file",
-                        help="MonitoringConfig text proto: prometheus_config { enable: true } "
-                             "serves Prometheus metrics on the REST port")
-    parser.add_argument("--max_num_load_retries", type=int, default=5,
-                        help="retries of a version that fails to load (default 5)")
-    parser.add_argument("--load_retry_interval_micros", type=int, default=60_000_000,
-                        help="between load retries (default 60000000, one minute)")
-    parser.add_argument("--rest_api_port", type=int, default=0,
-                        help="serve TF Serving's REST API on this port too (0, the default: "
-                             "no REST API)")
-    parser.add_argument("--rest_api_timeout_in_ms", type=int, default=30_000,
-                        help="REST socket timeout (default 30000)")
-    parser.add_argument("--grpc_max_threads", type=int, default=None,
-                        help="threads handling gRPC calls (default max(32, 4 x cores))")
-    parser.add_argument("--enable_serialization_as_tensor_content", type=_flag_bool,
-                        nargs="?", const=True, default=False,
-                        help="answer with packed tensor_content instead of typed *_val fields")
 
 
 def serve(args: argparse.Namespace) -> int:
     from serving.server import READY_LINE, REST_LINE, ModelServer
 
-    server = ModelServer(
-        args.model_base_path, args.model_name, port=args.port, host=args.host,
-        model_config_file=args.model_config_file,
-        model_config_file_poll_wait_seconds=args.model_config_file_poll_wait_seconds,
-        allow_version_labels_for_unavailable_models=(
-            args.allow_version_labels_for_unavailable_models),
-        enable_batching=args.enable_batching,
-        batching_parameters_file=args.batching_parameters_file,
-        ssl_config_file=args.ssl_config_file,
-        file_system_poll_wait_seconds=args.file_system_poll_wait_seconds,
-        grpc_max_threads=args.grpc_max_threads,
-        enable_serialization_as_tensor_content=args.enable_serialization_as_tensor_content,
-        rest_api_port=args.rest_api_port, rest_api_timeout_in_ms=args.rest_api_timeout_in_ms,
-        max_num_load_retries=args.max_num_load_retries,
-        load_retry_interval_micros=args.load_retry_interval_micros,
-        enable_grpc_healthcheck_service=args.enable_grpc_healthcheck_service,
-        monitoring_config_file=args.monitoring_config_file)
+    server = ModelServer(options=ServerOptions.from_args(args))
     server.start()
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop, as tensorflow_model_server

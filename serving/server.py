@@ -24,11 +24,11 @@ from serving.batching import BatchingOptions, BatchScheduler
 from serving.config_files import MonitoringConfig, SSLConfig, read_text_proto
 from serving.errors import ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
+from serving.options import ServerOptions
 from serving.rest import RestApi, RestServer
 from serving.server_core import ServerCore, read_model_config, single_model_config
 from serving.service import ModelServicer, PredictionServicer
 
-DEFAULT_PORT = 8500
 # tensorflow_model_server accepts messages up to INT_MAX; grpc's Python default is 4 MB.
 MAX_MESSAGE_BYTES = 2**31 - 1
 HEALTH_SERVICES = ("", "PredictionService", "ModelService",
@@ -56,62 +56,50 @@ class ModelServer:
     models of `model_config_file` (a ModelServerConfig text proto; then the other two
     are ignored, as tensorflow_model_server does).
 
-    Arguments mirror tensorflow_model_server's flags.  `port=0` picks a free port
-    (read `port` after `start()`); `host` defaults to loopback, where TF Serving binds
-    every interface.
+    Takes `options=ServerOptions(...)`, or the same fields as keywords
+    (`ModelServer(path, "alexnet", port=0)`): tensorflow_model_server's flags.
+    `port=0` picks a free port (read `port` after `start()`); `host` defaults to
+    loopback, where TF Serving binds every interface.
     """
 
     def __init__(self, model_base_path: str | os.PathLike | None = None,
-                 model_name: str = DEFAULT_MODEL_NAME, *,
-                 model_config_file: str | os.PathLike | None = None,
-                 model_config_file_poll_wait_seconds: float = 0,
-                 allow_version_labels_for_unavailable_models: bool = False,
-                 port: int = DEFAULT_PORT, host: str = "127.0.0.1",
-                 enable_batching: bool = False,
-                 batching_parameters_file: str | os.PathLike | None = None,
-                 ssl_config_file: str | os.PathLike | None = None,
-                 file_system_poll_wait_seconds: float = 1.0, grpc_max_threads: int | None = None,
-                 enable_serialization_as_tensor_content: bool = False,
-                 rest_api_port: int = 0, rest_api_timeout_in_ms: int = 30_000,
-                 max_num_load_retries: int = 5, load_retry_interval_micros: int = 60_000_000,
-                 enable_grpc_healthcheck_service: bool = True,
-                 monitoring_config_file: str | os.PathLike | None = None):
-        if not model_base_path and not model_config_file:  # server.cc
+                 model_name: str = DEFAULT_MODEL_NAME, *, options: ServerOptions | None = None,
+                 **fields):
+        if options is None:
+            options = ServerOptions(model_base_path=model_base_path, model_name=model_name,
+                                    **fields)
+        elif model_base_path is not None or fields:
+            raise TypeError("ModelServer takes options or their fields, not both")
+        if not options.model_base_path and not options.model_config_file:  # server.cc
             raise ValueError("Both server_options.model_base_path and "
                              "server_options.model_config_file are empty!")
-        self._config = (read_model_config(model_config_file) if model_config_file
-                        else single_model_config(model_name, model_base_path))
-        self._config_file = model_config_file
-        self._config_poll_wait = model_config_file_poll_wait_seconds
-        self.host = host
-        self.port = port
-        self._requested_port = port
-        self._credentials = server_credentials(ssl_config_file) if ssl_config_file else None
-        if batching_parameters_file and not enable_batching:  # TF Serving's server.cc
+        if options.batching_parameters_file and not options.enable_batching:  # server.cc
             raise ValueError("server_options.batching_parameters_file is set without setting "
                              "server_options.enable_batching to true.")
-        options = (BatchingOptions.from_file(batching_parameters_file)
-                   if batching_parameters_file else BatchingOptions())
-        self._batching = options if enable_batching else None
-        self._max_threads = grpc_max_threads or max(32, 4 * (os.cpu_count() or 1))
-        self._tensor_content = enable_serialization_as_tensor_content
-        self.core = ServerCore(
-            file_system_poll_wait_seconds=file_system_poll_wait_seconds,
-            max_num_load_retries=max_num_load_retries,
-            load_retry_interval=load_retry_interval_micros / 1e6,
-            allow_version_labels_for_unavailable_models=(
-                allow_version_labels_for_unavailable_models))
+        self.options = options
+        self._config = (read_model_config(options.model_config_file)
+                        if options.model_config_file
+                        else single_model_config(options.model_name, options.model_base_path))
+        self.host = options.host
+        self.port = options.port
+        self._credentials = (server_credentials(options.ssl_config_file)
+                             if options.ssl_config_file else None)
+        batching = (BatchingOptions.from_file(options.batching_parameters_file)
+                    if options.batching_parameters_file else BatchingOptions())
+        self._batching = batching if options.enable_batching else None
+        self._max_threads = options.grpc_max_threads or max(32, 4 * (os.cpu_count() or 1))
+        self.core = ServerCore(options)
         self._server: grpc.Server | None = None
-        self._rest_port, self._rest_timeout_ms = rest_api_port, rest_api_timeout_in_ms
         # Prometheus metrics, on the REST port as TF Serving (http_server.cc).
-        monitoring = (read_text_proto(monitoring_config_file, MonitoringConfig)
-                      if monitoring_config_file else MonitoringConfig())
+        monitoring = (read_text_proto(options.monitoring_config_file, MonitoringConfig)
+                      if options.monitoring_config_file else MonitoringConfig())
         self.metrics = Metrics() if monitoring.prometheus_config.enable else None
         self._metrics_path = monitoring.prometheus_config.path or DEFAULT_PATH
         self.rest: RestServer | None = None
         self._batcher: BatchScheduler | None = None
         # On by default here (TF Serving: off unless --enable_grpc_healthcheck_service).
-        self._health = health.HealthServicer() if enable_grpc_healthcheck_service else None
+        self._health = (health.HealthServicer() if options.enable_grpc_healthcheck_service
+                        else None)
 
     @property
     def address(self) -> str:
@@ -130,14 +118,15 @@ class ModelServer:
             options=[("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.so_reuseport", 0)])
-        predictions = PredictionServicer(self.core, self._batcher, self._tensor_content,
+        predictions = PredictionServicer(self.core, self._batcher,
+                                         self.options.enable_serialization_as_tensor_content,
                                          self.metrics)
         models = ModelServicer(self.core)
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(predictions, server)
         model_service_pb2_grpc.add_ModelServiceServicer_to_server(models, server)
         if self._health is not None:
             health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        address = f"{self.host}:{self._requested_port}"
+        address = f"{self.host}:{self.options.port}"
         try:
             if self._credentials is not None:
                 self.port = server.add_secure_port(address, self._credentials)
@@ -145,14 +134,15 @@ class ModelServer:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as error:  # grpc's "Failed to bind"
             raise OSError(f"cannot listen on {address}: {error}") from None
-        if self._rest_port:  # 0: no REST API, as tensorflow_model_server
+        if self.options.rest_api_port:  # 0: no REST API, as tensorflow_model_server
             api = RestApi(self.core, predictions, models, self.metrics, self._metrics_path)
-            self.rest = RestServer(api, self.host, self._rest_port,
-                                   self._rest_timeout_ms).start()
+            self.rest = RestServer(api, self.host, self.options.rest_api_port,
+                                   self.options.rest_api_timeout_in_ms).start()
         server.start()
         for service in HEALTH_SERVICES if self._health is not None else ():
             self._health.set(service, health_pb2.HealthCheckResponse.SERVING)
-        self.core.start_polling(self._config_file, self._config_poll_wait)
+        self.core.start_polling(self.options.model_config_file,
+                                self.options.model_config_file_poll_wait_seconds)
         self._server = server
         return self
 

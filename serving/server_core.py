@@ -35,6 +35,7 @@ from serving.errors import (
     NotFoundError,
     ServingError,
 )
+from serving.options import ServerOptions
 from serving.servables import (
     Servable,
     ServableManager,
@@ -94,21 +95,20 @@ def _validate(new: model_server_config_pb2.ModelConfigList,
 class ServerCore:
     """Serves the models of a `ModelServerConfig`; `get` and `status` answer requests.
 
-    Version directories are polled every `file_system_poll_wait_seconds` (0: only when
-    a config is loaded); a version that fails to load is retried as
-    `max_num_load_retries` and `load_retry_interval` (seconds) say.  A version label
+    Of its `ServerOptions`: version directories are polled every
+    `file_system_poll_wait_seconds` (0: only when a config is loaded); a version that
+    fails to load is retried as `max_num_load_retries` and `load_retry_interval_micros`
+    say.  A version label
     may name only a version that serves, unless
     `allow_version_labels_for_unavailable_models` (and then only a label not already
     pointing elsewhere).
     """
 
-    def __init__(self, *, file_system_poll_wait_seconds: float = 1.0,
-                 max_num_load_retries: int = 5, load_retry_interval: float = 60.0,
-                 allow_version_labels_for_unavailable_models: bool = False, log=None):
-        self.poll_wait_seconds = file_system_poll_wait_seconds
-        self._retries = dict(max_num_load_retries=max_num_load_retries,
-                             load_retry_interval=load_retry_interval)
-        self._allow_unavailable_labels = allow_version_labels_for_unavailable_models
+    def __init__(self, options: ServerOptions, log=None):
+        self.poll_wait_seconds = options.file_system_poll_wait_seconds
+        self._retries = dict(max_num_load_retries=options.max_num_load_retries,
+                             load_retry_interval=options.load_retry_interval_micros / 1e6)
+        self._allow_unavailable_labels = options.allow_version_labels_for_unavailable_models
         self._log = log or (lambda message: print(message, file=sys.stderr, flush=True))
         self._config = ModelServerConfig()
         self._config_lock = threading.Lock()  # one reload at a time
