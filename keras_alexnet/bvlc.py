@@ -36,6 +36,7 @@ from google.protobuf.message import DecodeError
 
 from keras_alexnet.config import CAFFE_GEOMETRY, CAFFE_LRN, AlexNetConfig
 from keras_alexnet.contract import InputContract
+from keras_alexnet.errors import AlexNetError, MissingPackageError
 from keras_alexnet.model import TOWERS
 
 #: BVLC's preprocessing: the Caffe mean (104, 117, 123) in B, G, R, as R, G, B; 227x227
@@ -157,7 +158,7 @@ def _blob(blob) -> np.ndarray:
     shape = tuple(blob.shape.dim) if blob.HasField("shape") else tuple(
         d for d in (blob.num, blob.channels, blob.height, blob.width))
     if math.prod(shape) != values.size:
-        raise ValueError(f"a blob of shape {shape} holds {values.size} values")
+        raise AlexNetError(f"a blob of shape {shape} holds {values.size} values")
     return values.reshape(shape)
 
 
@@ -196,8 +197,8 @@ def _caffe_layer(layer, kind: str) -> Layer | None:
             "kernel": p.kernel_h or p.kernel_size, "stride": p.stride_h or p.stride,
             "pad": p.pad_h or p.pad, "global": p.global_pooling})
     if blobs:
-        raise ValueError(f"layer {layer.name!r} ({kind}) has weights, which BVLC AlexNet has "
-                         f"only in Convolution and InnerProduct layers")
+        raise AlexNetError(f"layer {layer.name!r} ({kind}) has weights, which BVLC AlexNet has "
+                           f"only in Convolution and InnerProduct layers")
     return None  # ReLU, Dropout, Softmax, data and loss layers carry no weights
 
 
@@ -208,21 +209,21 @@ def read_caffemodel(path: str | Path) -> list[Layer]:
     try:
         net.ParseFromString(path.read_bytes())
     except DecodeError as error:
-        raise ValueError(f"{path}: not a Caffe model (NetParameter): {error}; is the file "
-                         f"complete?") from None
+        raise AlexNetError(f"{path}: not a Caffe model (NetParameter): {error}; is the file "
+                           f"complete?") from error
     if net.layer:
         pairs = [(layer, layer.type) for layer in net.layer]
     else:
         pairs = [(layer, _V1_TYPES.get(layer.type, f"V1 type {layer.type}"))
                  for layer in net.layers]
     if not pairs:
-        raise ValueError(f"{path}: a NetParameter without layers; is this a .caffemodel?")
+        raise AlexNetError(f"{path}: a NetParameter without layers; is this a .caffemodel?")
     layers = []
     for layer, kind in pairs:
         try:
             read = _caffe_layer(layer, kind)
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise AlexNetError(f"{path}: {error}") from error
         if read is not None:
             layers.append(read)
     return layers
@@ -247,15 +248,15 @@ def read_onnx(path: str | Path) -> list[Layer]:
     try:
         import onnx
         from onnx import numpy_helper
-    except ImportError:
-        raise ImportError("reading .onnx files needs the onnx package: "
-                          "pip install -e \".[onnx]\"") from None
+    except ImportError as error:
+        raise MissingPackageError("reading .onnx files needs the onnx package: "
+                                  "pip install -e \".[onnx]\"") from error
     path = Path(path)
     try:
         model = onnx.load(str(path))
     except Exception as error:  # onnx raises DecodeError or its own errors
-        raise ValueError(f"{path}: not an ONNX model ({error}); is the file complete?") \
-            from None
+        raise AlexNetError(f"{path}: not an ONNX model ({error}); is the file complete?") \
+            from error
     initial = {t.name: numpy_helper.to_array(t).astype(np.float32)
                for t in model.graph.initializer}
     layers = []
@@ -274,7 +275,7 @@ def read_onnx(path: str | Path) -> list[Layer]:
         elif node.op_type == "Gemm":
             weight = weights[0] if attrs.get("transB", 0) else weights[0].T
             if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0:
-                raise ValueError(f"{path}: Gemm {name!r} is not x @ W.T + b")
+                raise AlexNetError(f"{path}: Gemm {name!r} is not x @ W.T + b")
             layers.append(Layer("fc", name, {"outputs": weight.shape[0],
                                              "inputs": weight.shape[1]}, weight,
                                 weights[1] if len(weights) > 1 else None))
@@ -292,8 +293,8 @@ def read_onnx(path: str | Path) -> list[Layer]:
                 "pad": _pool_pad(attrs.get("pads", [0, 0, 0, 0])),
                 "global": node.op_type.startswith("Global")}))
         elif weights and node.op_type not in ("Reshape", "Flatten", "Dropout"):
-            raise ValueError(f"{path}: node {name!r} ({node.op_type}) has weights, which "
-                             f"BVLC AlexNet has only in Conv and Gemm nodes")
+            raise AlexNetError(f"{path}: node {name!r} ({node.op_type}) has weights, which "
+                               f"BVLC AlexNet has only in Conv and Gemm nodes")
     return layers
 
 
@@ -303,37 +304,37 @@ def check_network(layers: list[Layer], source: str) -> None:
     """That `layers` are BVLC AlexNet's; a ValueError naming the first difference."""
     for index, (kind, paper_name, expected) in enumerate(EXPECTED):
         if index >= len(layers):
-            raise ValueError(f"{source}: ends after {len(layers)} layers, before {kind} "
-                             f"{paper_name}; not BVLC AlexNet (or a truncated file)")
+            raise AlexNetError(f"{source}: ends after {len(layers)} layers, before {kind} "
+                               f"{paper_name}; not BVLC AlexNet (or a truncated file)")
         layer = layers[index]
         if layer.kind != kind:
-            raise ValueError(f"{source}: layer {index + 1} {layer.name!r} is {layer.kind}, "
-                             f"expected {kind} ({paper_name}); not BVLC AlexNet")
+            raise AlexNetError(f"{source}: layer {index + 1} {layer.name!r} is {layer.kind}, "
+                               f"expected {kind} ({paper_name}); not BVLC AlexNet")
         for key, value in expected.items():
             found = layer.params.get(key)
             same = value is None or (math.isclose(found, value, rel_tol=1e-5)
                                      if isinstance(value, float) else found == value)
             if not same:
-                raise ValueError(f"{source}: {layer.name!r} ({paper_name}) has {key} "
-                                 f"{found}, expected {value}; not BVLC AlexNet")
+                raise AlexNetError(f"{source}: {layer.name!r} ({paper_name}) has {key} "
+                                   f"{found}, expected {value}; not BVLC AlexNet")
         if layer.params.get("region", 0) or layer.params.get("global"):
-            raise ValueError(f"{source}: {layer.name!r} ({paper_name}) is not an "
-                             f"across-channel LRN / windowed pooling; not BVLC AlexNet")
+            raise AlexNetError(f"{source}: {layer.name!r} ({paper_name}) is not an "
+                               f"across-channel LRN / windowed pooling; not BVLC AlexNet")
         if kind in ("conv", "fc") and (layer.weight is None or layer.bias is None):
-            raise ValueError(f"{source}: {layer.name!r} ({paper_name}) has no weights or no "
-                             f"biases; a deploy prototxt instead of the trained model?")
+            raise AlexNetError(f"{source}: {layer.name!r} ({paper_name}) has no weights or no "
+                               f"biases; a deploy prototxt instead of the trained model?")
         if kind in ("conv", "fc"):
             outputs = layer.params["outputs"]
             shape = (outputs, expected["inputs"]) + (
                 (expected["kernel"],) * 2 if kind == "conv" else ())
             if layer.weight.shape != shape or layer.bias.shape != (outputs,):
-                raise ValueError(f"{source}: {layer.name!r} ({paper_name}) has weights "
-                                 f"{layer.weight.shape} and biases {layer.bias.shape}, "
-                                 f"expected {shape} and ({outputs},); not BVLC AlexNet")
+                raise AlexNetError(f"{source}: {layer.name!r} ({paper_name}) has weights "
+                                   f"{layer.weight.shape} and biases {layer.bias.shape}, "
+                                   f"expected {shape} and ({outputs},); not BVLC AlexNet")
     if len(layers) > len(EXPECTED):
         extra = layers[len(EXPECTED)]
-        raise ValueError(f"{source}: has a layer after fc8 ({extra.kind} {extra.name!r}); "
-                         f"not BVLC AlexNet")
+        raise AlexNetError(f"{source}: has a layer after fc8 ({extra.kind} {extra.name!r}); "
+                           f"not BVLC AlexNet")
 
 
 def _halves(values: np.ndarray, sizes: tuple[int, int]) -> list[np.ndarray]:
@@ -393,11 +394,11 @@ def read_classes(path: str | Path, count: int) -> tuple[tuple[str, str], ...]:
                 continue
             wnid, _, name = line.replace("\t", " ", 1).partition(" ")
             if not (wnid.startswith("n") and wnid[1:].isdigit()):
-                raise ValueError(f"{path}:{number}: expected 'WNID name', got {line!r}")
+                raise AlexNetError(f"{path}:{number}: expected 'WNID name', got {line!r}")
             pairs.append((wnid, name.strip()))
         pairs = tuple(pairs)
     if len(pairs) != count:
-        raise ValueError(f"{path} lists {len(pairs)} classes but the model has {count}")
+        raise AlexNetError(f"{path} lists {len(pairs)} classes but the model has {count}")
     return pairs
 
 
@@ -414,11 +415,11 @@ def read_mean_image(path: str | Path) -> np.ndarray:
             values = _blob(blob)
             image = values.reshape(-1, *values.shape[-3:])[0]  # (3, H, W) BGR
         except (DecodeError, ValueError) as error:
-            raise ValueError(f"{path}: not a Caffe mean BlobProto ({error})") from None
+            raise AlexNetError(f"{path}: not a Caffe mean BlobProto ({error})") from error
         image = image.transpose(1, 2, 0)[..., ::-1]
     if image.shape != (CAFFE_RESIZE_SIZE, CAFFE_RESIZE_SIZE, 3):
-        raise ValueError(f"{path}: a mean image of shape {image.shape}, expected "
-                         f"({CAFFE_RESIZE_SIZE}, {CAFFE_RESIZE_SIZE}, 3)")
+        raise AlexNetError(f"{path}: a mean image of shape {image.shape}, expected "
+                           f"({CAFFE_RESIZE_SIZE}, {CAFFE_RESIZE_SIZE}, 3)")
     return np.ascontiguousarray(image, np.float32)
 
 
@@ -453,14 +454,14 @@ def import_weights(path: str | Path, model_dir: str | Path, *,
     path, model_dir = Path(path), Path(model_dir)
     reader = READERS.get(path.suffix.lower())
     if reader is None:
-        raise ValueError(f"{path}: expected a .caffemodel or an .onnx file")
+        raise AlexNetError(f"{path}: expected a .caffemodel or an .onnx file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     layers = reader(path)
     check_network(layers, str(path))
     num_classes = layers[len(EXPECTED) - 1].params["outputs"]
     if num_classes < 2:
-        raise ValueError(f"{path}: fc8 has {num_classes} outputs; not a classifier")
+        raise AlexNetError(f"{path}: fc8 has {num_classes} outputs; not a classifier")
     config = bvlc_config(num_classes)
     classes = (read_classes(labels, num_classes) if labels is not None
                else tuple(("", f"class {i}") for i in range(num_classes)))

@@ -31,6 +31,7 @@ import numpy as np
 import keras_alexnet.model
 import keras_alexnet.optimizer  # noqa: F401
 from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
+from keras_alexnet.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
 BACKUP_NAME = "backup.keras"
@@ -69,7 +70,7 @@ def checkpoint_epoch(path: str | Path) -> int:
     """The epoch count in a checkpoint's name."""
     match = _NAME.match(Path(path).name)
     if not match:
-        raise ValueError(f"{path}: not a checkpoint name (expected epoch-NNNN.keras)")
+        raise CheckpointError(f"{path}: not a checkpoint name (expected epoch-NNNN.keras)")
     return int(match.group(1))
 
 
@@ -99,8 +100,8 @@ def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as error:
-        raise ValueError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
-                         f"{error})") from None
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
+                              f"{error})") from error
     model.input_contract = contract
     return model
 
@@ -110,7 +111,7 @@ def _read_member(path: Path, name: str) -> bytes | None:
         with zipfile.ZipFile(path) as archive:
             return archive.read(name) if name in archive.namelist() else None
     except zipfile.BadZipFile as error:
-        raise ValueError(f"{path}: cannot load the checkpoint ({error})") from None
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({error})") from error
 
 
 def read_metadata(path: str | Path) -> dict:
@@ -119,7 +120,7 @@ def read_metadata(path: str | Path) -> dict:
     try:
         return json.loads(member) if member is not None else {}
     except ValueError as error:
-        raise ValueError(f"{path}: cannot load the checkpoint ({error})") from None
+        raise CheckpointError(f"{path}: cannot load the checkpoint ({error})") from error
 
 
 def read_contract(path_or_model_dir: str | Path) -> InputContract | None:
@@ -172,6 +173,6 @@ def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict | None 
                            f"{shutil.disk_usage(path.parent).free:,} are free); free some "
                            f"space and rerun the same command to resume")
             full.errno = errno.ENOSPC
-            raise full from None
+            raise full from error
         raise
     return path

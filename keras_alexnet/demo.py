@@ -32,6 +32,7 @@ from pathlib import Path
 
 from keras_alexnet.checkpoints import LOG_NAME, latest_checkpoint, load_model
 from keras_alexnet.config import reduced_config
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.evaluation import evaluate
 from keras_alexnet.figures.curves import read_training_log, write_curves
 from keras_alexnet.figures.kernels import write_kernels
@@ -129,11 +130,12 @@ def _check_workdir(workdir: Path, settings: DemoSettings) -> None:
         found = json.loads(path.read_text())
         if found != wanted:
             changed = sorted(k for k in wanted if found.get(k) != wanted[k])
-            raise ValueError(f"{workdir} holds a demo run with other settings ({', '.join(changed)}"
-                             f" differ, see {path}); use another --workdir")
+            raise AlexNetError(f"{workdir} holds a demo run with other settings "
+                               f"({', '.join(changed)} differ, see {path}); use another "
+                               f"--workdir")
     elif workdir.is_dir() and any(workdir.iterdir()):
-        raise ValueError(f"{workdir} is not empty and holds no demo.json; give a new or "
-                         f"empty --workdir (the demo writes several directories into it)")
+        raise AlexNetError(f"{workdir} is not empty and holds no demo.json; give a new or "
+                           f"empty --workdir (the demo writes several directories into it)")
     else:
         workdir.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(wanted, indent=2) + "\n")

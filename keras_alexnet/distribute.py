@@ -21,6 +21,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_alexnet.errors import AlexNetError
+
 STRATEGIES = ("auto", "towers", "mirrored", "multi-worker")
 
 
@@ -32,14 +34,14 @@ def cluster_size() -> int:
     try:
         cluster = json.loads(config).get("cluster", {})
     except ValueError as error:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({error})") from None
+        raise AlexNetError(f"TF_CONFIG is not valid JSON ({error})") from error
     return sum(len(tasks) for name, tasks in cluster.items() if name in ("chief", "worker"))
 
 
 def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
     """The strategy named `kind` (one of `STRATEGIES`)."""
     if kind not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {kind!r}")
+        raise AlexNetError(f"strategy must be one of {STRATEGIES}, got {kind!r}")
     if kind == "auto":
         if cluster_size() > 1:
             kind = "multi-worker"
@@ -49,8 +51,8 @@ def select_strategy(kind: str = "auto") -> tf.distribute.Strategy:
             kind = "towers"
     if kind == "multi-worker":
         if cluster_size() < 2:
-            raise ValueError("strategy 'multi-worker' needs TF_CONFIG describing the cluster "
-                             "(at least two 'chief'/'worker' tasks)")
+            raise AlexNetError("strategy 'multi-worker' needs TF_CONFIG describing the cluster "
+                               "(at least two 'chief'/'worker' tasks)")
         return tf.distribute.MultiWorkerMirroredStrategy()
     if kind == "mirrored":
         return tf.distribute.MirroredStrategy()

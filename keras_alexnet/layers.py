@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_alexnet.errors import AlexNetError
+
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")
 class LocalResponseNormalization(keras.layers.Layer):
@@ -25,7 +27,7 @@ class LocalResponseNormalization(keras.layers.Layer):
                  keep: tuple[int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
         if n < 1 or n % 2 == 0:
-            raise ValueError(f"LRN size n must be a positive odd number, got {n}")
+            raise AlexNetError(f"LRN size n must be a positive odd number, got {n}")
         self.k, self.n, self.alpha, self.beta = k, n, alpha, beta
         self.keep = tuple(keep) if keep is not None else None
 

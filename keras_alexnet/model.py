@@ -11,6 +11,7 @@ import keras
 import tensorflow as tf
 
 from keras_alexnet.config import AlexNetConfig
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.layers import LocalResponseNormalization, TowerLayer
 
 TOWERS = ("tower_a", "tower_b")
@@ -61,7 +62,7 @@ def default_devices() -> tuple[str, str]:
 
 def _validate_devices(devices: Sequence[str]) -> tuple[str, str]:
     if isinstance(devices, str) or len(devices) != 2:
-        raise ValueError(f"devices must be a pair (tower_a, tower_b), got {devices!r}")
+        raise AlexNetError(f"devices must be a pair (tower_a, tower_b), got {devices!r}")
     visible = {tf.DeviceSpec.from_string(d.name).to_string()
                for d in tf.config.list_logical_devices()}
     for device in devices:
@@ -70,11 +71,11 @@ def _validate_devices(devices: Sequence[str]) -> tuple[str, str]:
         try:
             spec = tf.DeviceSpec.from_string(device)
         except ValueError as error:
-            raise ValueError(f"devices: cannot parse {device!r}: {error}") from None
+            raise AlexNetError(f"devices: cannot parse {device!r}: {error}") from error
         local = tf.DeviceSpec(device_type=spec.device_type,
                               device_index=spec.device_index or 0)
         if spec.job is None and local.to_string() not in visible:
-            raise ValueError(
+            raise AlexNetError(
                 f"devices: unknown device {device!r}; visible devices are "
                 f"{sorted(visible)}")
     return tuple(devices)
@@ -100,15 +101,15 @@ def min_image_size(config: AlexNetConfig) -> int:
 
 def _validate_config(config: AlexNetConfig) -> None:
     if config.num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {config.num_classes}")
+        raise AlexNetError(f"num_classes must be at least 2, got {config.num_classes}")
     smallest = min_image_size(config)
     if config.image_size < smallest:
-        raise ValueError(
+        raise AlexNetError(
             f"image_size must be at least {smallest} for conv1_pad={config.conv1_pad} "
             f"(three 3/2 max-poolings follow conv1), got {config.image_size}")
     if min(config.tower_filters()) < 1 or config.tower_units() < 1:
         smallest_width = 0.5 / min(*config.conv_filters, config.fc_units)
-        raise ValueError(
+        raise AlexNetError(
             f"width must be more than {smallest_width:.4g} so that every tower keeps at "
             f"least one filter per layer, got {config.width}")
 
@@ -222,8 +223,8 @@ def _load_weights(model: AlexNet, config: AlexNetConfig, path: str | os.PathLike
     found, wanted = model_topology(source), topology(config)
     for key, value in wanted.items():
         if found[key] != value:
-            raise ValueError(f"{path}: the checkpoint has {key} {found[key]} but the config "
-                             f"gives {value}; build_model(config) must match it")
+            raise AlexNetError(f"{path}: the checkpoint has {key} {found[key]} but the config "
+                               f"gives {value}; build_model(config) must match it")
     model.set_weights(source.get_weights())
     model.input_contract = source.input_contract
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_alexnet.errors import AlexNetError
+
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")
 class PaperSGD(keras.optimizers.SGD):
@@ -27,13 +29,13 @@ class PaperSGD(keras.optimizers.SGD):
         if kwargs.get("weight_decay"):
             # Keras's weight_decay is decoupled (applied to the weights outside the
             # momentum): the rule this class exists to replace [paper §5].
-            raise ValueError(
+            raise AlexNetError(
                 f"PaperSGD(weight_decay={kwargs['weight_decay']}) is Keras's decoupled "
                 f"decay, not the paper's; pass decay={kwargs['weight_decay']} instead (the "
                 f"paper's 0.0005 is the default)")
         super().__init__(learning_rate=learning_rate, momentum=momentum, **kwargs)
         if decay < 0:
-            raise ValueError(f"decay must be non-negative, got {decay}")
+            raise AlexNetError(f"decay must be non-negative, got {decay}")
         self.decay = decay
 
     def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):

@@ -36,6 +36,7 @@ from tensorflow.core.protobuf import saved_model_pb2
 
 from keras_alexnet import checkpoints
 from keras_alexnet.contract import InputContract, contract_of
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import decode_center_crop
 from serving import DEFAULT_MODEL_NAME
@@ -66,11 +67,11 @@ def serving_functions(model: keras.Model, contract: InputContract) -> dict[str, 
     image_size = model.input_shape[1]
     num_classes = model.output_shape[-1]
     if len(contract.classes) != num_classes:
-        raise ValueError(f"the input contract lists {len(contract.classes)} classes but the "
-                         f"model outputs {num_classes}")
+        raise AlexNetError(f"the input contract lists {len(contract.classes)} classes but the "
+                           f"model outputs {num_classes}")
     if contract.image_size != image_size:
-        raise ValueError(f"the input contract is for {contract.image_size}x"
-                         f"{contract.image_size} inputs but the model takes {image_size}")
+        raise AlexNetError(f"the input contract is for {contract.image_size}x"
+                           f"{contract.image_size} inputs but the model takes {image_size}")
     features_model = fc7_features(model)
     labels = tf.constant(contract.names)
     k = min(TOP_K, num_classes)
@@ -198,7 +199,7 @@ def export(model_or_checkpoint: keras.Model | str | os.PathLike,
     model_dir = Path(export_base) / model_name
     version = next_version(model_dir) if version is None else int(version)
     if version < 0:
-        raise ValueError(f"version must be a non-negative integer, got {version}")
+        raise AlexNetError(f"version must be a non-negative integer, got {version}")
     version_dir = model_dir / str(version)
     if version_dir.exists():
         raise FileExistsError(f"{version_dir} already exists; pick another --version")
@@ -252,7 +253,7 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
     named in the error.
     """
     if (checkpoint is None) == (saved_model is None):
-        raise ValueError("give exactly one of checkpoint and saved_model")
+        raise AlexNetError("give exactly one of checkpoint and saved_model")
     if saved_model is not None:
         loaded = tf.saved_model.load(str(latest_version_dir(saved_model)))
         classify = loaded.signatures[DEFAULT_SIGNATURE]
@@ -270,6 +271,6 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
         except tf.errors.InvalidArgumentError as error:
             refused = re.search(r"assertion failed: \[(.*?)\]", error.message)
             reason = refused.group(1) if refused else "not a decodable JPEG or PNG image"
-            raise ValueError(f"{path}: {reason}") from None
+            raise AlexNetError(f"{path}: {reason}") from error
         results.extend(top_k_classes(outputs))
     return results

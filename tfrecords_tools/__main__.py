@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tfrecords_tools.cli import add_verbose_argument, run_command
+from tfrecords_tools.errors import ArgumentError
 
 EPILOG = """examples:
   %(prog)s convert /data/ilsvrc /data/shards
@@ -94,7 +95,7 @@ def _run_convert(args) -> int:
     archives = dataclasses.replace(archives, **{k: v for k, v in overrides.items() if v})
     splits = args.splits or [s for s in SPLITS if getattr(archives, s) is not None]
     if not splits:
-        raise ValueError(f"{args.archives}: holds none of the ILSVRC-2012 image archives")
+        raise ArgumentError(f"{args.archives}: holds none of the ILSVRC-2012 image archives")
     summary = convert(args.output, archives, splits=splits,
                       num_shards={s: getattr(args, f"{s}_shards") for s in SPLITS
                                   if getattr(args, f"{s}_shards")},
@@ -189,10 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from tfrecords_tools.errors import OutputError, WorkerError
-
-    return run_command(args, errors=(OutputError, WorkerError),
-                       resume_hint="; rerun the same command to resume",
+    return run_command(args, resume_hint="; rerun the same command to resume",
                        # convert and merge never load TensorFlow: no need to wait for it
                        tensorflow=args.command in ("verify", "stats"))
 

@@ -122,7 +122,7 @@ def read_devkit(path: str | Path) -> Devkit:
             meta = _devkit_member(archive, path, "data/meta.mat")
             truth = _devkit_member(archive, path, "data/ILSVRC2012_validation_ground_truth.txt")
     except (tarfile.TarError, EOFError, OSError) as error:
-        raise ArchiveError(f"{path}: unreadable devkit archive ({error})") from None
+        raise ArchiveError(f"{path}: unreadable devkit archive ({error})") from error
     try:
         synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
         leaves = sorted((str(s["WNID"]), str(s["words"]), int(s["ILSVRC2012_ID"]))
@@ -132,12 +132,12 @@ def read_devkit(path: str | Path) -> Devkit:
                   if "num_train_images" in synsets.dtype.names else {})
     except (KeyError, ValueError, TypeError) as error:
         raise ArchiveError(f"{path}: data/meta.mat has no readable 'synsets' "
-                           f"({error!r})") from None
+                           f"({error!r})") from error
     try:
         ground_truth = tuple(int(line) for line in truth.decode().split())
     except ValueError as error:
         raise ArchiveError(f"{path}: data/ILSVRC2012_validation_ground_truth.txt: "
-                           f"{error}") from None
+                           f"{error}") from error
     classes = ClassIndex(tuple(w for w, _, _ in leaves), tuple(n for _, n, _ in leaves))
     wnid_of_id = {i: w for w, _, i in leaves}
     unknown = sorted(set(ground_truth) - set(wnid_of_id))
@@ -227,7 +227,7 @@ def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
         return tarfile.open(fileobj=_Recording(fileobj), mode="r:")
     except tarfile.TarError as error:
         raise ArchiveError(f"{path}: {where or 'archive'} is not a readable tar "
-                           f"({error})") from None
+                           f"({error})") from error
 
 
 def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
@@ -258,7 +258,7 @@ def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
             last = f"member {name}"
     except (tarfile.TarError, EOFError) as error:
         raise DamagedArchive(f"{path}: damaged or truncated after {last} "
-                             f"({error})") from None
+                             f"({error})") from error
     end = archive.offset
     # The block tarfile stopped at, as it read it (read again, it would be a step back).
     block = archive.fileobj.last if archive.fileobj.position == end + len(

@@ -58,7 +58,7 @@ from tfrecords_tools.archives import (
     read_devkit,
     train_shortfall,
 )
-from tfrecords_tools.errors import ArchiveError, OutputError, WorkerError
+from tfrecords_tools.errors import ArchiveError, ArgumentError, OutputError, WorkerError
 from tfrecords_tools.images import CODEC, ImageOptions
 from tfrecords_tools.members import Member
 from tfrecords_tools.pool import InlinePool, Pool
@@ -214,8 +214,8 @@ def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
         random.Random(f"{split}:{seed}").shuffle(members)
     num_shards = num_shards or schema.default_num_shards(split, len(members))
     if not 1 <= num_shards <= len(members):
-        raise ValueError(f"--{split}-shards {num_shards}: must be between 1 and the "
-                         f"{len(members)} images of {path}")
+        raise ArgumentError(f"--{split}-shards {num_shards}: must be between 1 and the "
+                            f"{len(members)} images of {path}")
     shards = tuple(ShardPlan(split, i, num_shards, tuple(
         members[i * len(members) // num_shards:(i + 1) * len(members) // num_shards]))
         for i in range(num_shards))
@@ -556,12 +556,12 @@ def convert(output: str | Path, archives: Archives | str | Path,
     started = time.monotonic()
     unknown = [s for s in splits if s not in schema.SPLITS]
     if unknown or not splits:
-        raise ValueError(f"splits {list(splits)}: choose from {', '.join(schema.SPLITS)}")
+        raise ArgumentError(f"splits {list(splits)}: choose from {', '.join(schema.SPLITS)}")
     if not 0 <= worker_index < num_workers:
-        raise ValueError(f"--worker-index {worker_index} must be in [0, {num_workers})")
+        raise ArgumentError(f"--worker-index {worker_index} must be in [0, {num_workers})")
     if label_offset not in schema.LABEL_OFFSETS:
-        raise ValueError(f"--label-offset {label_offset}: choose 0 (labels 0..N-1, TFDS and "
-                         f"Keras) or 1 (1..N, the Inception and TPU readers)")
+        raise ArgumentError(f"--label-offset {label_offset}: choose 0 (labels 0..N-1, TFDS and "
+                            f"Keras) or 1 (1..N, the Inception and TPU readers)")
     if not isinstance(archives, Archives):
         archives = Archives.find(archives)
     num_shards = num_shards or {}  # the others: schema.default_num_shards

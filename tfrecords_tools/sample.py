@@ -22,6 +22,7 @@ import scipy.io
 from PIL import Image
 
 from tfrecords_tools.archives import DEVKIT, TRAIN_TAR, VAL_TAR
+from tfrecords_tools.errors import ArgumentError
 
 TEST_TAR = "ILSVRC2012_img_test.tar"
 
@@ -67,7 +68,7 @@ def synsets(num_classes: int) -> list[tuple[str, str]]:
     for index in range(len(entries), num_classes):
         entries.append((f"n{2000000 + index * 7919 % 600000:08d}", f"pattern class {index}"))
     if len({wnid for wnid, _ in entries}) != num_classes:
-        raise ValueError(f"num_classes={num_classes} gives duplicate WNIDs")
+        raise ArgumentError(f"num_classes={num_classes} gives duplicate WNIDs")
     return entries
 
 
@@ -118,7 +119,7 @@ def _quirk_bytes(kind: str, pixels: np.ndarray, rng: np.random.Generator) -> byt
         return b""
     if kind == "undecodable":
         return b"\xff\xd8\xff\xe0 not really a JPEG " + rng.bytes(200)
-    raise ValueError(f"unknown quirk {kind!r}; expected one of {QUIRK_KINDS}")
+    raise ArgumentError(f"unknown quirk {kind!r}; expected one of {QUIRK_KINDS}")
 
 
 def _add(archive: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -169,7 +170,7 @@ def make_sample_archives(directory: str | Path, num_classes: int = 10, train_per
     ones do not have but a download can).
     """
     if num_classes < 2:
-        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        raise ArgumentError(f"num_classes must be at least 2, got {num_classes}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
@@ -198,7 +199,7 @@ def make_sample_archives(directory: str | Path, num_classes: int = 10, train_per
                     _add(inner, name, data)
             _add(outer, f"{wnid}.tar", inner_buffer.getvalue())
     if pending:
-        raise ValueError(f"quirks need at least {len(QUIRK_KINDS) // 2} classes")
+        raise ArgumentError(f"quirks need at least {len(QUIRK_KINDS) // 2} classes")
 
     # Validation: classes shuffled over the file names, labels in the devkit's ground truth.
     val_labels = np.repeat(np.arange(num_classes), val_per_class)

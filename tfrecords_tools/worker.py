@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 
 from tfrecords_tools import schema
+from tfrecords_tools.errors import OutputError
 from tfrecords_tools.images import ImageOptions, configure_worker_process, reencode
 from tfrecords_tools.pool import working_on
 
@@ -97,7 +98,7 @@ def append_entries(path: Path, data: bytes) -> None:
         finally:
             os.close(descriptor)
     except OSError as error:  # os.write's carries no file name
-        raise OSError(error.errno, error.strerror, str(path)) from None
+        raise OSError(error.errno, error.strerror, str(path)) from error
     if written != len(data):
         raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (wrote {written} of "
                       f"{len(data)} bytes)", str(path))
@@ -115,12 +116,12 @@ def read_bucket(path: Path, count: int) -> list[tuple[int, bytes, int, str]]:
         note = data[position + length:position + length + note_length].decode()
         position += length + note_length
         if index >= count or slots[index] is not None:
-            raise ValueError(f"{path}: entry for record {index} of {count} is out of place")
+            raise OutputError(f"{path}: entry for record {index} of {count} is out of place")
         slots[index] = (label, record, kind, note)
     missing = [i for i, entry in enumerate(slots) if entry is None]
     if missing:
-        raise ValueError(f"{path}: {len(missing)} of its {count} records are missing "
-                         f"(e.g. record {missing[0]})")
+        raise OutputError(f"{path}: {len(missing)} of its {count} records are missing "
+                          f"(e.g. record {missing[0]})")
     return slots
 
 

@@ -31,11 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.demo import next_steps, run_demo, summary
+    from keras_alexnet.errors import AlexNetError
 
     result = run_demo(args.workdir, quick=args.quick)
     print(summary(result))
     print(next_steps(result))
     if not result.learned:
-        raise ValueError("the model did not reach the expected validation accuracy; see "
-                         f"{result.paths['picture:curves']}")
+        raise AlexNetError("the model did not reach the expected validation accuracy; see "
+                           f"{result.paths['picture:curves']}")
     return 0

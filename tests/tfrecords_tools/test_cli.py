@@ -13,8 +13,10 @@ import time
 
 import pytest
 
+from keras_alexnet.errors import AlexNetError, CheckpointError
 from serving.server import ServerProcess
-from tfrecords_tools.cli import TF_LOG_LINE, run_command
+from tfrecords_tools.cli import BUG, TF_LOG_LINE, run_command
+from tfrecords_tools.errors import ArgumentError
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
@@ -67,7 +69,9 @@ def namespace(run_function) -> argparse.Namespace:
 
 def test_user_errors_are_one_line_and_exit_1(capsys):
     for error in (FileNotFoundError(2, "No such file or directory", "cat.jpg"),
-                  ValueError("--validation-shards 51: must be between 1 and 50")):
+                  OSError("cannot listen on localhost:8500 (in use)"),
+                  ArgumentError("--validation-shards 51: must be between 1 and 50"),
+                  AlexNetError("learning_rate must be more than 0, got 0.0")):
         def fail(args, error=error):
             raise error
 
@@ -82,8 +86,39 @@ def test_user_errors_are_one_line_and_exit_1(capsys):
 
     assert run_command(namespace(refuse), errors=(ServerSaidNo,), tensorflow=False) == 1
     assert capsys.readouterr().err.count("\n") == 1
-    with pytest.raises(ZeroDivisionError):  # a bug is not dressed up as a user error
-        run_command(namespace(lambda args: 1 / 0), tensorflow=False)
+
+
+@pytest.mark.parametrize("bug", [
+    KeyError("shards"), ZeroDivisionError("division by zero"),
+    ImportError("cannot import name 'x'"), TypeError("'NoneType' is not subscriptable"),
+    OSError(24, "Too many open files")])  # the OS's, on no file of the user's
+def test_an_internal_error_shows_its_traceback_and_exits_70(bug, capsys):
+    def deep_inside(args):
+        raise bug
+
+    assert run_command(namespace(deep_inside), tensorflow=False) == BUG == 70
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "in deep_inside" in err  # where it happened
+    assert err.splitlines()[-1] == (f"internal error ({type(bug).__name__}): this is a bug; "
+                                    f"please report it with the traceback above")
+
+
+def test_verbose_shows_the_cause_chain_of_a_user_error(capsys):
+    def fail(args):
+        try:
+            {}["conv1"]
+        except KeyError as error:
+            raise CheckpointError("model.keras: cannot load the checkpoint") from error
+
+    assert run_command(namespace(fail), tensorflow=False) == 1
+    assert capsys.readouterr().err == "error: model.keras: cannot load the checkpoint\n"
+    verbose = argparse.Namespace(run=fail, verbose=True)
+    assert run_command(verbose, tensorflow=False) == 1
+    err = capsys.readouterr().err
+    assert "KeyError: 'conv1'" in err and "in fail" in err  # the cause, and where
+    assert "The above exception was the direct cause of the following exception" in err
+    assert err.endswith("error: model.keras: cannot load the checkpoint\n")
 
 
 @pytest.mark.parametrize(("sent", "status", "line"), [
