@@ -33,8 +33,9 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_alexnet import data
-from keras_alexnet.preprocessing import ImageStats
+from keras_alexnet.config import TrainingOptions
 from tfrecords_tools.schema import ImageRecord, serialize, shard_name
+from tfrecords_tools.stats import ImageStats
 
 SIZE, CROP = 256, 224
 
@@ -105,7 +106,7 @@ def pil_loader(directory: Path, batch: int):
                                                                    left:left + CROP]
             if rng.random() < 0.5:
                 pixels = pixels[:, ::-1]
-            alpha = rng.normal(0, data.LIGHTING_STDDEV, 3)
+            alpha = rng.normal(0, TrainingOptions.lighting_stddev, 3)
             pixels = pixels - mean + 255.0 * stats.eigvec @ (alpha * stats.eigval)
             images.append(pixels)
             labels.append(feature["image/class/label"].int64_list.value[0])

@@ -1,13 +1,15 @@
 """AlexNet (Krizhevsky, Sutskever & Hinton, 2012) as a Keras 3 package.
 
-`build_model`, `fit`, `evaluate` and `export` are the entry points scripts call;
+`build_model`, `fit`, `evaluate` and `export` are the entry points scripts call, with
+`AlexNetConfig` (the network) and `TrainingOptions` (its training) holding the paper's
+numbers;
 `load_model`, `preprocess_input` and `decode_predictions` use a trained checkpoint
 with its input contract, as Keras applications do with theirs.
 """
 
 import importlib
 
-from keras_alexnet.config import AlexNetConfig, reduced_config
+from keras_alexnet.config import AlexNetConfig, TrainingOptions, reduced_config
 
 # Imported on first use, so that `python -m keras_alexnet --help` and the config do not
 # wait for TensorFlow.
@@ -19,9 +21,9 @@ _LAZY = {"build_model": "keras_alexnet.model", "fc7_features": "keras_alexnet.mo
          "decode_predictions": "keras_alexnet.contract",
          "load_model": "keras_alexnet.checkpoints"}
 
-__all__ = ["AlexNetConfig", "InputContract", "PaperSGD", "build_model", "decode_predictions",
-           "evaluate", "export", "fc7_features", "fit", "load_model", "preprocess_input",
-           "reduced_config"]
+__all__ = ["AlexNetConfig", "InputContract", "PaperSGD", "TrainingOptions", "build_model",
+           "decode_predictions", "evaluate", "export", "fc7_features", "fit", "load_model",
+           "preprocess_input", "reduced_config"]
 
 
 def __getattr__(name: str):

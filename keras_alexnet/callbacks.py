@@ -1,5 +1,6 @@
-"""The callbacks `keras_alexnet.fit` runs beside the user's: where the run is, the paper's
-learning-rate schedule, the NaN stop, the checkpoints and step backups.
+"""The callbacks `keras_alexnet.fit` runs beside the user's: the paper's learning-rate
+schedule and the NaN stop (where the run is and its checkpoints are
+`keras_alexnet.resume`'s).
 
 A run resumed in the middle of an epoch calls Keras's `fit` twice (the rest of that
 epoch, then the epochs after it); `RunCallbacks` makes every callback, the user's too,
@@ -9,14 +10,11 @@ see one run: one `on_train_begin`, one `on_train_end`, the epochs in order.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import keras
-import numpy as np
 
-from keras_alexnet import checkpoints
+from keras_alexnet.resume import Progress
 
 LR_DIVISOR = 10.0  # "divide the learning rate by 10" [paper §5]
 
@@ -48,72 +46,6 @@ class RunCallbacks(keras.callbacks.CallbackList):
     def close(self) -> None:
         if self._begun:
             super().on_train_end(getattr(self, "last_logs", None))
-
-
-class Progress(keras.callbacks.Callback):
-    """Where the run is: the epoch and the steps done in it (from the optimizer's
-    iteration count, so it is right even when Ctrl-C lands between a step and its
-    callbacks).
-
-    A run resumed at step `resume[1]` of epoch `resume[0]` gets back the epoch's
-    training metrics so far (`metrics`, the metric variables' values), so the epoch's
-    logged loss and accuracy are those of an uninterrupted run.  Keras builds the
-    metric variables in the first step, so the saved sums are added after it (every
-    metric here is a sum and a count: the same additions, in an order that gives the
-    same floats).
-    """
-
-    def __init__(self, steps_per_epoch: int, resume: tuple[int, int] = (0, 0),
-                 metrics: dict[str, float] | None = None):
-        super().__init__()
-        self.steps_per_epoch, self.resume, self.metrics = steps_per_epoch, resume, metrics
-        self.epoch, self.epoch_start = None, 0
-        self._pending = self._train_metrics = None
-
-    def iterations(self) -> int:
-        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self._train_metrics = epoch, None
-        resumed = epoch == self.resume[0]
-        self.epoch_start = self.iterations() - (self.resume[1] if resumed else 0)
-        self._pending = self.metrics if resumed and self.metrics else None
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self._pending:
-            for variable in self.model.metrics_variables:
-                if variable.path in self._pending:
-                    variable.assign_add(self._pending[variable.path])
-            self._pending = None
-
-    def on_test_begin(self, logs=None):
-        # Validation resets the metrics; a backup taken during it needs the training ones.
-        if self.epoch is not None:
-            self._train_metrics = self.metric_values()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self._pending and logs is not None:  # no step was left (stopped in validation)
-            for name in {path.split("/")[0] for path in self._pending}:
-                total, count = (np.float32(self._pending[f"{name}/{part}"])
-                                for part in ("total", "count"))
-                logs[name] = float(total / count)
-            self._pending = None
-
-    def steps_done(self) -> int:
-        """Training steps done in the current epoch."""
-        return self.iterations() - self.epoch_start
-
-    def complete(self) -> bool:
-        return self.steps_done() >= self.steps_per_epoch
-
-    def metric_values(self) -> dict[str, float]:
-        """The epoch's training metric state (captured before validation reset it)."""
-        if self._pending:
-            return self._pending
-        if self._train_metrics is not None:
-            return self._train_metrics
-        return {v.path: float(keras.ops.convert_to_numpy(v))
-                for v in self.model.metrics_variables}
 
 
 class DivideLearningRateOnPlateau(keras.callbacks.Callback):
@@ -189,71 +121,3 @@ class StopOnNaN(keras.callbacks.Callback):
         if loss is not None and not math.isfinite(float(loss)):
             self.failed_at = (self.epoch, batch)
             self.model.stop_training = True
-
-
-class Checkpoints(keras.callbacks.Callback):
-    """`epoch-NNNN.keras` after every epoch (the newest `keep` kept), and the whole
-    training state in `backup.keras` every `backup_every` steps (0: never) and on
-    demand (`save_backup`, for Ctrl-C or a callback that stops the run mid-epoch).
-
-    Every file carries `metadata()` plus its place in the run: `epoch` (epochs
-    finished) and `step` (steps done in the next one), the optimizer's `iterations`
-    and the training metrics of a part-done epoch.  A backup older than the newest
-    epoch checkpoint is deleted.  In a multi-worker run every worker saves (saving
-    may need collective reads of the variables), but only the chief into `model_dir`.
-    """
-
-    def __init__(self, model_dir: Path, *, progress: Progress, backup_every: int,
-                 keep: int | None, chief: bool, nan: StopOnNaN,
-                 metadata: Callable[[], dict]):
-        super().__init__()
-        self.model_dir, self.progress, self.backup_every = model_dir, progress, backup_every
-        self.keep, self.chief, self.nan, self.metadata = keep, chief, nan, metadata
-        self.last_saved: Path | None = None
-
-    def _save(self, path: Path, position: dict) -> Path:
-        metadata = {**self.metadata(), **position,
-                    "iterations": self.progress.iterations()}
-        if not self.chief:
-            with tempfile.TemporaryDirectory() as scratch:
-                checkpoints.save_checkpoint(self.model, Path(scratch) / path.name, metadata)
-            return path
-        self.last_saved = checkpoints.save_checkpoint(self.model, path, metadata)
-        return path
-
-    def save_backup(self) -> Path | None:
-        """Saves the state where the run is now; None when an epoch checkpoint has it."""
-        steps = self.progress.steps_done()
-        if self.progress.epoch is None or steps == 0 or self.nan.failed_at is not None:
-            return None
-        return self._save(checkpoints.backup_path(self.model_dir), {
-            "epoch": self.progress.epoch, "step": steps,
-            "metrics": self.progress.metric_values()})
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.nan.failed_at is not None:
-            # The weights the failing step started from came out of the step before it.
-            backup = checkpoints.backup_path(self.model_dir)
-            if self.chief and backup.exists() and checkpoints.read_metadata(backup)[
-                    "iterations"] >= self.progress.iterations() - 1:
-                backup.unlink()
-            return
-        if not self.backup_every:
-            return
-        if (self.progress.iterations() % self.backup_every == 0
-                and not self.progress.complete()):  # the epoch checkpoint follows
-            self.save_backup()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.nan.failed_at is not None:
-            return
-        if not self.progress.complete():  # stopped mid-epoch: continue it on resume
-            self.save_backup()
-            return
-        self._save(checkpoints.checkpoint_path(self.model_dir, epoch + 1),
-                   {"epoch": epoch + 1, "step": 0})
-        if self.chief:
-            checkpoints.backup_path(self.model_dir).unlink(missing_ok=True)
-            if self.keep:
-                for _, old in checkpoints.list_checkpoints(self.model_dir)[:-self.keep]:
-                    old.unlink()

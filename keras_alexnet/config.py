@@ -1,17 +1,22 @@
-"""The network's hyper-parameters, with the paper's values as defaults.
+"""The network's and the training's hyper-parameters, with the paper's values as
+defaults: `AlexNetConfig` (what is built) and `TrainingOptions` (how it is trained).
 
 Every number cites its place in Krizhevsky, Sutskever & Hinton (2012), "ImageNet
-Classification with Deep Convolutional Neural Networks" [paper §N].
+Classification with Deep Convolutional Neural Networks" [paper §N].  Each default is
+written here once: `fit`, the `train` command's flags (and their `--help`) and the run
+file `run.json` read them from these classes.  Free of TensorFlow at import.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
 
-#: Training steps between step backups (not a paper number): about a minute of one
-#: current GPU on the paper's network, ten backups in an ImageNet epoch of 10,009 steps
-#: at batch 128, each about 0.5 GB (weights and momentum).
-BACKUP_EVERY = 1000
+from keras_alexnet.errors import AlexNetError
+
+MEAN_MODES = ("channel", "pixel")  # per-channel mean, or the per-pixel mean image [paper §2]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,3 +83,141 @@ def reduced_config(num_classes: int = 10, image_size: int = 64, width: float = 0
     """
     return AlexNetConfig(num_classes=num_classes, image_size=image_size, width=width,
                          init_stddev=init_stddev, **overrides)
+
+
+# --- training ------------------------------------------------------------------------------
+
+def _option(default: Any, help: str, *, group: str, at_least: float | None = None,
+            above: float | None = None, below: float | None = None,
+            choices: tuple | None = None, **flag: Any) -> Any:
+    """A `TrainingOptions` field: its default, the help of its flag (argparse's `help`
+    and `group`, and any other `add_argument` keyword in `flag`), and its valid range."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "group": group, "at_least": at_least, "above": above, "below": below,
+        "choices": choices, "flag": flag})
+
+
+SCHEDULE = "training [paper §5]"
+INPUT = "input [paper §4.1]"
+DEVICES = "devices"
+OUTPUT = "output"
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingOptions:
+    """How `keras_alexnet.fit` trains: the paper's recipe by default [paper §5].
+
+    SGD with batch 128, momentum 0.9 and weight decay 0.0005 inside the momentum
+    (`PaperSGD`); learning rate 0.01, divided by 10 when the validation error stops
+    improving, at most three times; about 90 epochs; random crops, reflections and PCA
+    lighting [paper §4.1].  A value out of range raises ValueError naming the field.
+    `fit(data_dir, model_dir, **options)` takes the fields as keywords.
+    """
+
+    # The schedule [paper §5].
+    epochs: int = _option(90, "total epochs, counting those already done in model_dir "
+                          "(\"roughly 90 cycles\" [paper §5])", group=SCHEDULE, at_least=1)
+    batch_size: int = _option(128, "images per step, over all devices [paper §5]",
+                              group=SCHEDULE, at_least=1)
+    learning_rate: float = _option(0.01, "initial learning rate [paper §5]", group=SCHEDULE,
+                                   above=0)
+    momentum: float = _option(0.9, "[paper §5]", group=SCHEDULE, at_least=0, below=1)
+    weight_decay: float = _option(0.0005, "decay inside the momentum, on kernels [paper §5]",
+                                  group=SCHEDULE, at_least=0)
+    # "Divide the learning rate by 10 when the validation error rate stopped improving"
+    # [paper §5] gives no window: five epochs is ours.
+    patience: int = _option(5, "epochs without a better validation error before dividing "
+                            "the learning rate by 10", group=SCHEDULE, at_least=0)
+    max_lr_reductions: int = _option(3, "divisions of the learning rate at most (\"reduced "
+                                     "three times prior to termination\" [paper §5])",
+                                     group=SCHEDULE, at_least=0)
+    min_delta: float = _option(0.0, "the smallest validation accuracy gain counted as an "
+                               "improvement", group=SCHEDULE, at_least=0)
+    steps_per_epoch: int | None = _option(None, "batches per epoch (default: one pass over "
+                                          "the training images)", group=SCHEDULE, at_least=1)
+    validation_steps: int | None = _option(None, "validation batches per epoch (default: "
+                                           "the whole validation split)", group=SCHEDULE,
+                                           at_least=1)
+    # The input [paper §2, §4.1].
+    mean: str | None = _option(None, "subtract the per-channel mean or the per-pixel mean "
+                               "image [paper §2] (default: channel for a new model; a resumed "
+                               "one keeps its checkpoint's)", group=INPUT, choices=MEAN_MODES)
+    lighting_stddev: float = _option(0.1, "stddev of the PCA lighting alphas, \"drawn from a "
+                                     "Gaussian with mean zero and standard deviation 0.1\" "
+                                     "[paper §4.1]; 0 turns it off", group=INPUT, at_least=0)
+    seed: int | None = _option(None, "seeds the initial weights, dropout, data order and "
+                               "augmentation (default: drawn, printed and kept in run.json)",
+                               group=INPUT)
+    deterministic: bool = _option(True, "input order independent of thread timing, so that "
+                                  "a seed repeats a run bit for bit", group=INPUT)
+    # Where it runs.
+    strategy: str = _option("auto", "towers: model parallel on two devices as the paper "
+                            "[paper §3.2]; mirrored: data parallel on this machine's GPUs; "
+                            "multi-worker: across machines from TF_CONFIG", group=DEVICES,
+                            choices=("auto", "towers", "mirrored", "multi-worker"))
+    devices: tuple[str, str] | None = _option(None, "devices of the two towers, e.g. /GPU:0 "
+                                              "/GPU:1", group=DEVICES, nargs=2,
+                                              metavar=("TOWER_A", "TOWER_B"))
+    mixed_precision: str | None = _option(None, "Keras mixed-precision policy of a new model "
+                                          "(a resumed one keeps its own)", group=DEVICES,
+                                          choices=("mixed_float16", "mixed_bfloat16"))
+    xla: bool = _option(False, "compile the training step with XLA", group=DEVICES)
+    # What it writes.
+    keep_checkpoints: int = _option(5, "newest epoch checkpoints kept; 0 keeps all",
+                                    group=OUTPUT, at_least=0)
+    # Not a paper number: about a minute of one current GPU on the paper's network, ten
+    # backups in an ImageNet epoch of 10,009 steps at batch 128, each about 0.5 GB.
+    backup_every: int = _option(1000, "save the whole training state every this many "
+                                "steps; 0: only at epoch ends and on Ctrl-C", group=OUTPUT,
+                                at_least=0, metavar="STEPS")
+    tensorboard: bool = _option(True, "write TensorBoard logs (with the tensorboard "
+                                "package)", group=OUTPUT)
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value, rules = getattr(self, field.name), field.metadata
+            if value is None or isinstance(value, bool):
+                continue
+            if rules["choices"] and isinstance(value, str) and value not in rules["choices"]:
+                raise AlexNetError(f"{field.name} must be one of {rules['choices']}, got "
+                                   f"{value!r}")
+            if isinstance(value, (int, float)):
+                _check_range(field.name, value, rules)
+        if self.devices is not None and len(self.devices) != 2:
+            raise AlexNetError(f"devices must name two devices (tower_a, tower_b), got "
+                               f"{self.devices!r}")
+
+    def replace(self, **changes: Any) -> TrainingOptions:
+        """A copy with `changes`; a name that is no option is a TypeError naming it."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown training option(s) {', '.join(unknown)}; the options "
+                            f"are the fields of keras_alexnet.config.TrainingOptions")
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as run.json records them (a strategy object by its class name)."""
+        values = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        if not isinstance(self.strategy, str):
+            values["strategy"] = type(self.strategy).__name__
+        if self.devices is not None:
+            values["devices"] = list(self.devices)
+        return values
+
+    @classmethod
+    def field_types(cls) -> Mapping[str, type]:
+        """Each field's value type, `None` taken out of optional ones (for the flags)."""
+        hints = typing.get_type_hints(cls)
+        return {name: next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
+                for name, hint in hints.items()}
+
+
+def _check_range(name: str, value: float, rules: Mapping[str, Any]) -> None:
+    low, above, below = rules["at_least"], rules["above"], rules["below"]
+    if (low is not None and value < low) or (above is not None and value <= above) or \
+            (below is not None and value >= below):
+        bound = " and ".join(text for text in (
+            f"at least {low}" if low is not None else "",
+            f"more than {above}" if above is not None else "",
+            f"less than {below}" if below is not None else "") if text)
+        raise AlexNetError(f"{name} must be {bound}, got {value!r}")

@@ -13,7 +13,6 @@ stopped.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,95 +20,59 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_alexnet.config import TrainingOptions
 from keras_alexnet.contract import InputContract
-from keras_alexnet.preprocessing import (
-    ImageStats,
-    decode_center_crop,
-    decode_jpeg_window,
-    load_stats,
-)
+from keras_alexnet.errors import AlexNetError
+from keras_alexnet.preprocessing import decode_center_crop
 from tfrecords_tools import schema
-from tfrecords_tools.schema import FEATURES, UNLABELED, shard_pattern
+from tfrecords_tools.dataset import DatasetInfo
+from tfrecords_tools.schema import FEATURES, UNLABELED
+from tfrecords_tools.stats import ImageStats, decode_jpeg_window
 
-LIGHTING_STDDEV = 0.1  # alpha_i ~ N(0, 0.1) [paper §4.1]
 NUM_TEST_PATCHES = 10  # [paper §4.1]
 AUTOTUNE = tf.data.AUTOTUNE
 
 
 # --- shards ------------------------------------------------------------------------------
 
-def list_shards(data_dir: str | Path, split: str) -> list[Path]:
-    """The split's shard files, sorted; a clear error when there are none."""
-    data_dir = Path(data_dir)
-    if not data_dir.is_dir():
-        raise FileNotFoundError(f"data directory {data_dir} does not exist; create it with "
-                                f"`python -m tfrecords_tools convert`")
-    shards = sorted(data_dir.glob(shard_pattern(split)))
-    if not shards:
-        raise FileNotFoundError(f"{data_dir}: no {split} shards (files named "
-                                f"{shard_pattern(split)}); create them with "
-                                f"`python -m tfrecords_tools convert`")
-    return shards
-
-
-def check_shards(shards: Sequence[Path], num_classes: int | None = None) -> None:
-    """Reads the first record of every shard and checks the features training needs.
+def check_shards(dataset: DatasetInfo, split: str, num_classes: int | None = None) -> None:
+    """Reads the first record of every shard of `split` and checks the features training
+    needs.
 
     Catches the common mistakes (shards of another format, unlabeled splits, a class
     count that does not match the model) before any training; the pipeline also checks
     each label as it reads it.
     """
-    for shard in shards:
+    for shard in dataset.shards(split):
         try:
             first = next(iter(tf.data.TFRecordDataset(str(shard)).take(1)), None)
         except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as error:
-            raise ValueError(f"{shard}: not a TFRecord file ({error.message})") from None
+            raise AlexNetError(f"{shard}: not a TFRecord file ({error.message})") from error
         if first is None:
             continue  # an empty shard is legal (more shards than images)
         try:
             example = tf.train.Example.FromString(first.numpy())
         except Exception as error:  # protobuf's DecodeError
-            raise ValueError(f"{shard}: first record is not a tf.train.Example "
-                             f"({error})") from None
+            raise AlexNetError(f"{shard}: first record is not a tf.train.Example "
+                               f"({error})") from error
         feature = example.features.feature
         if "image/encoded" not in feature or not feature["image/encoded"].bytes_list.value:
-            raise ValueError(f"{shard}: records have no 'image/encoded' feature (keys: "
-                             f"{sorted(feature)})")
+            raise AlexNetError(f"{shard}: records have no 'image/encoded' feature (keys: "
+                               f"{sorted(feature)})")
         if num_classes is None:
             continue
         labels = (feature["image/class/label"].int64_list.value
                   if "image/class/label" in feature else [])
         label = labels[0] if labels else UNLABELED
         if label == UNLABELED:
-            raise ValueError(f"{shard}: records have no 'image/class/label' (unlabeled "
-                             f"split?); training and evaluation need labels")
-        offset = schema.label_offset(shard.parent)
+            raise AlexNetError(f"{shard}: records have no 'image/class/label' (unlabeled "
+                               f"split?); training and evaluation need labels")
+        offset = dataset.label_offset
         if not 0 <= label - offset < num_classes:
-            raise ValueError(f"{shard}: 'image/class/label' {label} is outside the "
-                             f"{num_classes} classes of the model (labels {offset}.."
-                             f"{num_classes - 1 + offset}, the label offset of "
-                             f"{shard.parent / schema.MANIFEST})")
-
-
-def count_records(data_dir: str | Path, split: str) -> int:
-    """Records in a split: from `manifest.json` when it has the count, else by reading."""
-    data_dir = Path(data_dir)
-    shards = list_shards(data_dir, split)
-    manifest = data_dir / schema.MANIFEST
-    if manifest.exists():
-        try:
-            count = json.loads(manifest.read_text())["splits"][split]["records"]
-            if isinstance(count, int):
-                return count
-        except (ValueError, KeyError, TypeError):
-            pass  # an older or partial manifest: count instead
-    from tqdm import tqdm
-
-    count = 0
-    for shard in tqdm(shards, desc=f"counting {split} records", unit="shard", leave=False):
-        count += int(tf.data.TFRecordDataset(str(shard)).reduce(
-            np.int64(0), lambda n, _: n + 1))
-    return count
+            raise AlexNetError(f"{shard}: 'image/class/label' {label} is outside the "
+                               f"{num_classes} classes of the model (labels {offset}.."
+                               f"{num_classes - 1 + offset}, the label offset of "
+                               f"{dataset.path / schema.MANIFEST})")
 
 
 def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool = True,
@@ -210,7 +173,7 @@ def random_crop(image_bytes: tf.Tensor, size: int, resize_size: int, position: t
 
 def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_size: int,
             stats: ImageStats, contract: InputContract,
-            lighting_stddev: float = LIGHTING_STDDEV) -> tf.Tensor:
+            lighting_stddev: float = TrainingOptions.lighting_stddev) -> tf.Tensor:
     """One training input [paper §4.1]: crop, reflection, lighting, mean subtraction.
 
     `seed` (two int64) decides everything, so the same seed gives the same input.  The
@@ -234,9 +197,11 @@ def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_
     return contract.to_network(image)
 
 
-def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
+def training_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
+                     batch_size: int = 128, *,
                      num_classes: int, split: str = "train", stats: ImageStats | None = None,
-                     mean: str = "channel", lighting_stddev: float = LIGHTING_STDDEV,
+                     mean: str = "channel",
+                     lighting_stddev: float = TrainingOptions.lighting_stddev,
                      seed: int | None = None, first_batch: int = 0,
                      batches_per_epoch: int | None = None, deterministic: bool = True,
                      shuffle_buffer: int = 10_000,
@@ -245,13 +210,14 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
     """Endless augmented (images, labels) batches, epoch after epoch.
 
     Args:
-        data_dir: the converter's output (shards, optional stats.json / mean_image.npy).
+        data_dir: the converter's output (shards, optional stats.json / mean_image.npy),
+            or its `DatasetInfo`.
         image_size: the model's input size (224 in the paper).
         batch_size: images per batch (per replica when `input_context` is given, as
             `distribute_datasets_from_function` expects); the partial last batch of
             each epoch is dropped.
         num_classes: labels must lie in [0, num_classes).
-        stats: pixel statistics; default `load_stats(data_dir)`.
+        stats: pixel statistics; default the directory's (`DatasetInfo.stats`).
         mean: "channel" (per-channel mean) or "pixel" (the paper's mean image).
         lighting_stddev: the PCA lighting alpha's standard deviation; 0 turns it off.
         seed: makes the order and the augmentation reproducible; None draws one.
@@ -267,10 +233,10 @@ def training_dataset(data_dir: str | Path, image_size: int, batch_size: int = 12
         contract: the input contract (mean, channel order); default the one of training
             on `data_dir` with `mean`.
     """
-    shards = list_shards(data_dir, split)
-    label_offset = schema.label_offset(data_dir)
-    stats = stats or load_stats(data_dir)
-    contract = contract or InputContract.from_data(data_dir, image_size, mean,
+    info = DatasetInfo.of(data_dir)
+    shards, label_offset = info.shards(split), info.label_offset
+    stats = stats or info.stats
+    contract = contract or InputContract.from_data(info, image_size, mean,
                                                    num_classes=num_classes, stats=stats)
     resize_size = contract.resize_size
     seed = random.randrange(2**31) if seed is None else seed
@@ -323,23 +289,22 @@ def ten_patches(square: tf.Tensor, size: int) -> tf.Tensor:
     return tf.concat([patches, tf.reverse(patches, axis=[2])], axis=0)
 
 
-def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 128, *,
+def evaluation_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
+                       batch_size: int = 128, *,
                        num_classes: int, split: str = "validation", crops: str = "center",
                        stats: ImageStats | None = None, mean: str = "channel",
-                       records: int | None = None, contract: InputContract | None = None
-                       ) -> tf.data.Dataset:
+                       contract: InputContract | None = None) -> tf.data.Dataset:
     """Every image of the split once, in shard order, as (images, labels) batches.
 
     `crops="center"` gives (batch, size, size, 3) centre crops, `crops="ten"` gives
     (batch, 10, size, size, 3): the ten patches of `ten_patches`, of which index 4 is
-    the centre crop.  `records`, the split's image count when known, lets Keras
-    size its progress bar.
+    the centre crop.
     """
     if crops not in ("center", "ten"):
         raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
-    shards = list_shards(data_dir, split)
-    label_offset = schema.label_offset(data_dir)
-    contract = contract or InputContract.from_data(data_dir, image_size, mean,
+    info = DatasetInfo.of(data_dir)
+    shards, label_offset = info.shards(split), info.label_offset
+    contract = contract or InputContract.from_data(info, image_size, mean,
                                                    num_classes=num_classes, stats=stats)
     resize_size = contract.resize_size
 
@@ -354,9 +319,9 @@ def evaluation_dataset(data_dir: str | Path, image_size: int, batch_size: int = 
         square = contract.to_network(contract.subtract_mean(square, 0, 0))
         return ten_patches(square, image_size), label, path
 
-    dataset = _records(shards)
-    if records is not None:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(records))
+    # The split's image count sizes Keras's progress bar.
+    dataset = _records(shards).apply(
+        tf.data.experimental.assert_cardinality(info.records(split)))
     dataset = (dataset
                .map(example, num_parallel_calls=AUTOTUNE)
                .batch(batch_size)

@@ -16,7 +16,8 @@ import tensorflow as tf
 
 from keras_alexnet import checkpoints, data
 from keras_alexnet.contract import InputContract, contract_of
-from tfrecords_tools.schema import LABELS, read_labels
+from keras_alexnet.errors import AlexNetError
+from tfrecords_tools.dataset import DatasetInfo
 
 CENTER = 4  # the centre crop among `data.ten_patches`
 
@@ -35,12 +36,12 @@ def _per_class(probabilities: np.ndarray, labels: np.ndarray, num_classes: int) 
     return np.where(counts > 0, hits / np.maximum(counts, 1), np.nan)
 
 
-def _check_classes(data_dir: Path, contract: InputContract, source: str) -> None:
+def _check_classes(info: DatasetInfo, contract: InputContract, source: str) -> None:
     """The shards' labels must mean the model's classes."""
-    path = data_dir / LABELS
-    if path.exists() and [wnid for wnid, _ in read_labels(path)] != contract.wnids:
-        raise ValueError(f"{path}: the shards' classes are not the {len(contract.wnids)} "
-                         f"classes {source} was trained on (other WNIDs or another order)")
+    if info.classes is not None and [wnid for wnid, _ in info.classes] != contract.wnids:
+        raise AlexNetError(f"{info.labels_path}: the shards' classes are not the "
+                           f"{len(contract.wnids)} classes {source} was trained on (other "
+                           f"WNIDs or another order)")
 
 
 def format_table(results: dict) -> str:
@@ -62,7 +63,8 @@ def format_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path,
+def evaluate(model_or_checkpoint: keras.Model | str | Path,
+             data_dir: str | Path | DatasetInfo,
              split: str = "validation", *, batch_size: int = 128, ten_crop: bool = True,
              output: str | Path | None = None, verbose: bool = True) -> dict:
     """Scores a model on a labelled split of shards.
@@ -73,7 +75,8 @@ def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path
     Args:
         model_or_checkpoint: a Keras model with an input contract, a `.keras`
             checkpoint, or a model_dir (its latest checkpoint).
-        data_dir: the converter's output directory; its labels must be the model's
+        data_dir: the converter's output directory (or its `DatasetInfo`), read once;
+            its labels must be the model's
             classes.  For a checkpoint saved before contracts were recorded, its
             `labels.txt` and per-channel mean stand in.
         split: "validation" (ILSVRC's labelled held-out set) or another labelled split.
@@ -89,7 +92,7 @@ def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path
     """
     from tqdm import tqdm
 
-    data_dir = Path(data_dir)
+    info = DatasetInfo.of(data_dir)
     checkpoint = None
     if isinstance(model_or_checkpoint, keras.Model):
         model = model_or_checkpoint
@@ -100,14 +103,13 @@ def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path
             checkpoint = checkpoints.latest_checkpoint(checkpoint)
     image_size, num_classes = model.input_shape[1], model.output_shape[-1]
     source = str(checkpoint) if checkpoint else f"model {model.name!r}"
-    contract = contract_of(model, data_dir, source)
-    _check_classes(data_dir, contract, source)
-    shards = data.list_shards(data_dir, split)
-    data.check_shards(shards, num_classes)
-    records = data.count_records(data_dir, split)
-    dataset = data.evaluation_dataset(data_dir, image_size, batch_size, num_classes=num_classes,
+    contract = contract_of(model, info, source)
+    _check_classes(info, contract, source)
+    data.check_shards(info, split, num_classes)
+    records = info.records(split)
+    dataset = data.evaluation_dataset(info, image_size, batch_size, num_classes=num_classes,
                                       split=split, crops="ten" if ten_crop else "center",
-                                      contract=contract, records=records)
+                                      contract=contract)
 
     @tf.function(reduce_retracing=True)
     def predict(images):
@@ -124,7 +126,7 @@ def evaluate(model_or_checkpoint: keras.Model | str | Path, data_dir: str | Path
         outputs.append(predict(images).numpy())
         labels.append(batch_labels.numpy())
     if not labels:
-        raise ValueError(f"{data_dir}: the {split} split has no images")
+        raise AlexNetError(f"{info.path}: the {split} split has no images")
     outputs, labels = np.concatenate(outputs), np.concatenate(labels)
     scores = {"center": outputs[:, CENTER] if ten_crop else outputs}
     if ten_crop:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from tfrecords_tools.cli import add_verbose_argument, run_command
 from tfrecords_tools.errors import ArgumentError
+from tfrecords_tools.schema import SPLITS  # free of TensorFlow at import
 
 EPILOG = """examples:
   %(prog)s convert /data/ilsvrc /data/shards
@@ -28,9 +29,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-SPLITS = ("train", "validation", "test")  # the order of schema.SPLITS, without TensorFlow
 
 
 def _add_convert(sub) -> None:

@@ -25,3 +25,7 @@ class OutputError(UserError, RuntimeError):
 
 class WorkerError(UserError, RuntimeError):
     """A worker process died or failed; the message names the member it was on."""
+
+
+class DatasetError(UserError, ValueError):
+    """A file of a shard directory (labels, manifest, stats, a shard) cannot be used."""

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import google_crc32c
 
+from tfrecords_tools.errors import DatasetError
+
 SPLITS = ("train", "validation", "test")
 DEFAULT_NUM_SHARDS = {"train": 1024, "validation": 128, "test": 128}
 #: Smaller archives get fewer shards, none under this many images (ILSVRC-2012's
@@ -191,7 +193,7 @@ def read_labels(path) -> list[tuple[str, str]]:
         for number, line in enumerate(lines, 1):
             wnid, sep, name = line.rstrip("\n").partition("\t")
             if not sep or not wnid:
-                raise ValueError(f"{path}:{number}: expected 'WNID<TAB>name', got {line!r}")
+                raise DatasetError(f"{path}:{number}: expected 'WNID<TAB>name', got {line!r}")
             entries.append((wnid, name))
     return entries
 
@@ -201,24 +203,9 @@ def read_manifest(directory: str | Path) -> dict:
     path = Path(directory) / MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except FileNotFoundError as error:
         raise FileNotFoundError(f"{path}: no such file; write it with `python -m "
-                                f"tfrecords_tools convert` (or `merge`)") from None
+                                f"tfrecords_tools convert` (or `merge`)") from error
     except ValueError as error:
-        raise ValueError(f"{path}: not a readable manifest ({error}); rerun `python -m "
-                         f"tfrecords_tools merge {directory}`") from None
-
-
-def label_offset(directory: str | Path) -> int:
-    """The label convention of a shard directory: 0 (labels 0..N-1) or 1 (1..N).
-
-    A directory without a manifest, or with one written before the option existed, is
-    0-based.
-    """
-    if not (Path(directory) / MANIFEST).exists():
-        return 0
-    offset = read_manifest(directory).get("label_offset", 0)
-    if offset not in LABEL_OFFSETS:
-        raise ValueError(f"{Path(directory) / MANIFEST}: label_offset {offset!r}, expected "
-                         f"one of {LABEL_OFFSETS}")
-    return offset
+        raise DatasetError(f"{path}: not a readable manifest ({error}); rerun `python -m "
+                           f"tfrecords_tools merge {directory}`") from error

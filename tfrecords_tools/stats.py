@@ -3,19 +3,80 @@
 [paper §4.1].
 
 Written next to the shards as `stats.json` and `mean_image.npy`, on the [0, 1] pixel
-scale that `keras_alexnet.preprocessing.load_stats` reads.
+scale, and read back by `load_stats`: the writer and the reader of the two files live
+here, beside the decoder whose pixels they describe.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from keras_alexnet.preprocessing import decode_jpeg_window
 from tfrecords_tools import schema
+from tfrecords_tools.errors import DatasetError
+
+# ImageNet RGB statistics on the [0, 1] scale, used when a dataset has no stats.json.
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_EIGVAL = (0.2175, 0.0188, 0.0045)
+IMAGENET_EIGVEC = ((-0.5675, 0.7192, 0.4009),   # rows are R, G, B; columns are the
+                   (-0.5808, -0.0045, -0.8140),  # eigenvectors p1, p2, p3
+                   (-0.5836, -0.6948, 0.4203))
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageStats:
+    """Training-set pixel statistics on the [0, 1] scale."""
+
+    mean_rgb: np.ndarray  # (3,)
+    eigval: np.ndarray  # (3,), covariance eigenvalues, descending
+    eigvec: np.ndarray  # (3, 3), column i is the eigenvector of eigval[i]
+    mean_image: np.ndarray | None = None  # (H, W, 3), the paper's per-pixel mean
+
+    @classmethod
+    def imagenet(cls) -> ImageStats:
+        return cls(np.array(IMAGENET_MEAN_RGB, np.float32), np.array(IMAGENET_EIGVAL, np.float32),
+                   np.array(IMAGENET_EIGVEC, np.float32))
+
+
+def load_stats(data_dir: str | Path) -> ImageStats:
+    """Reads `stats.json` (and `mean_image.npy` if present) from a shard directory.
+
+    Falls back to the ImageNet values when the directory has no `stats.json`.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / schema.STATS
+    if not path.exists():
+        return ImageStats.imagenet()
+    try:
+        stats = json.loads(path.read_text())
+        values = ImageStats(np.array(stats["mean_rgb"], np.float32).reshape(3),
+                            np.array(stats["eigval"], np.float32).reshape(3),
+                            np.array(stats["eigvec"], np.float32).reshape(3, 3))
+    except (ValueError, KeyError) as error:
+        raise DatasetError(f"{path}: not a valid stats file ({error!r}); regenerate it with "
+                           f"`python -m tfrecords_tools stats`") from error
+    if stats.get("pixel_scale", 1.0) != 1.0:
+        raise DatasetError(f"{path}: pixel_scale must be 1.0, got {stats['pixel_scale']}")
+    mean_image_path = data_dir / schema.MEAN_IMAGE
+    if mean_image_path.exists():
+        values = dataclasses.replace(values, mean_image=np.load(mean_image_path))
+    return values
+
+
+def decode_jpeg_window(image_bytes: tf.Tensor, top: tf.Tensor, left: tf.Tensor, size: int
+                       ) -> tf.Tensor:
+    """The uint8 RGB `size` x `size` window of a JPEG at (`top`, `left`), decoding only it.
+
+    The training crops' decoder [paper §4.1], with TensorFlow's default (fast) IDCT;
+    `compute_stats` decodes with it too, so the mean subtracted is the mean of
+    the pixels the network is trained on.
+    """
+    return tf.image.decode_and_crop_jpeg(image_bytes, tf.stack([top, left, size, size]),
+                                         channels=3)
 
 
 def _images(files: list[str], sample: int | None, size: int):
@@ -41,7 +102,7 @@ def _first_image_size(path: str) -> int:
     for serialized in tf.data.TFRecordDataset(path).take(1):
         example = tf.io.parse_single_example(serialized, schema.FEATURES)
         return int(min(example["image/height"], example["image/width"]))
-    raise ValueError(f"{path}: an empty training shard")
+    raise DatasetError(f"{path}: an empty training shard")
 
 
 def compute_stats(output: str | Path, sample: int | None = None, progress: bool = True) -> dict:

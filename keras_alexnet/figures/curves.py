@@ -16,6 +16,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from keras_alexnet.checkpoints import LOG_NAME
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.figures.canvas import new_figure, save_png
 
 REQUIRED = ("epoch", "loss")
@@ -38,20 +39,20 @@ def read_training_log(path: str | Path) -> dict[str, np.ndarray]:
         reader = csv.DictReader(lines)
         missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}; found "
-                             f"{reader.fieldnames}")
+            raise AlexNetError(f"{path}: missing column(s) {', '.join(missing)}; found "
+                               f"{reader.fieldnames}")
         columns: dict[str, list[float]] = {name: [] for name in reader.fieldnames}
         for row in reader:
             for name, value in row.items():
                 if name is None:  # more cells than header names
-                    raise ValueError(f"{path}:{reader.line_num}: more values than columns")
+                    raise AlexNetError(f"{path}:{reader.line_num}: more values than columns")
                 try:
                     columns[name].append(float(value) if value not in ("", None) else math.nan)
-                except ValueError:
-                    raise ValueError(f"{path}:{reader.line_num}: column {name!r}: "
-                                     f"{value!r} is not a number") from None
+                except ValueError as error:
+                    raise AlexNetError(f"{path}:{reader.line_num}: column {name!r}: "
+                                       f"{value!r} is not a number") from error
     if not columns["epoch"]:
-        raise ValueError(f"{path}: no epochs logged yet")
+        raise AlexNetError(f"{path}: no epochs logged yet")
     return {name: np.array(values) for name, values in columns.items()}
 
 

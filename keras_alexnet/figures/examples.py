@@ -15,9 +15,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_alexnet.contract import InputContract, preprocess_input
-from keras_alexnet.data import list_shards
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.preprocessing import decode_center_crop
-from tfrecords_tools.schema import FEATURES, label_offset
+from tfrecords_tools.dataset import DatasetInfo
+from tfrecords_tools.schema import FEATURES
 
 
 @dataclasses.dataclass
@@ -52,7 +53,8 @@ class Examples:
                    np.concatenate([p.offsets for p in parts]))
 
 
-def iterate_examples(data_dir: str | Path, split: str, contract: InputContract,
+def iterate_examples(data_dir: str | Path | DatasetInfo, split: str,
+                     contract: InputContract,
                      batch_size: int = 128, shards: Sequence[str] | None = None
                      ) -> Iterator[Examples]:
     """The split's images in file order, in batches, cropped as `contract` says; labels
@@ -60,8 +62,8 @@ def iterate_examples(data_dir: str | Path, split: str, contract: InputContract,
 
     `shards`: only these shard file names (default: all of the split's shards).
     """
-    offset = label_offset(data_dir)
-    files = list_shards(data_dir, split)
+    info = DatasetInfo.of(data_dir)
+    offset, files = info.label_offset, info.shards(split)
     if shards is not None:
         chosen = set(shards)
         files = [f for f in files if f.name in chosen]
@@ -91,11 +93,12 @@ def iterate_examples(data_dir: str | Path, split: str, contract: InputContract,
                        [names[i] for i in shard_indices], offsets)
 
 
-def load_examples(data_dir: str | Path, split: str, contract: InputContract, count: int,
+def load_examples(data_dir: str | Path | DatasetInfo, split: str,
+                  contract: InputContract, count: int,
                   start: int = 0) -> Examples:
     """Images `start` .. `start + count - 1` of the split, in file order."""
     if count < 1 or start < 0:
-        raise ValueError(f"need count >= 1 and start >= 0, got count={count}, start={start}")
+        raise AlexNetError(f"need count >= 1 and start >= 0, got count={count}, start={start}")
     parts, seen = [], 0
     for batch in iterate_examples(data_dir, split, contract, batch_size=min(count, 128)):
         part = batch.take(slice(max(0, start - seen), max(0, start + count - seen)))
@@ -105,12 +108,14 @@ def load_examples(data_dir: str | Path, split: str, contract: InputContract, cou
         if seen >= start + count:
             break
     if not parts:
-        raise ValueError(f"{data_dir}: the {split} split has {seen} images, none from "
-                         f"index {start}")
+        raise AlexNetError(f"{DatasetInfo.of(data_dir).path}: the {split} split has {seen} "
+                           f"images, none from "
+                           f"index {start}")
     return Examples.concatenate(parts)
 
 
-def fetch_examples(data_dir: str | Path, split: str, contract: InputContract,
+def fetch_examples(data_dir: str | Path | DatasetInfo, split: str,
+                   contract: InputContract,
                    keys: Sequence[tuple[str, int]]) -> Examples:
     """The images at (shard name, offset) `keys`, in the order given.
 

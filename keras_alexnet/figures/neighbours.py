@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
 from keras_alexnet.contract import contract_of
-from keras_alexnet.data import count_records, list_shards
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import (
     Examples,
@@ -35,6 +35,7 @@ from keras_alexnet.figures.examples import (
     load_examples,
 )
 from keras_alexnet.model import fc7_features
+from tfrecords_tools.dataset import DatasetInfo
 
 INDEX_VERSION = 1
 QUERY_COLOUR = "#d62728"
@@ -99,9 +100,11 @@ def nearest(features: np.ndarray, queries: np.ndarray, k: int,
     return best_rows, best
 
 
-def build_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
-                split: str = "train", batch_size: int = 128) -> NeighbourIndex:
+def build_index(model: keras.Model, data_dir: str | Path | DatasetInfo,
+                index_dir: str | Path, split: str = "train", batch_size: int = 128
+                ) -> NeighbourIndex:
     """Computes the fc7 vectors of every image of `split` into `index_dir`."""
+    data_dir = DatasetInfo.of(data_dir)
     index_dir = Path(index_dir)
     index_dir.mkdir(parents=True, exist_ok=True)
     (index_dir / "index.json").unlink(missing_ok=True)  # incomplete until rewritten
@@ -111,7 +114,7 @@ def build_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
     shards, offsets, labels, filenames = [], [], [], []
     count = 0
     progress = tqdm.tqdm(desc=f"fc7 index of {split}", unit="img",
-                         total=count_records(data_dir, split))
+                         total=data_dir.records(split))
     with open(index_dir / "features.f32", "wb") as out, progress:
         for batch in iterate_examples(data_dir, split, contract, batch_size):
             features = np.asarray(extractor.predict_on_batch(batch.network_input(contract)),
@@ -132,12 +135,13 @@ def build_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
     return load_index(index_dir)
 
 
-def _source(model: keras.Model, data_dir: str | Path, split: str) -> dict:
+def _source(model: keras.Model, data_dir: str | Path | DatasetInfo, split: str) -> dict:
     """What an index was computed from: the weights and the shards (name -> bytes), so
     that new weights or rewritten shards are never answered from a stale index."""
-    return {"fingerprint": model_fingerprint(model), "data_dir": str(Path(data_dir).resolve()),
+    info = DatasetInfo.of(data_dir)
+    return {"fingerprint": model_fingerprint(model), "data_dir": str(info.path.resolve()),
             "split": split,
-            "shards": {f.name: f.stat().st_size for f in list_shards(data_dir, split)}}
+            "shards": {f.name: f.stat().st_size for f in info.shards(split)}}
 
 
 def load_index(index_dir: str | Path) -> NeighbourIndex:
@@ -149,8 +153,8 @@ def load_index(index_dir: str | Path) -> NeighbourIndex:
                                 f"index (build it with `build_index`)")
     info = json.loads(info_path.read_text())
     if info.get("version") != INDEX_VERSION:
-        raise ValueError(f"{info_path}: index version {info.get('version')}, expected "
-                         f"{INDEX_VERSION}; rebuild it")
+        raise AlexNetError(f"{info_path}: index version {info.get('version')}, expected "
+                           f"{INDEX_VERSION}; rebuild it")
     features = np.memmap(index_dir / "features.f32", np.float32, "r",
                          shape=(info["count"], info["dimensions"]))
     with np.load(index_dir / "records.npz") as records:
@@ -159,12 +163,14 @@ def load_index(index_dir: str | Path) -> NeighbourIndex:
                               records["filenames"].tolist())
 
 
-def open_index(model: keras.Model, data_dir: str | Path, index_dir: str | Path,
-               split: str = "train", rebuild: bool = False) -> tuple[NeighbourIndex, bool]:
+def open_index(model: keras.Model, data_dir: str | Path | DatasetInfo,
+               index_dir: str | Path, split: str = "train", rebuild: bool = False
+               ) -> tuple[NeighbourIndex, bool]:
     """The index for this model and split, reused when it exists and matches.
 
     Returns (index, built): `built` is False when an existing index was reused.
     """
+    data_dir = DatasetInfo.of(data_dir)
     info_path = Path(index_dir) / "index.json"
     if not rebuild and info_path.exists():
         index = load_index(index_dir)
@@ -207,13 +213,15 @@ def draw_neighbours(queries: Examples, neighbours: Sequence[Examples], distances
     return figure
 
 
-def write_neighbours(model: keras.Model, data_dir: str | Path, path: str | Path,
-                     index_dir: str | Path, query_split: str = "validation", count: int = 4,
+def write_neighbours(model: keras.Model, data_dir: str | Path | DatasetInfo,
+                     path: str | Path, index_dir: str | Path,
+                     query_split: str = "validation", count: int = 4,
                      start: int = 0, k: int = 6, index_split: str = "train",
                      rebuild_index: bool = False) -> Path:
     """Writes the nearest-neighbour picture for `count` images of `query_split`."""
     if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
+        raise AlexNetError(f"k must be at least 1, got {k}")
+    data_dir = DatasetInfo.of(data_dir)  # read once for the index, queries and neighbours
     index, _ = open_index(model, data_dir, index_dir, index_split, rebuild_index)
     contract = contract_of(model, data_dir)
     queries = load_examples(data_dir, query_split, contract, count, start)

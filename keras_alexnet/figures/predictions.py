@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from keras_alexnet.contract import InputContract, contract_of
 from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import Examples, load_examples
+from tfrecords_tools.dataset import DatasetInfo
 
 BAR_COLOUR = "#3a6ea5"
 TRUE_LABEL_COLOUR = "#d62728"
@@ -87,10 +88,12 @@ def draw_predictions(images: np.ndarray, probabilities: np.ndarray, labels: Sequ
     return figure
 
 
-def write_predictions(model: keras.Model, data_dir: str | Path, path: str | Path,
+def write_predictions(model: keras.Model, data_dir: str | Path | DatasetInfo,
+                      path: str | Path,
                       split: str = "validation", count: int = 8, start: int = 0,
                       columns: int = 4) -> Path:
     """Writes the top-5 picture for `count` images of `split`, from image `start` on."""
+    data_dir = DatasetInfo.of(data_dir)
     contract = contract_of(model, data_dir)
     examples = load_examples(data_dir, split, contract, count, start)
     probabilities = predict(model, examples, contract)

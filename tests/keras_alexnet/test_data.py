@@ -8,10 +8,12 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_alexnet import data
-from keras_alexnet.preprocessing import decode_center_crop, load_stats
+from keras_alexnet.preprocessing import decode_center_crop
 from tests.fakes import write_fake_stats
 from tests.keras_alexnet.training_helpers import make_dataset
+from tfrecords_tools.dataset import DatasetInfo
 from tfrecords_tools.schema import ImageRecord, serialize, shard_name
+from tfrecords_tools.stats import load_stats
 
 SIZE, RESIZE = 64, 73  # the reduced model's crop of the shared 73x73 shards
 
@@ -177,9 +179,9 @@ def test_a_resumed_stream_continues_where_the_last_run_left_off(small_dataset):
 
 def test_missing_and_empty_data_directories_are_named(tmp_path):
     with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'absent'} does not exist"):
-        data.list_shards(tmp_path / "absent", "train")
+        DatasetInfo(tmp_path / "absent")
     with pytest.raises(FileNotFoundError, match=f"{tmp_path}: no train shards"):
-        data.list_shards(tmp_path, "train")
+        DatasetInfo(tmp_path).shards("train")
 
 
 def example(**features):
@@ -207,7 +209,7 @@ def test_bad_shards_are_named_with_the_field(tmp_path, records, message):
     else:
         write_shard(path, records)
     with pytest.raises(ValueError, match=f"{path}: .*{message}"):
-        data.check_shards(data.list_shards(tmp_path, "train"), num_classes=4)
+        data.check_shards(DatasetInfo(tmp_path), "train", num_classes=4)
 
 
 def test_a_bad_label_deep_in_a_shard_stops_the_pipeline_naming_the_shard(tmp_path):
@@ -215,7 +217,7 @@ def test_a_bad_label_deep_in_a_shard_stops_the_pipeline_naming_the_shard(tmp_pat
     path = tmp_path / shard_name("train", 0, 1)
     write_shard(path, [serialize(ImageRecord(good, RESIZE, RESIZE, "a.JPEG", label))
                        for label in (0, 1, 2, 9)])
-    data.check_shards([path], num_classes=4)  # the first record is fine
+    data.check_shards(DatasetInfo(tmp_path), "train", num_classes=4)  # the first is fine
     dataset = data.training_dataset(tmp_path, SIZE, 4, num_classes=4, seed=0)
     with pytest.raises(tf.errors.InvalidArgumentError,
                        match=rf"{path}: image/class/label is 9, expected 0 <= label < 4"):
@@ -224,12 +226,13 @@ def test_a_bad_label_deep_in_a_shard_stops_the_pipeline_naming_the_shard(tmp_pat
 
 def test_the_converters_shards_feed_training_and_evaluation(converted_shards):
     """The shared fixture: tfrecords_tools output with manifest.json and mean_image.npy."""
+    info = DatasetInfo(converted_shards)
     for split in ("train", "validation"):
-        read = sum(1 for path in data.list_shards(converted_shards, split)
+        read = sum(1 for path in sorted(converted_shards.glob(f"{split}-*"))
                    for _ in tf.data.TFRecordDataset(str(path)))
-        assert data.count_records(converted_shards, split) == read  # from manifest.json
+        assert info.records(split) == read  # from manifest.json
     num_classes = len((converted_shards / "labels.txt").read_text().splitlines())
-    data.check_shards(data.list_shards(converted_shards, "train"), num_classes)
+    data.check_shards(info, "train", num_classes)
     images, labels = next(iter(data.training_dataset(
         converted_shards, SIZE, 16, num_classes=num_classes, mean="pixel", seed=0)))
     assert images.shape == (16, SIZE, SIZE, 3) and np.isfinite(images.numpy()).all()

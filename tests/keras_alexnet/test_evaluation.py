@@ -10,9 +10,9 @@ import tensorflow as tf
 import keras_alexnet
 from keras_alexnet import checkpoints
 from keras_alexnet.commands import main
-from keras_alexnet.preprocessing import load_stats
 from tests.keras_alexnet.training_helpers import REDUCED, make_dataset
 from tfrecords_tools.schema import FEATURES
+from tfrecords_tools.stats import load_stats
 
 SIZE, RESIZE = 64, 73
 
@@ -109,3 +109,30 @@ def test_missing_checkpoints_and_mismatched_labels_are_named(model, dataset, tmp
         keras_alexnet.evaluate(model, three)
     with pytest.raises(FileNotFoundError, match="no test shards"):
         keras_alexnet.evaluate(model, dataset, split="test")
+
+
+def test_the_data_directory_is_read_once(model, dataset, monkeypatch):
+    """labels.txt, the manifest, the stats and the shard listing: once each, though the
+    contract, the class check, the shard check and the pipeline all use them."""
+    from tfrecords_tools import dataset as dataset_module
+    from tfrecords_tools import schema
+
+    calls = {"read_labels": 0, "load_stats": 0, "iterdir": 0}
+
+    def counting(module, name):
+        original = getattr(module, name)
+
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(module, name, counted)
+
+    counting(schema, "read_labels")
+    counting(dataset_module, "load_stats")
+    listed = []
+    original_iterdir = type(dataset).iterdir
+    monkeypatch.setattr(type(dataset), "iterdir",
+                        lambda self: listed.append(self) or original_iterdir(self))
+    keras_alexnet.evaluate(model, dataset, batch_size=8, ten_crop=False, verbose=False)
+    assert calls["read_labels"] == 1 and calls["load_stats"] == 1
+    assert listed.count(dataset) == 1

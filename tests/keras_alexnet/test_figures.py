@@ -16,7 +16,7 @@ from keras_alexnet.contract import InputContract
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.figures.examples import load_examples
 from keras_alexnet.model import fc7_features
-from keras_alexnet.preprocessing import load_stats
+from tfrecords_tools.stats import load_stats
 
 TILE = 11 * 4  # an 11x11 kernel at the default scale 4
 

@@ -13,7 +13,7 @@ from tensorflow_serving.apis import prediction_log_pb2
 import keras_alexnet
 from keras_alexnet import checkpoints
 from keras_alexnet.contract import InputContract
-from keras_alexnet.preprocessing import IMAGENET_MEAN_RGB, decode_center_crop
+from keras_alexnet.preprocessing import decode_center_crop
 from keras_alexnet.saved_model import WARMUP_FILE
 from serving.servables import read_meta_graph
 from serving.tensors import to_ndarray
@@ -25,6 +25,7 @@ from tests.serving.exported_model import (
     expected_top5,
     keras_probabilities,
 )
+from tfrecords_tools.stats import IMAGENET_MEAN_RGB
 
 
 @pytest.fixture(scope="module")

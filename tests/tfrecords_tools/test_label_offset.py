@@ -10,6 +10,7 @@ import tensorflow as tf
 from tests.conftest import SAMPLE_IMAGE_SIZE
 from tfrecords_tools import schema
 from tfrecords_tools.convert import convert
+from tfrecords_tools.dataset import DatasetInfo
 from tfrecords_tools.errors import OutputError
 
 
@@ -63,7 +64,7 @@ def test_inception_readers_get_their_convention(offset_one, sample_archives):
         assert names[int(label[0]) - 1] == text.numpy().decode()
         assert int(legacy_parse_record_label(record)[0]) == expected[filename]
     assert json.loads((offset_one / schema.MANIFEST).read_text())["label_offset"] == 1
-    assert schema.label_offset(offset_one) == 1
+    assert DatasetInfo(offset_one).label_offset == 1
 
 
 def test_the_legacy_reader_is_off_by_one_on_0_based_shards(converted_shards):

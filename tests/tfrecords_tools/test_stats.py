@@ -6,9 +6,8 @@ import tensorflow as tf
 from PIL import Image
 
 from keras_alexnet.data import random_crop
-from keras_alexnet.preprocessing import load_stats
 from tfrecords_tools import schema
-from tfrecords_tools.stats import compute_stats
+from tfrecords_tools.stats import compute_stats, load_stats
 
 
 def _encoded(directory):
