@@ -32,6 +32,7 @@ from serving.errors import InvalidArgumentError, UnimplementedError, error_for
 from serving.tensors import to_ndarray, to_tensor_proto
 
 DEFAULT_TARGET = "127.0.0.1:8500"
+# tensorflow_model_server accepts messages up to INT_MAX; grpc's Python default is 4 MB.
 MAX_MESSAGE_BYTES = 2**31 - 1
 # Requests stay below grpc's default 4 MB limit, so servers that never raised it (and
 # proxies in between) accept them; a single larger image still goes alone.

@@ -12,25 +12,30 @@ and `util/json_tensor.cc`:
 
 Binary values travel as {"b64": "..."}; outputs whose alias ends in `_bytes` are sent
 so, other strings as UTF-8 text.  Errors are {"error": "<TF Serving's message>"}.  The
-server is the standard library's threading HTTP server.
+server is the standard library's threading HTTP server, framing requests as TF
+Serving's libevent does (chunked and gzipped bodies read, a bad Content-Length a 400,
+paths outside /v1/ a 404, PUT/DELETE/HEAD on the API "Malformed request"), every
+answer JSON, its own refusals included; a client's bad request is logged nowhere.
 """
 
 from __future__ import annotations
 
 import base64
+import http
 import http.server
 import json
 import re
+import socket
+import sys
 import threading
+import traceback
 import urllib.parse
+import zlib
 
 import grpc
 import numpy as np
-import tensorflow as tf
 from google.protobuf import json_format
 from prometheus_client import CONTENT_TYPE_LATEST
-from tensorflow.core.example import example_pb2, feature_pb2
-from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (
     classification_pb2,
     get_model_metadata_pb2,
@@ -40,7 +45,9 @@ from tensorflow_serving.apis import (
     regression_pb2,
 )
 
-from serving.errors import InvalidArgumentError, ServingError
+from serving import json_tensor
+from serving.client import MAX_MESSAGE_BYTES
+from serving.errors import FailedPreconditionError, InvalidArgumentError, ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
 from serving.server_core import ServerCore
 from serving.service import DEFAULT_SIGNATURE, ModelServicer, PredictionServicer
@@ -51,6 +58,17 @@ _POST = re.compile(r"(?i)/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([
                    r":(classify|regress|predict)")
 _GET = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:(?:/versions/(\d+))|"
                   r"(?:/labels/([^/:]+)))?(?:/(metadata))?")
+# http_rest_api_util.h's kHTTPRestApiHandlerPathRegex: what http_server.cc dispatches.
+_API_PATH = re.compile(r"(?i)/v1/.*")
+_LENGTH = re.compile(r"[ \t]*\+?[0-9]+[ \t]*")  # what libevent's strtoll takes whole
+MAX_VERSION = 2**63 - 1
+JSON = "application/json"
+#: The largest request body read, as gRPC's message limit; and its unit of reading.
+MAX_BODY_BYTES = MAX_MESSAGE_BYTES
+READ_PIECE_BYTES = 1 << 20
+MAX_LINE_BYTES = 65536  # a chunk-size line, as http.server's request and header lines
+#: zlib's kMaxUncompressedBytes (net_http/compression/gzip_zlib.h).
+MAX_GUNZIPPED_BYTES = 100 << 20
 # http_server.cc's ToHTTPStatusCode.
 HTTP_STATUS = {
     grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.UNKNOWN: 500,
@@ -71,99 +89,12 @@ def _model_spec(name: str, version: str | None, label: str | None,
         raise InvalidArgumentError(f"Both model version ({version}) and model version label "
                                    f"({label}) cannot be supplied.")
     if version:
+        if int(version) > MAX_VERSION:  # absl::SimpleAtoi into an int64
+            raise InvalidArgumentError(f"Failed to convert version: {version} to numeric.")
         spec.version.value = int(version)
     if label:
         spec.version_label = urllib.parse.unquote(label)
     return spec
-
-
-def _json_body(body: bytes) -> dict:
-    if not body.strip():
-        raise InvalidArgumentError("JSON Parse error: The document is empty")
-    try:
-        document = json.loads(body)
-    except ValueError as error:
-        raise InvalidArgumentError(f"JSON Parse error: {error}") from None
-    if not isinstance(document, dict):
-        raise InvalidArgumentError(f"JSON Value: {json.dumps(document)} Is not object")
-    return document
-
-
-def _decode_value(value, dtype: int):
-    """A JSON value of a tensor as nested lists of Python values, {"b64": ...} decoded."""
-    if isinstance(value, dict):
-        if set(value) != {"b64"} or not isinstance(value["b64"], str):
-            raise InvalidArgumentError(f"JSON Value: {json.dumps(value)} Expecting a JSON "
-                                       f"object with a single 'b64' key")
-        try:
-            return base64.b64decode(value["b64"], validate=True)
-        except ValueError:
-            raise InvalidArgumentError("Unable to base64 decode") from None
-    if isinstance(value, list):
-        return [_decode_value(v, dtype) for v in value]
-    if dtype == types_pb2.DT_STRING and isinstance(value, str):
-        return value.encode()
-    return value
-
-
-def _array(value, info) -> np.ndarray:
-    decoded = _decode_value(value, info.dtype)
-    if info.dtype == types_pb2.DT_STRING:
-        return np.array(decoded, dtype=object)
-    try:
-        return np.array(decoded, dtype=tf.as_dtype(info.dtype).as_numpy_dtype)
-    except (TypeError, ValueError) as error:
-        raise InvalidArgumentError(f"JSON Value: {json.dumps(value)} is not of the "
-                                   f"signature's type ({error})") from None
-
-
-def _predict_inputs(document: dict, inputs) -> tuple[dict[str, np.ndarray], str]:
-    """The request's tensors by alias, and its format ("row" or "columnar")."""
-    if "instances" in document and "inputs" not in document:
-        instances = document["instances"]
-        if not isinstance(instances, list):
-            raise InvalidArgumentError(f"JSON Value: {json.dumps(document)} Expecting "
-                                       f"'instances' to be an list/array")
-        if not instances:
-            raise InvalidArgumentError(f"JSON Value: {json.dumps(document)} No values in "
-                                       f"'instances' array")
-        if len(inputs) == 1 and not (isinstance(instances[0], dict)
-                                     and set(instances[0]) != {"b64"}):
-            (alias, info), = inputs.items()
-            return {alias: _array(instances, info)}, "row"
-        columns = {}
-        for number, instance in enumerate(instances):
-            if not isinstance(instance, dict):
-                raise InvalidArgumentError(f"Expecting object but got list at item "
-                                           f"{number} of input list")
-            for alias in inputs:
-                if alias not in instance:
-                    raise InvalidArgumentError(f"Failed to process element: {number} key: "
-                                               f"{alias} of 'instances' list. Error: "
-                                               f"Invalid argument: JSON object: does not "
-                                               f"have named input: {alias}")
-                columns.setdefault(alias, []).append(instance[alias])
-        return {alias: _array(column, inputs[alias]) for alias, column in columns.items()}, \
-            "row"
-    if "inputs" in document and "instances" not in document:
-        values = document["inputs"]
-        if isinstance(values, dict) and set(values) != {"b64"}:
-            missing = [alias for alias in inputs if alias not in values]
-            if missing:
-                raise InvalidArgumentError(f"Missing named input: {missing[0]} in 'inputs' "
-                                           f"object.")
-            return {alias: _array(values[alias], inputs[alias]) for alias in inputs}, \
-                "columnar"
-        if len(inputs) != 1:
-            raise InvalidArgumentError(f"JSON Value: {json.dumps(values)} Expecting object "
-                                       f"with named inputs")
-        (alias, info), = inputs.items()
-        return {alias: _array(values, info)}, "columnar"
-    if "inputs" in document:
-        raise InvalidArgumentError(f"JSON Value: {json.dumps(document)} Not formatted "
-                                   f"correctly expecting only one of 'inputs' or "
-                                   f"'instances' keys exists")
-    raise InvalidArgumentError("Missing 'inputs' or 'instances' key")
 
 
 def _jsonable(array: np.ndarray, alias: str):
@@ -193,38 +124,6 @@ def _predict_output(outputs: dict[str, np.ndarray], form: str) -> dict:
                             for row in range(rows)]}
 
 
-def _feature(value) -> feature_pb2.Feature:
-    values = value if isinstance(value, list) else [value]
-    if all(isinstance(v, int) for v in values):  # bool is an int too
-        return feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=values))
-    if all(isinstance(v, (int, float)) for v in values):
-        return feature_pb2.Feature(float_list=feature_pb2.FloatList(value=values))
-    return feature_pb2.Feature(bytes_list=feature_pb2.BytesList(
-        value=[_decode_value(v, types_pb2.DT_STRING) for v in values]))
-
-
-def _example(value, where: str) -> example_pb2.Example:
-    if not isinstance(value, dict):
-        raise InvalidArgumentError(f"Example must be JSON object but got JSON "
-                                   f"{type(value).__name__} ({where})")
-    return example_pb2.Example(features=feature_pb2.Features(
-        feature={key: _feature(v) for key, v in value.items()}))
-
-
-def _fill_examples(document: dict, target, verb: str) -> None:
-    examples = document.get("examples")
-    if not isinstance(examples, list):
-        raise InvalidArgumentError(f"JSON Value: {json.dumps(document)} When method is "
-                                   f"{verb}, key 'examples' is expected and was not found")
-    parsed = [_example(e, f"item {i} of 'examples'") for i, e in enumerate(examples)]
-    if "context" in document:
-        target.example_list_with_context.context.CopyFrom(
-            _example(document["context"], "'context'"))
-        target.example_list_with_context.examples.extend(parsed)
-    else:
-        target.example_list.examples.extend(parsed)
-
-
 class RestApi:
     """Answers one REST request with the gRPC servicers' own logic and errors."""
 
@@ -234,17 +133,33 @@ class RestApi:
         self.core, self.predictions, self.models = core, predictions, models
         self.metrics, self.metrics_path = metrics, metrics_path
 
-    def handle(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
-        """(HTTP status, body, content type) for a request."""
+    def handle(self, method: str, path: str, body: bytes, origin: str = ""
+               ) -> tuple[int, bytes, str]:
+        """(HTTP status, body, content type) for a request, whatever it holds: a
+        client's mistake is a 4xx with TF Serving's message, logged nowhere (TF Serving
+        logs them at VLOG(1), off by default); only the server's own fault is a 500,
+        logged with its traceback."""
         path = urllib.parse.urlsplit(path).path
         if self.metrics is not None and method == "GET" and path == self.metrics_path:
             return 200, self.metrics.exposition(), CONTENT_TYPE_LATEST
+        if not _API_PATH.fullmatch(path):  # http_server.cc dispatches only /v1/ paths
+            return 404, _error_json(f"Not Found: {method} {path}"), JSON
         try:
-            document = self._dispatch(method, path, body)
+            if method == "OPTIONS":  # http_server.cc: a CORS preflight
+                if not re.search(r"https?://", origin):
+                    raise FailedPreconditionError("Origin header is missing in CORS "
+                                                  "preflight")
+                document = {}
+            else:
+                document = self._dispatch(method, path, body)
             status = 200
         except ServingError as error:
             status, document = HTTP_STATUS.get(error.code, 500), {"error": error.message}
-        return status, json.dumps(document, indent=1).encode(), "application/json"
+        except Exception:  # a bug of this server's, not the client's
+            traceback.print_exc()
+            status, document = 500, {"error": f"Internal error answering {method} {path}; "
+                                              f"the server's log has the traceback"}
+        return status, json.dumps(document, indent=1).encode(), JSON
 
     def _dispatch(self, method: str, path: str, body: bytes) -> dict:
         malformed = InvalidArgumentError(f"Malformed request: {method} {path}")
@@ -275,18 +190,19 @@ class RestApi:
 
     def _post(self, name: str, version: str | None, label: str | None, verb: str,
               body: bytes) -> dict:
-        document = _json_body(body)
-        spec = _model_spec(name, version, label, document.get("signature_name", ""))
+        spec = _model_spec(name, version, label)
+        document = json_tensor.parse_json(body)
+        spec.signature_name = json_tensor.signature_name(document)
         if verb == "predict":
             return self._predict(spec, document)
         if verb == "classify":
             request = classification_pb2.ClassificationRequest(model_spec=spec)
-            _fill_examples(document, request.input, verb)
+            json_tensor.fill_examples(document, request.input)
             response = self.predictions.classify(request)
             return {"results": [[[c.label, c.score] for c in row.classes]
                                 for row in response.result.classifications]}
         request = regression_pb2.RegressionRequest(model_spec=spec)
-        _fill_examples(document, request.input, verb)
+        json_tensor.fill_examples(document, request.input)
         response = self.predictions.regress(request)
         return {"results": [r.value for r in response.result.regressions]}
 
@@ -296,7 +212,8 @@ class RestApi:
         if signature_name not in servable.signature_defs:
             raise InvalidArgumentError(f'Serving signature name: "{signature_name}" not '
                                        f'found in signature def')
-        inputs, form = _predict_inputs(document, servable.signature_defs[signature_name].inputs)
+        inputs, form = json_tensor.predict_inputs(
+            document, servable.signature_defs[signature_name].inputs)
         request = predict_pb2.PredictRequest(model_spec=spec)
         for alias, array in inputs.items():
             request.inputs[alias].CopyFrom(to_tensor_proto(array))
@@ -305,43 +222,150 @@ class RestApi:
                                form)
 
 
+def _error_json(message: str) -> bytes:
+    return json.dumps({"error": message}, indent=1).encode()
+
+
 def _message(message, field_names: bool) -> dict:
     return json_format.MessageToDict(message, preserving_proto_field_name=field_names,
                                      always_print_fields_with_no_presence=True)
+
+
+class _BadBody(Exception):
+    """A request body that cannot be read as its headers describe: (status, message)."""
+
+
+def _read_exactly(rfile, length: int) -> bytes:
+    """`length` bytes, read in pieces: memory grows with the bytes that arrive, not with
+    what a header claims."""
+    pieces = []
+    while length > 0:
+        piece = rfile.read(min(length, READ_PIECE_BYTES))
+        if not piece:
+            raise ConnectionAbortedError("the client closed the connection mid-body")
+        pieces.append(piece)
+        length -= len(piece)
+    return b"".join(pieces)
+
+
+def _read_chunked(rfile) -> bytes:
+    """A `Transfer-Encoding: chunked` body (libevent reads one, so TF Serving takes it)."""
+    pieces, total = [], 0
+    while True:
+        line = rfile.readline(MAX_LINE_BYTES + 1)
+        try:
+            size = int(line.split(b";")[0].strip(), 16)
+        except ValueError:
+            raise _BadBody(400, f"Bad chunk size line: {line[:80]!r}") from None
+        if size < 0:
+            raise _BadBody(400, f"Bad chunk size line: {line[:80]!r}")
+        total += size
+        if total > MAX_BODY_BYTES:
+            raise _BadBody(413, f"Request body is over the limit of {MAX_BODY_BYTES} bytes")
+        if size == 0:
+            while rfile.readline(MAX_LINE_BYTES + 1) not in (b"\r\n", b"\n", b""):
+                pass  # trailer fields, ignored
+            return b"".join(pieces)
+        pieces.append(_read_exactly(rfile, size))
+        if rfile.readline(MAX_LINE_BYTES + 1) not in (b"\r\n", b"\n"):
+            raise _BadBody(400, "Chunk data is not followed by CRLF")
+
+
+def _gunzip(body: bytes) -> bytes:
+    """evhttp_request.cc's gzip request bodies, up to zlib's kMaxUncompressedBytes."""
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, MAX_GUNZIPPED_BYTES + 1)
+    except zlib.error:
+        data = None
+    if data is None or len(data) > MAX_GUNZIPPED_BYTES or not inflater.eof:
+        raise _BadBody(400, f"Failed to uncompress the gzipped body (at most "
+                            f"{MAX_GUNZIPPED_BYTES} bytes once uncompressed)")
+    return data
+
+
+def read_body(rfile, headers) -> bytes:
+    """The request body as libevent frames it: chunked, else Content-Length bytes (none
+    without one), gunzipped under `Content-Encoding: gzip`.  Raises `_BadBody`."""
+    if headers.get("Transfer-Encoding", "").strip().lower() == "chunked":
+        body = _read_chunked(rfile)
+    else:
+        length = headers.get("Content-Length")
+        if length is not None and not _LENGTH.fullmatch(length):
+            raise _BadBody(400, f"Bad Content-Length: {length}")
+        if length is not None and int(length) > MAX_BODY_BYTES:
+            raise _BadBody(413, f"Content-Length {int(length)} is over the limit of "
+                                f"{MAX_BODY_BYTES} bytes")
+        body = _read_exactly(rfile, int(length)) if length else b""
+    if "gzip" in headers.get("Content-Encoding", "") and body:
+        body = _gunzip(body)
+    return body
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """One connection: every request answered with JSON, the connection closed after a
+    body that cannot be framed."""
+
+    protocol_version = "HTTP/1.1"
+    # Answers to unparsable request lines get a status line too (HTTP/0.9 has none).
+    default_request_version = "HTTP/1.1"
+    api: RestApi  # set by RestServer
+
+    def _reply(self, status: int, payload: bytes, content_type: str = JSON) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None
+                   ) -> None:
+        """The standard library's own refusals (a bad request line, 414, 431, an unknown
+        method) as JSON too."""
+        self.close_connection = True
+        self._reply(code, _error_json(message or http.HTTPStatus(code).phrase))
+
+    def _answer(self) -> None:
+        try:
+            body = read_body(self.rfile, self.headers)
+        except _BadBody as error:
+            self.close_connection = True  # where this body ends is unknown
+            status, message = error.args
+            self._reply(status, _error_json(message))
+            return
+        self._reply(*self.api.handle(self.command, self.path, body,
+                                     self.headers.get("Origin", "")))
+
+    # libevent's allowed methods (evhttp_server.cc); others get 501, as there.
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_OPTIONS = do_PATCH = _answer
+
+    def log_message(self, format, *args):  # TF Serving logs no access or error lines
+        pass
+
+
+class _HTTPServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = socket.SOMAXCONN  # socketserver's 5 drops bursts of connects
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that went away or stalled past the timeout is no server fault; any
+        other escape is, and logged once with its traceback."""
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
 
 
 class RestServer:
     """The REST API on `host:port`, on the standard library's threading HTTP server."""
 
     def __init__(self, api: RestApi, host: str, port: int, timeout_ms: int = 30_000):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            timeout = timeout_ms / 1000
-
-            def _answer(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                status, payload, content_type = api.handle(method, self.path, body)
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self):
-                self._answer("GET")
-
-            def do_POST(self):
-                self._answer("POST")
-
-            def log_message(self, format, *args):  # TF Serving logs no access lines
-                pass
-
+        handler = type("Handler", (_Handler,), {"api": api, "timeout": timeout_ms / 1000})
         try:
-            self._server = http.server.ThreadingHTTPServer((host, port), Handler)
+            self._server = _HTTPServer((host, port), handler)
         except OSError as error:
             raise OSError(f"cannot listen on {host}:{port} (REST API): {error}") from None
-        self._server.daemon_threads = True
         self.host, self.port = host, self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, name="rest",
                                         daemon=True)

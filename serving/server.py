@@ -21,6 +21,7 @@ from tensorflow_serving.apis import model_service_pb2_grpc, prediction_service_p
 
 from serving import DEFAULT_MODEL_NAME
 from serving.batching import BatchingOptions, BatchScheduler
+from serving.client import MAX_MESSAGE_BYTES
 from serving.config_files import MonitoringConfig, SSLConfig, read_text_proto
 from serving.errors import ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
@@ -29,8 +30,6 @@ from serving.rest import RestApi, RestServer
 from serving.server_core import ServerCore, read_model_config, single_model_config
 from serving.service import ModelServicer, PredictionServicer
 
-# tensorflow_model_server accepts messages up to INT_MAX; grpc's Python default is 4 MB.
-MAX_MESSAGE_BYTES = 2**31 - 1
 HEALTH_SERVICES = ("", "PredictionService", "ModelService",
                    "tensorflow.serving.PredictionService", "tensorflow.serving.ModelService")
 READY_LINE = "Running gRPC ModelServer at {address} ..."

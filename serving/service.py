@@ -8,6 +8,7 @@ code and message.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 from google.protobuf import text_format
@@ -31,7 +32,7 @@ from serving.batching import BatchScheduler
 from serving.errors import InvalidArgumentError, ServingError, UnimplementedError
 from serving.monitoring import Metrics
 from serving.server_core import ServerCore
-from serving.tensors import data_type, to_ndarray, to_tensor_proto
+from serving.tensors import data_type, dtype_name, fill_bytes, to_ndarray, to_tensor_proto
 
 DEFAULT_SIGNATURE = "serving_default"
 SIGNATURE_DEF_FIELD = "signature_def"
@@ -120,16 +121,27 @@ def parse_inputs(signature: meta_graph_pb2.SignatureDef, request) -> dict[str, n
     return arrays
 
 
-#: Inputs larger than this are refused as unparsable (as TensorFlow's Tensor::FromProto
-#: fails to allocate them) instead of exhausting the server's memory.
-MAX_INPUT_ELEMENTS = 1 << 31
+#: The memory a request's tensors may declare beyond the values they send (TensorFlow
+#: fills those out with the last value): what a fill may cost before it is spent.
+#: tensorflow_model_server fills as far as its allocator lets it; this server refuses
+#: earlier, naming the shape and this limit.
+MAX_FILL_BYTES = 64 << 20
+#: TensorShape's limit: a shape whose element count does not fit an int64 is invalid.
+MAX_ELEMENTS = 2**63 - 1
 
 
 def _parse_tensor(proto, alias: str) -> np.ndarray:
     dims = [d.size for d in proto.tensor_shape.dim]
-    if (proto.dtype == types_pb2.DT_INVALID or any(d < 0 for d in dims)
-            or int(np.prod(dims, dtype=np.float64)) > MAX_INPUT_ELEMENTS):
+    elements = math.prod(dims)
+    if proto.dtype == types_pb2.DT_INVALID or any(d < 0 for d in dims) \
+            or elements > MAX_ELEMENTS:
         raise InvalidArgumentError(f"tensor parsing error: {alias}")
+    filled = fill_bytes(proto, elements)
+    if filled > MAX_FILL_BYTES:
+        raise InvalidArgumentError(
+            f"tensor parsing error: {alias}: shape [{','.join(map(str, dims))}] of "
+            f"{dtype_name(proto.dtype)}, filled out from the values sent, takes "
+            f"{filled / 2**20:.0f} MiB, over the limit of {MAX_FILL_BYTES >> 20} MiB")
     try:
         return to_ndarray(proto)
     except (ValueError, TypeError, MemoryError):

@@ -99,6 +99,30 @@ def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tens
     return proto
 
 
+#: What TensorFlow keeps for each element of a string tensor beside its bytes:
+#: sizeof(tstring).
+TSTRING_BYTES = 24
+
+
+def fill_bytes(proto: tensor_pb2.TensorProto, elements: int) -> int:
+    """The memory that `elements` declared by the shape but not sent would take.
+
+    TensorFlow reads a typed-field tensor with fewer values than its shape holds by
+    filling the rest with the last value, or with zeros when none is sent
+    (tensor.cc's FromProtoField), so a few bytes can declare gigabytes.  Packed
+    `tensor_content` must hold every element, so it declares nothing unsent.  (A dtype
+    without a typed field here counts as sending nothing.)"""
+    if proto.tensor_content:
+        return 0
+    field = _TYPED_FIELD.get(proto.dtype)
+    unsent = elements - (len(getattr(proto, field)) if field else 0)
+    if unsent <= 0:
+        return 0
+    if proto.dtype == types_pb2.DT_STRING:
+        return unsent * (TSTRING_BYTES + len(proto.string_val[-1] if proto.string_val else b""))
+    return unsent * tf.as_dtype(proto.dtype).size
+
+
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
     """A `TensorProto` in either encoding as a numpy array (strings as `bytes` objects)."""
     if proto.dtype == types_pb2.DT_STRING and proto.tensor_content:

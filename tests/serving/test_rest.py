@@ -118,7 +118,8 @@ def test_classify_status_and_metadata(server, exported):
     ("POST", f"/v1/models/{MODEL_NAME}:predict", b"", 400,
      "JSON Parse error: The document is empty"),
     ("POST", f"/v1/models/{MODEL_NAME}:predict", {"instances": [{"b64": "%%%"}]}, 400,
-     "Unable to base64 decode"),
+     "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: Unable to "
+     "base64 decode"),
     ("POST", f"/v1/models/{MODEL_NAME}:predict", {"signature_name": "nope",
                                                   "instances": [1]}, 400,
      'Serving signature name: "nope" not found in signature def'),

@@ -199,7 +199,8 @@ ERROR_ROWS = {
     "huge declared shape": (dict(inputs={"image_bytes": tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(
             dim=[{"size": 10**12}]))}), grpc.StatusCode.INVALID_ARGUMENT,
-        "tensor parsing error: image_bytes"),
+        "tensor parsing error: image_bytes: shape [1000000000000] of string, filled out "
+        "from the values sent, takes 22888184 MiB, over the limit of 64 MiB"),
     "negative dim": (dict(inputs={"image_bytes": tensor_pb2.TensorProto(
         dtype=types_pb2.DT_STRING, tensor_shape=tensor_shape_pb2.TensorShapeProto(
             dim=[{"size": -3}]))}),
