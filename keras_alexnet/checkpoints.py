@@ -5,19 +5,19 @@
     <model_dir>/training_log.csv               one row per epoch
     <model_dir>/run.json                       the run's seed, so any run can be repeated
 
-Each `.keras` file holds the architecture, the weights and the optimiser's state
+Each `.keras` file holds the architecture with the input contract (part of the model's
+own config: `keras_alexnet.network.AlexNet`), the weights and the optimiser's state
 (momentum, iteration count, learning rate), and a `keras_alexnet.json` member with
-what Keras does not keep: where in the run it was written, and the input contract
-(`keras_alexnet.contract`: classes, image sizes, mean, channel order; the mean image
-is a member of its own).  So training resumes exactly where it stopped, and export,
-evaluation, prediction and the pictures need nothing else.
+what Keras does not keep: where in the run it was written.  So training resumes
+exactly where it stopped, and export, evaluation, prediction and the pictures need
+nothing else.  Checkpoints written before the contract was part of the model's config
+keep it in `keras_alexnet.json` and a member of its own; `load_model` reads those too.
 """
 
 from __future__ import annotations
 
 import errno
 import json
-import os
 import re
 import shutil
 import zipfile
@@ -26,18 +26,21 @@ from pathlib import Path
 import keras
 import numpy as np
 
-# Registers AlexNet, TowerLayer, LocalResponseNormalization and PaperSGD with Keras, so
-# that every checkpoint this module loads deserialises.
-import keras_alexnet.model
+# Registers TowerLayer, LocalResponseNormalization and PaperSGD with Keras (the network
+# module registers AlexNet), so that every checkpoint this module loads deserialises.
+import keras_alexnet.layers
 import keras_alexnet.optimizer  # noqa: F401
 from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
 from keras_alexnet.errors import CheckpointError
+from keras_alexnet.network import OUTPUT
+from tfrecords_tools.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 BACKUP_NAME = "backup.keras"
 LOG_NAME = "training_log.csv"
 RUN_NAME = "run.json"
 METADATA_MEMBER = "keras_alexnet.json"  # ignored by Keras's loader
+KERAS_CONFIG_MEMBER = "config.json"  # Keras's: the model's serialised config
 _NAME = re.compile(r"^epoch-(\d{4,})\.keras$")
 
 
@@ -92,17 +95,17 @@ def resolve(path_or_model_dir: str | Path) -> Path:
 def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.Model:
     """A `.keras` file, or a model directory meaning its latest checkpoint.
 
-    The model's `input_contract` attribute is the contract the checkpoint records
-    (None for one saved before contracts were recorded).
+    The model's `input_contract` is the contract the checkpoint records (None for one
+    saved before contracts were recorded).
     """
     path = resolve(path_or_model_dir)
-    contract = read_contract(path)
     try:
         model = keras.saving.load_model(path, compile=compile)
     except Exception as error:
         raise CheckpointError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
                               f"{error})") from error
-    model.input_contract = contract
+    if model.input_contract is None:
+        model.input_contract = _legacy_contract(path)
     return model
 
 
@@ -124,12 +127,26 @@ def read_metadata(path: str | Path) -> dict:
 
 
 def read_contract(path_or_model_dir: str | Path) -> InputContract | None:
-    """The input contract a checkpoint records, or None for one saved without it."""
+    """The input contract a checkpoint records, or None for one saved without it; read
+    from the file, without loading the model."""
     path = resolve(path_or_model_dir)
+    member = _read_member(path, KERAS_CONFIG_MEMBER)
+    try:
+        layers = json.loads(member)["config"]["layers"] if member else []
+        fields = next((layer["config"].get("input_contract") for layer in layers
+                       if layer["name"] == OUTPUT), None)
+    except (ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(f"{path}: cannot load the checkpoint (its "
+                              f"{KERAS_CONFIG_MEMBER}: {error!r})") from error
+    return InputContract.from_config(fields) if fields else _legacy_contract(path)
+
+
+def _legacy_contract(path: Path) -> InputContract | None:
+    """The contract of a checkpoint written before it was part of the model's config."""
     fields = read_metadata(path).get(METADATA_KEY)
     if fields is None:
         return None
-    return InputContract.from_metadata(fields, _read_member(path, MEAN_IMAGE_MEMBER))
+    return InputContract.from_config(fields, _read_member(path, MEAN_IMAGE_MEMBER))
 
 
 def state_bytes(model: keras.Model) -> int:
@@ -144,35 +161,26 @@ def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict | None 
                     ) -> Path:
     """Writes atomically: a kill during the write leaves the previous checkpoint the latest.
 
-    `metadata` goes into the `keras_alexnet.json` member, with the model's
-    `input_contract` when it has one.  An interrupted or failed write leaves no partial
+    `metadata` goes into the `keras_alexnet.json` member (the model's `input_contract`
+    is in its own config).  An interrupted or failed write leaves no partial
     file behind; a full disk is an OSError naming the directory, the bytes needed and
     the bytes free.
     """
-    metadata, members = dict(metadata or {}), {}
-    contract = getattr(model, "input_contract", None)
-    if contract is not None:
-        metadata[METADATA_KEY], members = contract.to_metadata()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".partial-{path.name}")  # Keras wants the .keras suffix
     try:
-        model.save(partial)
-        with zipfile.ZipFile(partial, "a") as archive:
-            archive.writestr(METADATA_MEMBER, json.dumps(metadata, indent=1))
-            for name, content in members.items():
-                archive.writestr(name, content)
-        with open(partial, "rb") as file:
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException as error:
-        partial.unlink(missing_ok=True)
-        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-            full = OSError(f"{path.parent}: no space left on the device to save {path.name} "
-                           f"(it needs about {state_bytes(model):,} bytes, "
-                           f"{shutil.disk_usage(path.parent).free:,} are free); free some "
-                           f"space and rerun the same command to resume")
-            full.errno = errno.ENOSPC
-            raise full from error
-        raise
+        # Keras wants the .keras suffix, which the default temporary name lacks.
+        with atomic_path(path, path.with_name(f".partial-{path.name}")) as partial:
+            model.save(partial)
+            with zipfile.ZipFile(partial, "a") as archive:
+                archive.writestr(METADATA_MEMBER, json.dumps(metadata or {}, indent=1))
+    except OSError as error:
+        if error.errno != errno.ENOSPC:
+            raise
+        full = OSError(f"{path.parent}: no space left on the device to save {path.name} "
+                       f"(it needs about {state_bytes(model):,} bytes, "
+                       f"{shutil.disk_usage(path.parent).free:,} are free); free some "
+                       f"space and rerun the same command to resume")
+        full.errno = errno.ENOSPC
+        raise full from error
     return path

@@ -3,16 +3,19 @@
 A trained AlexNet is only right on inputs made the way its training inputs were: RGB
 pixels on the 0-255 scale, rescaled so the shorter side is `resize_size` and cropped to
 `image_size`, minus the training mean, per channel or per pixel [paper §2], and its
-outputs only mean something with its own class list.  `fit` records this
-`InputContract` in every checkpoint and step backup (`keras_alexnet.checkpoints`), and
-evaluation, export, prediction and the pictures read it from there: none of them
-re-derives the preprocessing or the names from a data directory.
+outputs only mean something with its own class list.  The model carries this
+`InputContract` in its own Keras config (`keras_alexnet.network.AlexNet.input_contract`),
+so every checkpoint and step backup holds it, `keras.saving.load_model` and
+`keras.models.clone_model` keep it, and evaluation, export, prediction and the pictures
+read it from there: none of them re-derives the preprocessing or the names from a data
+directory.
 
 `preprocess_input` and `decode_predictions` follow the Keras applications' conventions.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import io
 import os
@@ -21,12 +24,15 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from keras_alexnet.preprocessing import ImageStats, load_stats, resize_size_for
-from tfrecords_tools.schema import LABELS, read_labels
+from keras_alexnet.config import MEAN_MODES
+from keras_alexnet.errors import AlexNetError
+from keras_alexnet.preprocessing import resize_size_for
+from tfrecords_tools.dataset import DatasetInfo
+from tfrecords_tools.stats import ImageStats
 
-MEAN_MODES = ("channel", "pixel")
 CHANNEL_ORDERS = ("RGB", "BGR")
-#: Where a checkpoint keeps it: a key of its metadata, and the mean image as a member.
+#: Where checkpoints written before the contract was part of the model's Keras config
+#: kept it: a key of their `keras_alexnet.json`, and the mean image as a member.
 METADATA_KEY = "input_contract"
 MEAN_IMAGE_MEMBER = "input_mean_image.npy"
 
@@ -59,18 +65,18 @@ class InputContract:
 
     def __post_init__(self):
         if self.mean not in MEAN_MODES:
-            raise ValueError(f"mean must be one of {MEAN_MODES}, got {self.mean!r}")
+            raise AlexNetError(f"mean must be one of {MEAN_MODES}, got {self.mean!r}")
         if self.channel_order not in CHANNEL_ORDERS:
-            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got "
-                             f"{self.channel_order!r}")
+            raise AlexNetError(f"channel_order must be one of {CHANNEL_ORDERS}, got "
+                               f"{self.channel_order!r}")
         if self.mean == "pixel":
             if self.mean_image is None:
-                raise ValueError("mean='pixel' needs the mean image (mean_image.npy next to "
-                                 "the shards; write it with `python -m tfrecords_tools stats`)")
+                raise AlexNetError("mean='pixel' needs the mean image (mean_image.npy next to "
+                                   "the shards; write it with `python -m tfrecords_tools stats`)")
             expected = (self.resize_size, self.resize_size, 3)
             if tuple(self.mean_image.shape) != expected:
-                raise ValueError(f"the mean image is {tuple(self.mean_image.shape)}, expected "
-                                 f"{expected} (resize_size {self.resize_size})")
+                raise AlexNetError(f"the mean image is {tuple(self.mean_image.shape)}, expected "
+                                   f"{expected} (resize_size {self.resize_size})")
 
     @property
     def wnids(self) -> list[str]:
@@ -84,22 +90,22 @@ class InputContract:
     # --- building one -----------------------------------------------------------------
 
     @classmethod
-    def from_data(cls, data_dir: str | Path, image_size: int, mean: str = "channel", *,
-                  num_classes: int | None = None, stats: ImageStats | None = None
-                  ) -> InputContract:
-        """The contract of training on a shard directory: its `labels.txt` (or
-        `num_classes` unnamed classes), and the mean of `stats.json` / `mean_image.npy`
-        (ImageNet's per-channel values when there is no `stats.json`)."""
-        data_dir = Path(data_dir)
-        labels = data_dir / LABELS
-        if labels.exists():
-            classes = tuple(read_labels(labels))
+    def from_data(cls, data_dir: str | Path | DatasetInfo, image_size: int,
+                  mean: str = "channel", *, num_classes: int | None = None,
+                  stats: ImageStats | None = None) -> InputContract:
+        """The contract of training on a shard directory (a path or its `DatasetInfo`):
+        its `labels.txt` (or `num_classes` unnamed classes), and the mean of `stats.json`
+        / `mean_image.npy` (ImageNet's per-channel values when there is no `stats.json`)."""
+        info = DatasetInfo.of(data_dir)
+        if info.classes is not None:
+            classes = info.classes
         elif num_classes is not None:
             classes = tuple(("", f"class {i}") for i in range(num_classes))
         else:
-            raise FileNotFoundError(f"{labels}: no labels file; pass the shard directory "
-                                    f"written by `python -m tfrecords_tools convert`")
-        stats = stats or load_stats(data_dir)
+            raise FileNotFoundError(f"{info.labels_path}: no labels file; pass the shard "
+                                    f"directory written by `python -m tfrecords_tools "
+                                    f"convert`")
+        stats = stats or info.stats
         resize_size = resize_size_for(image_size)
         mean_image = None
         if mean == "pixel" and stats.mean_image is not None:
@@ -112,28 +118,32 @@ class InputContract:
 
     # --- storing one ------------------------------------------------------------------
 
-    def to_metadata(self) -> tuple[dict, dict[str, bytes]]:
-        """(JSON-able fields, extra checkpoint members) for `checkpoints.save_checkpoint`."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                  if f.name != "mean_image"}
-        fields["classes"] = [list(pair) for pair in self.classes]
-        fields["mean_rgb"] = list(self.mean_rgb)
-        members = {}
+    def to_config(self) -> dict:
+        """JSON-able fields, as the model's Keras config keeps them
+        (`keras_alexnet.network.AlexNet`); the mean image is its float32 .npy, base64."""
+        config = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        config["classes"] = [list(pair) for pair in self.classes]
+        config["mean_rgb"] = list(self.mean_rgb)
         if self.mean_image is not None:
             buffer = io.BytesIO()
             np.save(buffer, self.mean_image.astype(np.float32))
-            members[MEAN_IMAGE_MEMBER] = buffer.getvalue()
-        return fields, members
+            config["mean_image"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        return config
 
     @classmethod
-    def from_metadata(cls, fields: dict, mean_image: bytes | None = None) -> InputContract:
+    def from_config(cls, config: dict, mean_image: bytes | None = None) -> InputContract:
+        """The contract `to_config` gave.  Checkpoints written before the contract was
+        part of the model's config kept its mean image in a member of its own: pass that
+        member's .npy bytes as `mean_image`."""
+        if config.get("mean_image") is not None:
+            mean_image = base64.b64decode(config["mean_image"])
         image = np.load(io.BytesIO(mean_image)) if mean_image is not None else None
-        return cls(classes=tuple((str(w), str(n)) for w, n in fields["classes"]),
-                   image_size=int(fields["image_size"]),
-                   resize_size=int(fields["resize_size"]), mean=fields["mean"],
-                   mean_rgb=tuple(float(v) for v in fields["mean_rgb"]), mean_image=image,
-                   channel_order=fields.get("channel_order", "RGB"),
-                   pixel_scale=float(fields.get("pixel_scale", 255.0)))
+        return cls(classes=tuple((str(w), str(n)) for w, n in config["classes"]),
+                   image_size=int(config["image_size"]),
+                   resize_size=int(config["resize_size"]), mean=config["mean"],
+                   mean_rgb=tuple(float(v) for v in config["mean_rgb"]), mean_image=image,
+                   channel_order=config.get("channel_order", "RGB"),
+                   pixel_scale=float(config.get("pixel_scale", 255.0)))
 
     # --- using one --------------------------------------------------------------------
 
@@ -171,8 +181,8 @@ def preprocess_input(images, contract: InputContract):
     """
     tensor = tf.convert_to_tensor(images, tf.float32)
     if tensor.shape[-3:] != (contract.image_size, contract.image_size, 3):
-        raise ValueError(f"images must be {contract.image_size}x{contract.image_size} RGB "
-                         f"crops, got shape {tuple(tensor.shape)}")
+        raise AlexNetError(f"images must be {contract.image_size}x{contract.image_size} RGB "
+                           f"crops, got shape {tuple(tensor.shape)}")
     result = contract.to_network(contract.subtract_mean(tensor))
     return result.numpy() if isinstance(images, np.ndarray) else result
 
@@ -183,14 +193,15 @@ def decode_predictions(probabilities, top: int = 5, *, contract: InputContract
     model's own class list."""
     probabilities = np.asarray(probabilities)
     if probabilities.ndim != 2 or probabilities.shape[1] != len(contract.classes):
-        raise ValueError(f"probabilities must be (N, {len(contract.classes)}), got "
-                         f"{probabilities.shape}")
+        raise AlexNetError(f"probabilities must be (N, {len(contract.classes)}), got "
+                           f"{probabilities.shape}")
     order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top]
     return [[(contract.classes[c][0], contract.names[c], float(row[c])) for c in indices]
             for row, indices in zip(probabilities, order, strict=True)]
 
 
-def contract_of(model, data_dir: str | Path | None = None, source=None) -> InputContract:
+def contract_of(model, data_dir: str | Path | DatasetInfo | None = None,
+                source=None) -> InputContract:
     """The model's input contract (`model.input_contract`, as `checkpoints.load_model`
     and `fit` set it).  A model saved before contracts were recorded takes the classes
     and per-channel mean of the shard directory it was trained on, `data_dir`; without
@@ -201,13 +212,14 @@ def contract_of(model, data_dir: str | Path | None = None, source=None) -> Input
         return contract
     source = str(source) if isinstance(source, (str, os.PathLike)) else f"model {model.name!r}"
     if data_dir is None:
-        raise ValueError(f"{source} was saved without its input contract (classes, mean); "
-                         f"give the shard directory it was trained on (data_dir, "
-                         f"--data-dir), or resume its training once to record it")
+        raise AlexNetError(f"{source} was saved without its input contract (classes, mean); "
+                           f"give the shard directory it was trained on (data_dir, "
+                           f"--data-dir), or resume its training once to record it")
     num_classes = model.output_shape[-1]
-    contract = InputContract.from_data(data_dir, model.input_shape[1], "channel",
+    info = DatasetInfo.of(data_dir)
+    contract = InputContract.from_data(info, model.input_shape[1], "channel",
                                        num_classes=num_classes)
     if len(contract.classes) != num_classes:
-        raise ValueError(f"{Path(data_dir) / LABELS} lists {len(contract.classes)} classes "
-                         f"but {source} outputs {num_classes}")
+        raise AlexNetError(f"{info.labels_path} lists {len(contract.classes)} classes "
+                           f"but {source} outputs {num_classes}")
     return contract

@@ -21,6 +21,7 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_alexnet import keras_internals
 from keras_alexnet.errors import AlexNetError
 
 STRATEGIES = ("auto", "towers", "mirrored", "multi-worker")
@@ -71,23 +72,8 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 
 def keras_multi_worker_fixes(model: keras.Model) -> None:
-    """Lets Keras 3's `fit` run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585).
-
-    Two Keras bugs, worked around on this model object only (nothing is saved):
-    - `fit` first reduces one input batch across the strategy to build the metrics,
-      which fails on multi-worker values; unpinned from the strategy it was built
-      under, the model finds the strategy in scope (fit runs inside `scope()`) and
-      builds when the step is traced instead.
-    - the step's scalar metrics are averaged across workers along axis 0, which
-      scalars do not have; the steps return them as 1-vectors, and the average of
-      the (already synchronised) values is the value.
-    """
-    model._distribute_strategy = None
-
-    def vectors(step):
-        def step_with_vectors(data):
-            return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
-        return step_with_vectors
-
-    model.train_step = vectors(model.train_step)
-    model.test_step = vectors(model.test_step)
+    """Lets Keras 3's `fit` run under `MultiWorkerMirroredStrategy` (keras-team/keras#20585),
+    on this model object only (nothing is saved); `keras_alexnet.keras_internals` says
+    how.  The model's steps return their results as `fit` needs them there by themselves
+    (`AlexNet.train_step`)."""
+    keras_internals.unpin_strategy(model)

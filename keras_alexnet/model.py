@@ -1,4 +1,5 @@
-"""The two-tower AlexNet of [paper §3, Figure 2] as a Keras 3 functional model."""
+"""The two-tower AlexNet of [paper §3, Figure 2] as a Keras 3 functional model: its layers,
+and the topology a checkpoint must share with a config."""
 
 from __future__ import annotations
 
@@ -10,40 +11,13 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from keras_alexnet import checkpoints
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.layers import LocalResponseNormalization, TowerLayer
+from keras_alexnet.network import OUTPUT, AlexNet, Probabilities
 
 TOWERS = ("tower_a", "tower_b")
-
-
-@keras.saving.register_keras_serializable(package="keras_alexnet")
-class AlexNet(keras.Model):
-    """A functional model whose training step keeps each tower's gradients on its device.
-
-    Keras's default `train_step` differentiates with `tf.GradientTape`, whose gradient
-    ops carry no device inside a `tf.function`, so the placer would put tower b's
-    backward pass on the default device.  `tf.gradients` colocates every gradient op
-    with its forward op (`colocate_gradients_with_ops`, always on in TF 2), which is what
-    two-GPU model parallelism needs; `tests/keras_alexnet/test_placement.py` checks
-    every op of a traced step.
-    """
-
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if tf.executing_eagerly():  # run_eagerly=True: no graph to colocate in
-            return super().train_step(data)
-        y_pred = self(x, training=True)
-        loss = self.compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
-                                 training=True)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        for metric in self.metrics:
-            if metric.name == "loss":  # compute_loss divided it by the replica count
-                metric.update_state(loss * replicas, sample_weight=tf.shape(y_pred)[0])
-        variables = self.trainable_variables
-        gradients = tf.gradients(self.optimizer.scale_loss(loss), variables)
-        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def default_devices() -> tuple[str, str]:
@@ -208,8 +182,7 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     logits = [TowerLayer(fc("fc8", n, activation=None), device, name=f"{tower}_fc8")(x)
               for (tower, device), n in zip(towers, classes, strict=True)]
     logits = keras.layers.Concatenate(name="fc8")(logits)
-    probabilities = keras.layers.Activation("softmax", dtype="float32",
-                                            name="probabilities")(logits)
+    probabilities = Probabilities("softmax", dtype="float32", name=OUTPUT)(logits)
     model = AlexNet(image, probabilities, name=name)
     if weights is not None:
         _load_weights(model, config, weights)
@@ -217,8 +190,6 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
 
 
 def _load_weights(model: AlexNet, config: AlexNetConfig, path: str | os.PathLike) -> None:
-    from keras_alexnet import checkpoints  # it imports this module
-
     source = checkpoints.load_model(path, compile=False)
     found, wanted = model_topology(source), topology(config)
     for key, value in wanted.items():

@@ -44,7 +44,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, manifest, schema, worker
+from tfrecords_tools import __version__, files, manifest, schema, worker
 from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
@@ -156,7 +156,7 @@ def _index(output: Path, split: str, path: Path, progress: bool) -> Index:
             return Index([tuple(e) for e in cached["entries"]], cached["not_images"],
                          cached["damage"])
     index = build()
-    manifest.write_atomically(cache, json.dumps(
+    files.write_atomically(cache, json.dumps(
         {"key": key, "entries": index.entries, "not_images": index.not_images,
          "damage": index.damage}, separators=(",", ":")))
     return index
@@ -256,7 +256,7 @@ def _claim_output(output: Path, plan: SplitPlan) -> None:
         raise OutputError(f"{output} holds {plan.split} shards this converter has no record "
                           f"of (e.g. {strangers[0].name}); choose another output directory or "
                           f"remove them")
-    manifest.write_atomically(job_path, json.dumps(plan.job, indent=1, sort_keys=True))
+    files.write_atomically(job_path, json.dumps(plan.job, indent=1, sort_keys=True))
 
 
 def _claim_labels(output: Path, classes: ClassIndex) -> None:
@@ -266,7 +266,7 @@ def _claim_labels(output: Path, classes: ClassIndex) -> None:
             raise OutputError(f"{path} lists other classes than these archives; choose "
                               f"another output directory")
     else:
-        manifest.write_atomically(path, classes.labels_txt())
+        files.write_atomically(path, classes.labels_txt())
 
 
 # --- the forward pass -------------------------------------------------------------------
@@ -343,7 +343,7 @@ def _start_pass(output: Path, plan: SplitPlan, todo: list[ShardPlan], state_path
 def _save_pass(state_path: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
                sizes: dict[str, int]) -> None:
     with _writing(state_path.parent):
-        manifest.write_atomically(state_path, json.dumps(
+        files.write_atomically(state_path, json.dumps(
             {"job": plan.job_id, "shards": [s.name for s in shards], "position": position,
              "bucket_bytes": sizes}))
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import collections
 import hashlib
 import json
-import os
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 
 from tfrecords_tools import __version__, schema
 from tfrecords_tools.errors import OutputError
+from tfrecords_tools.files import write_atomically
 
 #: Job-record keys that describe the archive's contents rather than the arguments.
 FINDINGS = ("not_images", "incomplete", "expected")
@@ -34,24 +33,6 @@ def file_sha256(path: Path) -> str:
         while size := handle.readinto(block):
             digest.update(view[:size])
     return digest.hexdigest()
-
-
-def temporary_name(path: Path) -> Path:
-    # Machines sharing the output may write the same file at once: one temporary each.
-    return path.with_name(f".{path.name}.{socket.gethostname()}-{os.getpid()}.tmp")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = temporary_name(path)
-    try:
-        with open(temporary, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def job_id(job: dict) -> str:

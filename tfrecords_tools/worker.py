@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tfrecords_tools import schema
 from tfrecords_tools.errors import OutputError
+from tfrecords_tools.files import atomic_path
 from tfrecords_tools.images import ImageOptions, configure_worker_process, reencode
 from tfrecords_tools.pool import working_on
 
@@ -131,26 +132,18 @@ def write_shard(bucket: str, temporary: str, final: str, count: int) -> dict:
     digest = hashlib.sha256()
     class_counts = collections.Counter()
     skipped, repaired, records = [], [], 0
-    try:
-        with open(temporary, "wb") as handle:
-            for index, (label, record, kind, note) in enumerate(read_bucket(Path(bucket),
-                                                                           count)):
-                if kind == SKIPPED:
-                    skipped.append((index, note))
-                    continue
-                if kind == REPAIRED:
-                    repaired.append((index, note))
-                handle.write(record)
-                digest.update(record)
-                records += 1
-                if label != schema.UNLABELED:
-                    class_counts[label] += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, final)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(final, temporary) as path, open(path, "wb") as handle:
+        for index, (label, record, kind, note) in enumerate(read_bucket(Path(bucket), count)):
+            if kind == SKIPPED:
+                skipped.append((index, note))
+                continue
+            if kind == REPAIRED:
+                repaired.append((index, note))
+            handle.write(record)
+            digest.update(record)
+            records += 1
+            if label != schema.UNLABELED:
+                class_counts[label] += 1
     stat = os.stat(final)
     return {"records": records, "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "sha256": digest.hexdigest(), "class_counts": dict(sorted(class_counts.items())),

@@ -2,6 +2,9 @@
 predictions through evaluate, predict, the SavedModel and the server, per-pixel mean or
 per-channel, with no data directory after training."""
 
+import dataclasses
+
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -13,6 +16,7 @@ from keras_alexnet.preprocessing import decode_center_crop
 from keras_alexnet.saved_model import classify_files
 from serving.client import Client
 from serving.server import ModelServer
+from tests.keras_alexnet.old_checkpoints import save_in_the_old_format, save_without_contract
 from tfrecords_tools.schema import FEATURES, read_labels
 
 SIZE = 64
@@ -116,14 +120,63 @@ def test_preprocess_input_and_decode_predictions_follow_keras_applications(train
         assert [s for _, _, s in row] == sorted((s for _, _, s in row), reverse=True)
 
 
-def test_a_contract_round_trips_through_a_checkpoint_and_bgr_reorders(tmp_path):
+def bgr_contract() -> InputContract:
     mean_image = np.random.default_rng(0).uniform(0, 255, (73, 73, 3)).astype(np.float32)
-    contract = InputContract((("n1", "one"), ("n2", "")), 64, 73, "pixel", (1.0, 2.0, 3.0),
-                             mean_image, channel_order="BGR")
+    return InputContract((("n1", "one"), ("n2", "")), 64, 73, "pixel", (1.0, 2.0, 3.0),
+                         mean_image, channel_order="BGR")
+
+
+def assert_same_contract(found: InputContract | None, expected: InputContract) -> None:
+    assert found is not None
+    for field in dataclasses.fields(InputContract):
+        np.testing.assert_array_equal(getattr(found, field.name),
+                                      getattr(expected, field.name), err_msg=field.name)
+
+
+@pytest.fixture
+def model_with_contract():
     model = keras_alexnet.build_model(keras_alexnet.reduced_config(num_classes=2),
-                                      devices=("", ""))
-    model.input_contract = contract
-    path = checkpoints.save_checkpoint(model, tmp_path / "m.keras")
+                                      devices=("", ""), seed=0)
+    model.input_contract = bgr_contract()
+    return model
+
+
+def test_the_contract_travels_with_the_model_through_plain_keras(model_with_contract,
+                                                                 tmp_path):
+    contract = model_with_contract.input_contract
+    path = checkpoints.save_checkpoint(model_with_contract, tmp_path / "m.keras")
+    model_with_contract.save(tmp_path / "plain.keras")
+    loaded = keras.saving.load_model(path)
+    for model in (loaded, keras.saving.load_model(tmp_path / "plain.keras"),
+                  keras.models.clone_model(model_with_contract), keras.models.clone_model(loaded),
+                  checkpoints.load_model(path)):
+        assert type(model).__name__ == "AlexNet"
+        assert_same_contract(model.input_contract, contract)
+    assert_same_contract(checkpoints.read_contract(path), contract)  # without loading
+
+
+def test_checkpoints_written_before_keep_their_contract(model_with_contract, tmp_path):
+    contract = model_with_contract.input_contract
+    old = save_in_the_old_format(model_with_contract, tmp_path / "old.keras")
+    assert keras.saving.load_model(old).input_contract is None  # Keras skips our member
+    assert_same_contract(checkpoints.read_contract(old), contract)
+    loaded = checkpoints.load_model(old)
+    assert_same_contract(loaded.input_contract, contract)
+    images = np.random.default_rng(2).normal(0, 50, (2, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(images, verbose=0),
+                                  model_with_contract.predict(images, verbose=0))
+    # Saved again, it is in the new place: plain Keras finds it.
+    again = checkpoints.save_checkpoint(loaded, tmp_path / "again.keras")
+    assert_same_contract(keras.saving.load_model(again).input_contract, contract)
+    assert checkpoints.read_contract(save_without_contract(
+        model_with_contract, tmp_path / "none.keras")) is None
+
+
+def test_a_contract_round_trips_through_a_checkpoint_and_bgr_reorders(model_with_contract,
+                                                                      tmp_path):
+    contract = model_with_contract.input_contract
+    mean_image = contract.mean_image
+    path = checkpoints.save_checkpoint(model_with_contract, tmp_path / "m.keras")
     loaded = checkpoints.read_contract(path)
     assert loaded.classes == contract.classes and loaded.names == ["one", "n2"]
     np.testing.assert_array_equal(loaded.mean_image, mean_image)

@@ -7,6 +7,7 @@ import re
 import pytest
 
 from keras_alexnet.commands import main
+from tests.keras_alexnet.old_checkpoints import save_without_contract
 from tests.serving.exported_model import expected_top5
 
 
@@ -54,9 +55,8 @@ def test_bad_image_and_a_checkpoint_without_contract_are_named(exported, image_f
                  str(exported.model_dir)]) == 1
     assert f"{not_an_image}: not a JPEG or PNG image" in capsys.readouterr().err
 
-    # Saved by plain Keras (as before contracts): it needs the data directory.
-    legacy = tmp_path / "legacy.keras"
-    exported.model.save(legacy)
+    # Saved before contracts were recorded: it needs the data directory.
+    legacy = save_without_contract(exported.model, tmp_path / "legacy.keras")
     assert main(["predict", image_files[0], "--checkpoint", str(legacy)]) == 1
     assert (f"error: {legacy} was saved without its input contract (classes, mean); give "
             f"the shard directory it was trained on (data_dir, --data-dir)") in \
