@@ -131,12 +131,18 @@ MAX_ELEMENTS = 2**63 - 1
 
 
 def _parse_tensor(proto, alias: str) -> np.ndarray:
+    """`Tensor::FromProto`, refusing what it would refuse (an unknown dtype, an invalid
+    shape, values that do not make the shape) and a fill over `MAX_FILL_BYTES`."""
+    unparsable = InvalidArgumentError(f"tensor parsing error: {alias}")
     dims = [d.size for d in proto.tensor_shape.dim]
     elements = math.prod(dims)
-    if proto.dtype == types_pb2.DT_INVALID or any(d < 0 for d in dims) \
-            or elements > MAX_ELEMENTS:
-        raise InvalidArgumentError(f"tensor parsing error: {alias}")
-    filled = fill_bytes(proto, elements)
+    if (proto.dtype == types_pb2.DT_INVALID or proto.tensor_shape.unknown_rank
+            or any(d < 0 for d in dims) or elements > MAX_ELEMENTS):
+        raise unparsable
+    try:
+        filled = fill_bytes(proto, elements)
+    except TypeError:  # not a TensorFlow dtype
+        raise unparsable from None
     if filled > MAX_FILL_BYTES:
         raise InvalidArgumentError(
             f"tensor parsing error: {alias}: shape [{','.join(map(str, dims))}] of "
@@ -144,8 +150,8 @@ def _parse_tensor(proto, alias: str) -> np.ndarray:
             f"{filled / 2**20:.0f} MiB, over the limit of {MAX_FILL_BYTES >> 20} MiB")
     try:
         return to_ndarray(proto)
-    except (ValueError, TypeError, MemoryError):
-        raise InvalidArgumentError(f"tensor parsing error: {alias}") from None
+    except (ValueError, TypeError, KeyError, MemoryError):  # KeyError: DT_VARIANT, ...
+        raise unparsable from None
 
 
 def check_output_filter(signature: meta_graph_pb2.SignatureDef, output_filter) -> list[str]:

@@ -220,6 +220,47 @@ def test_a_50_byte_request_declaring_16m_strings_costs_no_memory(server, exporte
     assert grown < 200 * 2**20, f"server RSS grew by {grown / 2**20:.0f} MB"
 
 
+def _shape(*dims: int) -> tensor_shape_pb2.TensorShapeProto:
+    return tensor_shape_pb2.TensorShapeProto(dim=[{"size": d} for d in dims])
+
+
+UNPARSABLE = "tensor parsing error: image_bytes"
+HOSTILE_TENSORS = {
+    "DT_VARIANT": (tensor_pb2.TensorProto(dtype=types_pb2.DT_VARIANT, tensor_shape=_shape(1)),
+                   UNPARSABLE),
+    "DT_RESOURCE": (tensor_pb2.TensorProto(dtype=types_pb2.DT_RESOURCE,
+                                           tensor_shape=_shape(1)), UNPARSABLE),
+    "no such dtype": (tensor_pb2.TensorProto(dtype=999, tensor_shape=_shape(1)), UNPARSABLE),
+    "unknown rank": (tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, string_val=[b"x"],
+        tensor_shape=tensor_shape_pb2.TensorShapeProto(unknown_rank=True)), UNPARSABLE),
+    "300 dimensions": (tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[b"x"],
+                                              tensor_shape=_shape(*[1] * 300)), UNPARSABLE),
+    "bad string content": (tensor_pb2.TensorProto(
+        dtype=types_pb2.DT_STRING, tensor_shape=_shape(3), tensor_content=b"\xff" * 10),
+        UNPARSABLE),
+    "complex fill": (tensor_pb2.TensorProto(dtype=types_pb2.DT_COMPLEX64, scomplex_val=[1, 2],
+                                            tensor_shape=_shape(10**9)),
+                     f"{UNPARSABLE}: shape [1000000000] of complex64, filled out from the "
+                     f"values sent, takes 7629 MiB, over the limit of 64 MiB"),
+}
+
+
+def test_unparsable_grpc_tensors_are_invalid_argument_and_log_nothing(server):
+    with grpc.insecure_channel(server.address) as channel:
+        stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+        for name, (proto, message) in HOSTILE_TENSORS.items():
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = MODEL_NAME
+            request.inputs["image_bytes"].CopyFrom(proto)
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.Predict(request, timeout=30)
+            assert (raised.value.code(), raised.value.details()) == (
+                grpc.StatusCode.INVALID_ARGUMENT, message), name
+    time.sleep(0.5)
+    assert not [line for line in server.output if "Exception" in line or "Error" in line]
+
+
 @pytest.mark.slow
 def test_good_requests_all_succeed_under_a_hostile_mix(server, exported):
     """benchmarks/hostile_mix.py, shorter: 200 idle connections, 10 stalling ones and the
