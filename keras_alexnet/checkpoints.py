@@ -26,13 +26,9 @@ from pathlib import Path
 import keras
 import numpy as np
 
-# Registers TowerLayer, LocalResponseNormalization and PaperSGD with Keras (the network
-# module registers AlexNet), so that every checkpoint this module loads deserialises.
-import keras_alexnet.layers
-import keras_alexnet.optimizer  # noqa: F401
 from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
 from keras_alexnet.errors import CheckpointError
-from keras_alexnet.network import OUTPUT
+from keras_alexnet.network import OUTPUT  # registers every class a checkpoint holds
 from tfrecords_tools.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"

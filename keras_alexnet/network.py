@@ -4,7 +4,9 @@ device and carries its input contract.
 The contract rides in the config of the model's output layer (`Probabilities`, the
 softmax, with no weights), so that every way Keras rebuilds a model from configs keeps
 it: saving and `keras.saving.load_model`, and `keras.models.clone_model`, which clones
-layer by layer.  Importing this module registers both classes with Keras.
+layer by layer.  Importing this module registers both classes with Keras, and the
+layers and optimizer a checkpoint of one holds: after it, `keras.saving.load_model`
+loads any of our checkpoints.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+# Registered with Keras on import: the model's layers and its optimizer.
+import keras_alexnet.layers
+import keras_alexnet.optimizer  # noqa: F401
 from keras_alexnet import keras_internals
 from keras_alexnet.contract import InputContract
 

@@ -3,6 +3,9 @@ predictions through evaluate, predict, the SavedModel and the server, per-pixel 
 per-channel, with no data directory after training."""
 
 import dataclasses
+import subprocess
+import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -153,6 +156,18 @@ def test_the_contract_travels_with_the_model_through_plain_keras(model_with_cont
         assert type(model).__name__ == "AlexNet"
         assert_same_contract(model.input_contract, contract)
     assert_same_contract(checkpoints.read_contract(path), contract)  # without loading
+
+
+@pytest.mark.slow
+def test_importing_the_network_module_is_all_plain_keras_needs(model_with_contract, tmp_path):
+    path = checkpoints.save_checkpoint(model_with_contract, tmp_path / "m.keras")
+    script = ("import sys, keras, keras_alexnet.network\n"
+              "model = keras.saving.load_model(sys.argv[1])\n"
+              "print(type(model).__name__, model.input_contract.classes)")
+    done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "AlexNet (('n1', 'one'), ('n2', ''))"
 
 
 def test_checkpoints_written_before_keep_their_contract(model_with_contract, tmp_path):
