@@ -17,6 +17,9 @@ from tfrecords_tools.schema import SPLITS  # free of TensorFlow at import
 EPILOG = """examples:
   %(prog)s convert /data/ilsvrc /data/shards
   %(prog)s convert /data/ilsvrc /data/shards --splits validation --size 256 --no-crop
+  %(prog)s convert photos/ /data/photo-shards   # photos/train/<class>/*.jpg, photos/val/...
+  %(prog)s convert photos.tar /data/photo-shards --validation-fraction 0.1
+  %(prog)s convert fall11_whole.tar /data/fall11   # a tar of per-class tars, no devkit
   %(prog)s convert /data/ilsvrc /shared/shards --num-workers 8 --worker-index 3
   %(prog)s merge /shared/shards
   %(prog)s verify /data/shards
@@ -32,13 +35,18 @@ def _positive(text: str) -> int:
 
 
 def _add_convert(sub) -> None:
-    parser = sub.add_parser("convert", help="ILSVRC-2012 archives to sharded TFRecords",
-                            description="Reads the archives in place (no extraction) and "
-                            "writes shards, labels.txt and manifest.json; rerun to resume.")
+    parser = sub.add_parser("convert", help="ILSVRC-2012 archives or image folders to "
+                            "sharded TFRecords", description="Reads the archives in place (no "
+                            "extraction) and writes shards, labels.txt and manifest.json; "
+                            "rerun to resume.")
     parser.add_argument("archives", type=Path,
                         help="directory holding ILSVRC2012_img_train.tar, "
                              "ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz, "
-                             "ILSVRC2012_img_test*.tar (any of them)")
+                             "ILSVRC2012_img_test*.tar (any of them); or image folders, "
+                             "DIR/train/<class>/ with DIR/val/<class>/ and DIR/test/, or "
+                             "DIR/<class>/ (classes: the folder names sorted, as Keras and "
+                             "torchvision), as a directory or a .tar; or a tar of per-class "
+                             "n########.tar (ImageNet Fall 2011's fall11_whole.tar)")
     parser.add_argument("output", type=Path, help="directory for the shards")
     parser.add_argument("--splits", nargs="+", choices=SPLITS,
                         help="splits to convert (default: those whose archive is present)")
@@ -46,6 +54,14 @@ def _add_convert(sub) -> None:
         parser.add_argument(f"--{split}-tar", type=Path,
                             help=f"the {split} archive, if not under its ILSVRC name")
     parser.add_argument("--devkit", type=Path, help="the devkit, if not under its ILSVRC name")
+    parser.add_argument("--validation-fraction", type=float, metavar="F",
+                        help="image folders without val/: hold out the fraction F of every "
+                             "class as the validation split (drawn with --seed, recorded in "
+                             "manifest.json)")
+    parser.add_argument("--classes", type=Path, metavar="FILE",
+                        help="image folders: the classes in label order, a line each, "
+                             "'folder' or 'folder<TAB>display name' (a labels.txt is one); "
+                             "default: the folder names sorted")
     for split in SPLITS:
         parser.add_argument(f"--{split}-shards", type=_positive,
                             help=f"number of {split} shards (default: one per 256 images, "
@@ -86,15 +102,19 @@ def _run_convert(args) -> int:
 
     from tfrecords_tools.archives import Archives
     from tfrecords_tools.convert import convert
+    from tfrecords_tools.sources import find_source
 
-    archives = Archives.find(args.archives)
     overrides = {"train": args.train_tar, "validation": args.validation_tar,
                  "test": args.test_tar, "devkit": args.devkit}
-    archives = dataclasses.replace(archives, **{k: v for k, v in overrides.items() if v})
-    splits = args.splits or [s for s in SPLITS if getattr(archives, s) is not None]
-    if not splits:
-        raise ArgumentError(f"{args.archives}: holds none of the ILSVRC-2012 image archives")
-    summary = convert(args.output, archives, splits=splits,
+    overrides = {k: v for k, v in overrides.items() if v}
+    if overrides:  # ILSVRC archives under other names
+        if args.validation_fraction is not None or args.classes is not None:
+            raise ArgumentError("--validation-fraction and --classes apply to image folders, "
+                                "not to ILSVRC archives given by --*-tar or --devkit")
+        source = dataclasses.replace(Archives.find(args.archives), **overrides)
+    else:
+        source = find_source(args.archives, args.validation_fraction, args.classes)
+    summary = convert(args.output, source, splits=args.splits,
                       num_shards={s: getattr(args, f"{s}_shards") for s in SPLITS
                                   if getattr(args, f"{s}_shards")},
                       image_size=args.size, crop=args.crop, quality=args.quality,

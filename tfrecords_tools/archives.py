@@ -192,12 +192,14 @@ class Index:
 
     `entries` are (class WNID or "", member base name, offset, size, path) in archive
     order; `not_images` the members that are not read ({"member", "reason"}); `damage`
-    where reading stopped early (only with `allow_incomplete`), else "".
+    where reading stopped early (only with `allow_incomplete`), else ""; `directories`
+    the directories of a folder dataset (`folders`), where a class folder may be empty.
     """
 
     entries: list[tuple[str, str, int, int, str]]
     not_images: list[dict]
     damage: str = ""
+    directories: list[str] = dataclasses.field(default_factory=list)
 
 
 class _Recording:
@@ -231,14 +233,15 @@ def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
 
 
 def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
-               where: str = "", base: int = 0):
+               where: str = "", base: int = 0, directories: list[str] | None = None):
     """(name, data offset, size) of the images of an open tar, in archive order.
 
-    Hard links are read through their target; symbolic links, directories and other
-    special members are listed in `not_images`.  `tarfile` ends its iteration without a
-    word at an invalid header past offset 0, so the block after the last member is
-    checked here: it must be the end-of-archive marker, else the archive is damaged
-    there (`base` turns the inner tar's offsets into the file's).
+    Hard links are read through their target; symbolic links, directories (into
+    `directories` where given) and other special members are listed in `not_images`.
+    `tarfile` ends its iteration without a word at an invalid header past offset 0, so
+    the block after the last member is checked here: it must be the end-of-archive
+    marker, else the archive is damaged there (`base` turns the inner tar's offsets into
+    the file's).
     """
     prefix = f"{where}/" if where else ""
     last, files = "its start", {}
@@ -250,6 +253,8 @@ def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
                 yield member.name, member.offset_data, member.size
             elif member.islnk() and member.linkname in files:
                 yield (member.name, *files[member.linkname])
+            elif member.isdir() and directories is not None:
+                directories.append(member.name)
             else:
                 kind = ("a symbolic link" if member.issym() else "a hard link to nothing "
                         "before it" if member.islnk() else "a directory" if member.isdir()
@@ -281,11 +286,12 @@ def _hidden(name: str) -> bool:
     return _base_name(name).startswith(".")
 
 
+_HIDDEN = "a hidden file (a copy's stray, e.g. macOS's ._ files), not an image"
+
+
 def _keep(name: str, not_images: list[dict], where: str = "") -> bool:
     if _hidden(name):
-        not_images.append({"member": f"{where}/{name}" if where else name,
-                           "reason": "a hidden file (a copy's stray, e.g. macOS's ._ files), "
-                                     "not an image"})
+        not_images.append({"member": f"{where}/{name}" if where else name, "reason": _HIDDEN})
         return False
     return True
 
@@ -486,3 +492,65 @@ def label_validation(index: Index, devkit: Devkit, path: Path,
                            f"{'; ' + index.damage if index.damage else ''}. Download the val "
                            f"tar again, or pass --allow-incomplete to convert what is there")
     return labelled, missing
+
+
+def _tree_name(name: str) -> str:
+    # `tar -C photos -cf photos.tar .` names its members ./train/...
+    while name.startswith("./"):
+        name = name[2:]
+    return name.rstrip("/")
+
+
+def index_tree(path: Path, allow_incomplete: bool = False) -> Index:
+    """Every file of a directory tree or a tar, by its path in it (a folder dataset).
+
+    `entries` are ("", path, offset, size, path to read in a directory, "" in a tar) in
+    sorted (directory) or archive (tar) order, `directories` the folders.  Hidden files
+    and folders are listed in `not_images` and not entered; so are symbolic links, in a
+    directory as in a tar, so that a tree and its tar give the same shards (hard links
+    are files).  A tar that stops early raises `DamagedArchive` unless
+    `allow_incomplete`, which records it in `damage`.
+    """
+    not_images: list[dict] = []
+    directories: list[str] = []
+    if path.is_dir():
+        return Index(_walk(path, "", not_images, directories), not_images, "", directories)
+    file_size = path.stat().st_size
+    entries, damage = [], ""
+    with open(path, "rb") as raw:
+        try:
+            found = _tar_files(_open_tar(raw, path), path, not_images, directories=directories)
+            for name, offset, size in found:
+                name = _tree_name(name)
+                if any(part.startswith(".") for part in name.split("/")):
+                    not_images.append({"member": name, "reason": _HIDDEN})
+                    continue
+                _check_inside(path, file_size, name, offset + size)
+                entries.append(("", name, offset, size, ""))
+        except DamagedArchive as error:
+            if not allow_incomplete:
+                raise
+            damage = str(error)
+    directories = [d for d in map(_tree_name, directories)
+                   if d and not any(part.startswith(".") for part in d.split("/"))]
+    return Index(entries, not_images, damage, directories)
+
+
+def _walk(root: Path, under: str, not_images: list[dict], directories: list[str]) -> list:
+    entries = []
+    with os.scandir(root / under) as scan:
+        found = sorted(scan, key=lambda entry: entry.name)
+    for entry in found:
+        name = f"{under}/{entry.name}" if under else entry.name
+        if entry.name.startswith("."):
+            not_images.append({"member": name, "reason": _HIDDEN})
+        elif entry.is_symlink():
+            not_images.append({"member": name, "reason": "a symbolic link, not an image"})
+        elif entry.is_dir():
+            directories.append(name)
+            entries += _walk(root, name, not_images, directories)
+        elif entry.is_file():
+            entries.append(("", name, 0, entry.stat().st_size, name))
+        else:
+            not_images.append({"member": name, "reason": "a special file, not an image"})
+    return entries

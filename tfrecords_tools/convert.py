@@ -53,20 +53,23 @@ from tfrecords_tools.archives import (
     flat_members,
     index_flat,
     index_train,
+    index_tree,
     label_train,
     label_validation,
     read_devkit,
     train_shortfall,
 )
 from tfrecords_tools.errors import ArchiveError, ArgumentError, OutputError, WorkerError
+from tfrecords_tools.folders import FolderSource, parse_class_file, split_folders
 from tfrecords_tools.images import CODEC, ImageOptions
 from tfrecords_tools.members import Member
 from tfrecords_tools.pool import InlinePool, Pool
+from tfrecords_tools.sources import find_source
 
 CHUNK = 32  # images per worker task: few enough messages, small enough to keep all busy
 SLOT_BYTES = 4 << 20  # archive bytes read at once into one slot of the shared buffer
 CHECKPOINT_SECONDS = 30.0  # at most this much forward-pass work is lost to a kill
-INDEX_VERSION = 1  # of the cached index's format
+INDEX_VERSION = 2  # of the cached index's format
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,9 +145,11 @@ def _index(output: Path, split: str, path: Path, progress: bool) -> Index:
     def build() -> Index:
         if split == "train":
             return index_train(path, progress, allow_incomplete=True)
+        if split == "folders":
+            return index_tree(path, allow_incomplete=True)
         return index_flat(path, allow_incomplete=True)
 
-    if path.is_dir():  # the Kaggle layout: a directory's mtime misses its files' changes
+    if path.is_dir():  # a directory's mtime misses its files' changes
         return build()
     stat = path.stat()
     key = {"version": INDEX_VERSION, "archive": str(path.resolve()), "bytes": stat.st_size,
@@ -154,11 +159,11 @@ def _index(output: Path, split: str, path: Path, progress: bool) -> Index:
         cached = json.loads(cache.read_text())
         if cached["key"] == key:
             return Index([tuple(e) for e in cached["entries"]], cached["not_images"],
-                         cached["damage"])
+                         cached["damage"], cached["directories"])
     index = build()
     files.write_atomically(cache, json.dumps(
         {"key": key, "entries": index.entries, "not_images": index.not_images,
-         "damage": index.damage}, separators=(",", ":")))
+         "damage": index.damage, "directories": index.directories}, separators=(",", ":")))
     return index
 
 
@@ -205,6 +210,19 @@ def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
             if not allow_incomplete:
                 _refuse_incomplete(path, "damaged", index.damage)
             findings["incomplete"] = {"damage": index.damage}
+    if index.not_images:
+        findings["not_images"] = index.not_images
+    source = {"archive": _archive_identity(path),
+              "devkit": _archive_identity(devkit_path if split != "test" else None)}
+    return _shard_plan(split, path, members, classes, source, findings, num_shards, options,
+                       seed, label_offset)
+
+
+def _shard_plan(split: str, path: Path, members: list[Member], classes: ClassIndex | None,
+                source: dict, findings: dict, num_shards: int | None, options: ImageOptions,
+                seed: int, label_offset: int) -> SplitPlan:
+    """The split's shards, each with its members in their final order, whatever the
+    source: `source` and `findings` go into the job record as they are."""
     members = sorted(members, key=lambda m: m.name)
     for previous, member in itertools.pairwise(members):
         if previous.name == member.name:
@@ -219,14 +237,60 @@ def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
     shards = tuple(ShardPlan(split, i, num_shards, tuple(
         members[i * len(members) // num_shards:(i + 1) * len(members) // num_shards]))
         for i in range(num_shards))
-    job = {"split": split, "archive": _archive_identity(path),
-           "devkit": _archive_identity(devkit_path if split != "test" else None),
-           "num_shards": num_shards, "images": len(members), "size": options.size,
-           "crop": options.crop, "quality": options.quality, "seed": seed,
-           "label_offset": label_offset, "version": __version__, "codec": CODEC}
-    if index.not_images:
-        findings["not_images"] = index.not_images
+    job = {"split": split, **source, "num_shards": num_shards, "images": len(members),
+           "size": options.size, "crop": options.crop, "quality": options.quality,
+           "seed": seed, "label_offset": label_offset, "version": __version__, "codec": CODEC}
     return SplitPlan(split, path, {**job, **findings}, shards, classes)
+
+
+def _plan_folders(output: Path, source: FolderSource, splits: Sequence[str] | None,
+                  num_shards: dict[str, int], options: ImageOptions, seed: int,
+                  label_offset: int, allow_incomplete: bool, progress: bool
+                  ) -> list[SplitPlan]:
+    """The plans of a folder dataset's splits (`splits`, default all it has)."""
+    index = _index(output, "folders", source.path, progress)
+    if index.damage and not allow_incomplete:
+        _refuse_incomplete(source.path, "damaged", index.damage)
+    class_file = (parse_class_file(source.classes.read_text(encoding="utf-8"), source.classes)
+                  if source.classes else None)
+    found = split_folders(index, source, seed, class_file)
+    absent = [split for split in splits or () if split not in found.members]
+    if absent:
+        raise ArgumentError(f"--splits {absent[0]}: {source.path} has no {absent[0]} split "
+                            f"(it has {', '.join(found.splits)})")
+    held_out = {"validation_fraction": source.validation_fraction}
+    plans = []
+    for split in splits or found.splits:
+        findings = {"incomplete": {"damage": index.damage}} if index.damage else {}
+        if found.not_images.get(split):
+            findings["not_images"] = found.not_images[split]
+        plans.append(_shard_plan(
+            split, source.path, found.members[split], found.classes,
+            {"archive": _archive_identity(source.path), "devkit": None,
+             **(held_out if source.validation_fraction and split != "test" else {})},
+            findings, num_shards.get(split), options, seed, label_offset))
+    return plans
+
+
+def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | None,
+                   num_shards: dict[str, int], options: ImageOptions, seed: int,
+                   label_offset: int, allow_incomplete: bool, progress: bool
+                   ) -> tuple[list[SplitPlan], ClassIndex | None]:
+    """The plans of the ILSVRC archives' splits (`splits`, default those present)."""
+    devkit = read_devkit(archives.devkit) if archives.devkit else None
+    plans, classes = [], devkit.classes if devkit else None
+    splits = splits or [s for s in schema.SPLITS if getattr(archives, s) is not None]
+    if not splits:
+        raise ArchiveError("no image archive given: every split of the Archives is None")
+    for split in schema.SPLITS:
+        if split in splits:
+            path = archives.path_for(split)
+            plan = _plan_split(split, path, _index(output, split, path, progress),
+                               devkit, archives.devkit, classes, num_shards.get(split),
+                               options, seed, label_offset, allow_incomplete)
+            classes = plan.classes or classes
+            plans.append(plan)
+    return plans, classes
 
 
 def _claim_output(output: Path, plan: SplitPlan) -> None:
@@ -533,14 +597,16 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def convert(output: str | Path, archives: Archives | str | Path,
-            splits: Sequence[str] = schema.SPLITS, num_shards: dict[str, int] | None = None,
+def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
+            splits: Sequence[str] | None = None, num_shards: dict[str, int] | None = None,
             image_size: int = 256, crop: bool = True, quality: int = 90, seed: int = 0,
             processes: int | None = None, num_workers: int = 1, worker_index: int = 0,
             label_offset: int = 0, allow_incomplete: bool = False,
             checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True) -> Summary:
-    """Converts `splits` of the ILSVRC-2012 `archives` (an `Archives` or the directory
-    holding them) into shards in `output`, resuming whatever an earlier run finished.
+    """Converts `splits` (default: every split the source has) of `archives` into shards
+    in `output`, resuming whatever an earlier run finished.  `archives` is an `Archives`
+    (ILSVRC-2012, or a tar of per-class tars), a `FolderSource` (image folders), or a
+    path that `sources.find_source` tells which of them it is.
 
     `processes` decode in parallel (default: every usable core); they are spawned, so a
     script calling this needs the usual `if __name__ == "__main__":` guard.  With
@@ -554,16 +620,16 @@ def convert(output: str | Path, archives: Archives | str | Path,
     from tqdm import tqdm
 
     started = time.monotonic()
-    unknown = [s for s in splits if s not in schema.SPLITS]
-    if unknown or not splits:
+    unknown = [s for s in splits or () if s not in schema.SPLITS]
+    if unknown or (splits is not None and not splits):
         raise ArgumentError(f"splits {list(splits)}: choose from {', '.join(schema.SPLITS)}")
     if not 0 <= worker_index < num_workers:
         raise ArgumentError(f"--worker-index {worker_index} must be in [0, {num_workers})")
     if label_offset not in schema.LABEL_OFFSETS:
         raise ArgumentError(f"--label-offset {label_offset}: choose 0 (labels 0..N-1, TFDS and "
                             f"Keras) or 1 (1..N, the Inception and TPU readers)")
-    if not isinstance(archives, Archives):
-        archives = Archives.find(archives)
+    if not isinstance(archives, Archives | FolderSource):
+        archives = find_source(archives)
     num_shards = num_shards or {}  # the others: schema.default_num_shards
     options = ImageOptions(image_size, crop, quality)
     processes = processes or _usable_cpus()
@@ -579,16 +645,13 @@ def convert(output: str | Path, archives: Archives | str | Path,
         with (Pool(processes, worker.initialize, (shared,)) if processes > 1
               else InlinePool(worker.initialize, (shared, False))) as pool:
             # Plan everything first: a bad archive fails here, before any work is done.
-            devkit = read_devkit(archives.devkit) if archives.devkit else None
-            plans, classes = [], devkit.classes if devkit else None
-            for split in schema.SPLITS:
-                if split in splits:
-                    path = archives.path_for(split)
-                    plan = _plan_split(split, path, _index(output, split, path, progress),
-                                       devkit, archives.devkit, classes, num_shards.get(split),
-                                       options, seed, label_offset, allow_incomplete)
-                    classes = plan.classes or classes
-                    plans.append(plan)
+            if isinstance(archives, FolderSource):
+                plans = _plan_folders(output, archives, splits, num_shards, options, seed,
+                                      label_offset, allow_incomplete, progress)
+                classes = plans[0].classes
+            else:
+                plans, classes = _plan_archives(output, archives, splits, num_shards, options,
+                                                seed, label_offset, allow_incomplete, progress)
             if classes is not None:
                 _claim_labels(output, classes)
             for plan in plans:

@@ -1,0 +1,235 @@
+"""Image folders, the layout of Keras, torchvision and TFDS, in a directory or a tar: which
+files make each split, and the classes.
+
+Layouts of `root` (a directory, or a tar whose members may all sit under one top folder,
+as `tar -cf photos.tar photos` makes):
+
+- `root/train/<class>/...` with `root/val/<class>/...` (or `validation/`) and an
+  unlabelled `root/test/...`; files beside the split folders (a README) are listed as
+  skipped, any other folder there is an error;
+- `root/<class>/...`: the train split.  `validation_fraction` F holds out, in every
+  class, round(F x its images) of them (at least one, never all) as the validation
+  split: the class's paths sorted, then shuffled with the seed, the first ones held out.
+
+Classes are the class folders' names sorted (code points), label = index, as Keras's
+`image_dataset_from_directory` and torchvision's `ImageFolder`; a class file fixes
+another order and the display names.  A class's synset (`image/class/synset`, first
+column of `labels.txt`) is its folder name, so a folder named like a WNID
+(`n01440764`) keeps it; its text (`image/class/text`, second column) is the class file's
+name for it, else the folder name.  A class file has a line per class, `folder` or
+`folder<TAB>display name`, in label order: a `labels.txt` of an earlier conversion is one.
+
+Images in subfolders of a class folder belong to the class, as both readers walk them.
+A member is named by its path under `root` (`train/ants/1.jpg`; base names repeat across
+classes): that is its `image/filename` and how the manifest lists it.  Hidden files and
+symbolic links are listed as skipped (`archives.index_tree`), and files that do not
+decode as images when converted.  Errors, each naming the path or class: a file beside
+the class folders, a class folder without files, a validation class unknown to train, a
+class file's class without a folder or a folder the class file lacks.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+import random
+from pathlib import Path
+
+from tfrecords_tools import schema
+from tfrecords_tools.archives import ClassIndex, Index
+from tfrecords_tools.errors import ArchiveError, ArgumentError
+from tfrecords_tools.members import Member
+
+#: The split folders and the split each holds.
+SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation",
+                 "test": "test"}
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSource:
+    """A folder dataset to convert: where it is and how to split and name its classes."""
+
+    path: Path
+    #: hold out this fraction of every class as the validation split (`root/<class>` only)
+    validation_fraction: float | None = None
+    #: a class file fixing the classes' order and display names; None: sorted folder names
+    classes: Path | None = None
+
+    def __post_init__(self) -> None:
+        fraction = self.validation_fraction
+        if fraction is not None and not 0 < fraction < 1:
+            raise ArgumentError(f"--validation-fraction {fraction}: must be between 0 and 1 "
+                                f"(e.g. 0.1 holds out a tenth of every class)")
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderSplits:
+    """What a folder dataset holds: its classes, each split's members, and what was not
+    read (hidden files, links, files beside the split folders) per split."""
+
+    classes: ClassIndex
+    members: dict[str, list[Member]]
+    not_images: dict[str, list[dict]]
+
+    @property
+    def splits(self) -> list[str]:
+        return [split for split in schema.SPLITS if split in self.members]
+
+
+def parse_class_file(text: str, path: Path) -> list[tuple[str, str]]:
+    """(folder, display name) per line of a class file, in label order."""
+    entries = []
+    for number, line in enumerate(text.splitlines(), 1):
+        folder, _, name = line.partition("\t")
+        if not folder.strip():
+            raise ArgumentError(f"{path}:{number}: expected 'folder' or 'folder<TAB>display "
+                                f"name', got {line!r}")
+        entries.append((folder, name or folder))
+    repeated = [f for f, n in collections.Counter(f for f, _ in entries).items() if n > 1]
+    if repeated:
+        raise ArgumentError(f"{path}: class {repeated[0]!r} is listed more than once")
+    return entries
+
+
+def _strip_wrapper(files: list[str], directories: list[str]) -> str:
+    """The one top folder holding everything in a tar ("" if none) to read the layout
+    under; a split folder is never one."""
+    tops = {p.partition("/")[0] for p in files + directories}
+    if len(tops) == 1 and all("/" in p for p in files) and next(iter(tops)) not in SPLIT_FOLDERS:
+        return next(iter(tops)) + "/"
+    return ""
+
+
+def _classes_under(where: str, files: list[tuple], directories: list[str], root: str
+                   ) -> dict[str, list[tuple]]:
+    """{class folder: its files} of the class folders under `where` ("" or "train/")."""
+    by_class: dict[str, list[tuple]] = {}
+    for directory in directories:
+        if directory.startswith(where) and "/" not in directory[len(where):]:
+            by_class.setdefault(directory[len(where):], [])
+    for entry in files:
+        inside = entry[1][len(where):]
+        folder, slash, _ = inside.partition("/")
+        if not slash:
+            raise ArchiveError(f"{root}{entry[1]}: a file beside the class folders; every "
+                               f"image belongs in its class's folder ({root}{where}<class>/): "
+                               f"move it into one, or out of the dataset")
+        by_class.setdefault(folder, []).append(entry)
+    for folder, entries in sorted(by_class.items()):
+        if not entries:
+            raise ArchiveError(f"{root}{where}{folder}: a class folder without files; add its "
+                               f"images or remove the folder")
+        if "\t" in folder or "\n" in folder:
+            raise ArchiveError(f"{root}{where}{folder!r}: a class folder name with a tab or a "
+                               f"line break cannot be a line of {schema.LABELS}; rename it")
+    return by_class
+
+
+def _class_index(folders: list[str], class_file: list[tuple[str, str]] | None,
+                 where: str, class_path: Path | None) -> ClassIndex:
+    if class_file is None:
+        ordered = sorted(folders)  # as Keras and torchvision: code point order
+        return ClassIndex(tuple(ordered), tuple(ordered))
+    listed = {folder for folder, _ in class_file}
+    absent = [folder for folder, _ in class_file if folder not in folders]
+    if absent:
+        raise ArchiveError(f"{where}{absent[0]}: class {absent[0]!r} of {class_path} has no "
+                           f"folder of images ({len(absent)} such classes); add its images or "
+                           f"remove it from {class_path}")
+    unlisted = sorted(set(folders) - listed)
+    if unlisted:
+        raise ArchiveError(f"{where}{unlisted[0]}: class folder not listed in {class_path} "
+                           f"({len(unlisted)} such folders); add it there or remove it")
+    return ClassIndex(*(tuple(column) for column in zip(*class_file, strict=True)))
+
+
+def _hold_out(by_class: dict[str, list[Member]], fraction: float, seed: int
+              ) -> tuple[list[Member], list[Member]]:
+    """(train, validation): round(fraction x n) of each class's n images held out, at
+    least one and never all (a class of one image stays in train)."""
+    train, validation = [], []
+    for folder, members in sorted(by_class.items()):
+        members = sorted(members, key=lambda m: m.name)
+        # The string seed hashes the same in every run, and each class is drawn alone,
+        # so adding a class leaves the others' split as it was.
+        random.Random(f"validation-fraction:{seed}:{folder}").shuffle(members)
+        held = min(len(members) - 1, max(1, math.floor(fraction * len(members) + 0.5)))
+        validation += members[:held]
+        train += members[held:]
+    return train, validation
+
+
+def split_folders(index: Index, source: FolderSource, seed: int,
+                  class_file: list[tuple[str, str]] | None = None) -> FolderSplits:
+    """The classes and each split's members of the folder dataset `index` lists."""
+    root = f"{source.path}/"
+    paths = [entry[1] for entry in index.entries]
+    wrapper = "" if source.path.is_dir() else _strip_wrapper(paths, index.directories)
+    files = [(entry[0], entry[1][len(wrapper):], *entry[2:]) for entry in index.entries]
+    directories = [d[len(wrapper):] for d in index.directories if d.startswith(wrapper)
+                   and d != wrapper.rstrip("/")]
+    root += wrapper
+    tops = {p.partition("/")[0] for p in [f[1] for f in files if "/" in f[1]] + directories}
+    not_images: dict[str, list[dict]] = collections.defaultdict(list)
+    members: dict[str, list[Member]] = {}
+    if "train" in tops:  # root/train/<class>, root/val/<class>, root/test
+        strangers = sorted(tops - set(SPLIT_FOLDERS))
+        if strangers:
+            raise ArchiveError(f"{root}{strangers[0]}: a folder beside train/ that is not a "
+                               f"split folder ({', '.join(f'{f}/' for f in SPLIT_FOLDERS)}); "
+                               f"move it out of {root}")
+        if {"val", "validation"} <= tops:
+            raise ArchiveError(f"{root}: has both val/ and validation/; keep one")
+        validation_folder = "val" if "val" in tops else "validation"
+        if source.validation_fraction and validation_folder in tops:
+            raise ArgumentError(f"--validation-fraction: {root} has its own validation "
+                                f"folder; drop the option or the folder")
+        by_split: dict[str, list[tuple]] = collections.defaultdict(list)
+        for entry in files:
+            top, slash, _ = entry[1].partition("/")
+            if slash:
+                by_split[SPLIT_FOLDERS[top]].append(entry)
+            else:  # a README beside the split folders
+                not_images["train"].append({"member": entry[1], "reason": "a file beside "
+                                            "the split folders, not in a split"})
+        train = _classes_under("train/", by_split["train"], directories, root)
+        validation = (_classes_under(f"{validation_folder}/", by_split["validation"],
+                                     directories, root) if validation_folder in tops else None)
+        if "test" in tops:
+            members["test"] = [Member(f[1], f[2], f[3], schema.UNLABELED, f[4])
+                               for f in by_split["test"]]
+        where = {"train": "train/", "validation": f"{validation_folder}/", "test": "test/"}
+    else:  # root/<class>
+        train, validation = _classes_under("", files, directories, root), None
+        where = {"train": "", "validation": ""}
+    classes = _class_index(list(train), class_file, f"{root}{where['train']}", source.classes)
+    label_of = classes.label_of
+
+    def labelled(by_class: dict[str, list[tuple]]) -> dict[str, list[Member]]:
+        return {folder: [Member(f[1], f[2], f[3], label_of[folder], f[4]) for f in entries]
+                for folder, entries in by_class.items()}
+
+    if validation is not None:
+        unknown = sorted(set(validation) - set(label_of))
+        if unknown:
+            raise ArchiveError(f"{root}{where['validation']}{unknown[0]}: class {unknown[0]!r} "
+                               f"is not a class of {root}train/ ({len(unknown)} such "
+                               f"classes); add its training images or remove it")
+        members["validation"] = [m for ms in labelled(validation).values() for m in ms]
+        members["train"] = [m for ms in labelled(train).values() for m in ms]
+    elif source.validation_fraction:
+        members["train"], members["validation"] = _hold_out(
+            labelled(train), source.validation_fraction, seed)
+    else:
+        members["train"] = [m for ms in labelled(train).values() for m in ms]
+    empty = [split for split in members if not members[split]]
+    if empty:
+        within = f"{root}{where[empty[0]]}"
+        nor = "" if where["train"] else " and none of the ILSVRC-2012 archives"
+        raise ArchiveError(f"{within}: holds no images{nor}; an image folder dataset has "
+                           f"them in {within}<class>/")
+    for entry in index.not_images:
+        top = entry["member"].removeprefix(wrapper).partition("/")[0]
+        not_images[SPLIT_FOLDERS.get(top, "train") if "train" in tops else "train"].append(entry)
+    return FolderSplits(classes, members, dict(not_images))

@@ -1,0 +1,56 @@
+"""What a path to convert holds: ILSVRC-2012 archives, a tar of per-class tars, or image
+folders.
+
+- A directory with any of the ILSVRC-2012 archives (or Kaggle's layout of them):
+  `archives.Archives`.
+- A tar whose first member is a per-class `n########.tar` (ILSVRC's train tar, or the
+  ImageNet Fall 2011 release `fall11_whole.tar`, 21,841 classes, without a devkit): its
+  train split, the classes being the inner tars' WNIDs.
+- Anything else, a directory or a tar: image folders (`folders`).
+"""
+
+from __future__ import annotations
+
+import re
+import tarfile
+from pathlib import Path
+
+from tfrecords_tools.archives import Archives
+from tfrecords_tools.errors import ArchiveError, ArgumentError
+from tfrecords_tools.folders import FolderSource
+
+_CLASS_TAR = re.compile(r"(\./)?n\d{8}\.tar")
+
+
+def _first_member(path: Path) -> str:
+    """The name of the tar's first member: one header read, at the start."""
+    try:
+        with tarfile.open(path, mode="r:") as archive:
+            first = archive.next()
+    except (tarfile.TarError, OSError) as error:
+        raise ArchiveError(f"{path}: not a readable tar ({error}); give a directory of image "
+                           f"folders or ILSVRC archives, or a tar of one") from error
+    if first is None:
+        raise ArchiveError(f"{path}: an empty tar")
+    return first.name
+
+
+def find_source(path: str | Path, validation_fraction: float | None = None,
+                classes: Path | None = None) -> Archives | FolderSource:
+    """What `path` holds, ready to convert; the folder options apply to image folders."""
+    path = Path(path)
+    if path.is_file():
+        if _CLASS_TAR.fullmatch(_first_member(path)):
+            archives = Archives(train=path)
+        else:
+            return FolderSource(path, validation_fraction, classes)
+    else:
+        archives = Archives.find(path)  # a missing path: the error names it
+        if archives == Archives():
+            return FolderSource(path, validation_fraction, classes)
+    for flag, value in (("--validation-fraction", validation_fraction),
+                        ("--classes", classes)):
+        if value is not None:
+            raise ArgumentError(f"{flag}: applies to image folders; {path} holds ILSVRC-style "
+                                f"archives, whose classes and splits are their own")
+    return archives
