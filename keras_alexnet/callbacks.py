@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import keras
 
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.resume import Progress
 
 LR_DIVISOR = 10.0  # "divide the learning rate by 10" [paper §5]
@@ -65,7 +66,7 @@ class DivideLearningRateOnPlateau(keras.callbacks.Callback):
                  say: Callable[[str], None] = print):
         super().__init__()
         if initial_learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {initial_learning_rate}")
+            raise AlexNetError(f"learning_rate must be positive, got {initial_learning_rate}")
         self.initial_learning_rate = initial_learning_rate
         self.monitor, self.patience = monitor, patience
         self.max_reductions, self.min_delta = max_reductions, min_delta

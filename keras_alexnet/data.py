@@ -301,7 +301,7 @@ def evaluation_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
     the centre crop.
     """
     if crops not in ("center", "ten"):
-        raise ValueError(f"crops must be 'center' or 'ten', got {crops!r}")
+        raise AlexNetError(f"crops must be 'center' or 'ten', got {crops!r}")
     info = DatasetInfo.of(data_dir)
     shards, label_offset = info.shards(split), info.label_offset
     contract = contract or InputContract.from_data(info, image_size, mean,

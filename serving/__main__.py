@@ -127,9 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         # starts anyway; so does this server, for every flag it lacks.
         print(f"unknown argument: {unknown[0]}" + (f" (and {len(unknown) - 1} more: "
               f"{' '.join(unknown[1:])})" if len(unknown) > 1 else ""), file=sys.stderr)
-    from serving.errors import ServingError
-
-    return run_command(args, errors=(ServingError,))
+    return run_command(args)
 
 
 if __name__ == "__main__":

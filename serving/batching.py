@@ -25,7 +25,13 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from serving.config_files import BatchingParameters, read_text_proto
-from serving.errors import InternalError, InvalidArgumentError, ServingError, UnavailableError
+from serving.errors import (
+    ConfigError,
+    InternalError,
+    InvalidArgumentError,
+    ServingError,
+    UnavailableError,
+)
 
 Arrays = dict[str, np.ndarray]
 
@@ -43,28 +49,28 @@ class BatchingOptions:
     def __post_init__(self):
         for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
         if self.batch_timeout_micros < 0:
-            raise ValueError(f"batch_timeout_micros must be non-negative, got "
-                             f"{self.batch_timeout_micros}")
+            raise ConfigError(f"batch_timeout_micros must be non-negative, got "
+                              f"{self.batch_timeout_micros}")
         sizes = self.allowed_batch_sizes
         if sizes and (list(sizes) != sorted(set(sizes)) or sizes[-1] != self.max_batch_size):
-            raise ValueError(f"allowed_batch_sizes must increase and end with max_batch_size "
-                             f"({self.max_batch_size}), got {list(sizes)}")
+            raise ConfigError(f"allowed_batch_sizes must increase and end with max_batch_size "
+                              f"({self.max_batch_size}), got {list(sizes)}")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> BatchingOptions:
         params = read_text_proto(path, BatchingParameters)
         if params.pad_variable_length_inputs:
-            raise ValueError(f"{path}: pad_variable_length_inputs is not supported by this "
-                             f"server; requests batch only with same-shaped requests")
+            raise ConfigError(f"{path}: pad_variable_length_inputs is not supported by this "
+                              f"server; requests batch only with same-shaped requests")
         values = {name: getattr(params, name).value
                   for name in ("max_batch_size", "batch_timeout_micros", "max_enqueued_batches",
                                "num_batch_threads") if params.HasField(name)}
         try:
             return cls(**values, allowed_batch_sizes=tuple(params.allowed_batch_sizes))
         except ValueError as error:
-            raise ValueError(f"{path}: {error}") from None
+            raise ConfigError(f"{path}: {error}") from error
 
 
 @dataclasses.dataclass

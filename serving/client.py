@@ -28,7 +28,7 @@ from tensorflow_serving.apis import (
 )
 
 from serving import DEFAULT_MODEL_NAME
-from serving.errors import InvalidArgumentError, UnimplementedError, error_for
+from serving.errors import ConfigError, InvalidArgumentError, UnimplementedError, error_for
 from serving.tensors import to_ndarray, to_tensor_proto
 
 DEFAULT_TARGET = "127.0.0.1:8500"
@@ -117,7 +117,7 @@ class Client:
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  max_batch: int = DEFAULT_MAX_BATCH):
         if version is not None and version_label is not None:
-            raise ValueError("give version or version_label, not both")
+            raise ConfigError("give version or version_label, not both")
         self.target, self.model_name = target, model_name
         self.signature_name, self.version, self.version_label = \
             signature_name, version, version_label
@@ -166,7 +166,7 @@ class Client:
             except grpc.RpcError as error:
                 code = error.code()
                 if code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
-                    raise error_for(code, error.details() or "") from None
+                    raise error_for(code, error.details() or "") from error
             delay = min(self.backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS)
             time.sleep(delay * random.uniform(0.5, 1.5))  # jitter spreads retrying clients
         raise AssertionError("unreachable")
@@ -207,7 +207,7 @@ class Client:
                         self._top5([images[index]], version, version_label, timeout)
                     except InvalidArgumentError as single:
                         raise InvalidArgumentError(
-                            f"image {index} of {len(images)}: {single.message}") from None
+                            f"image {index} of {len(images)}: {single.message}") from error
                 raise error
         return results
 

@@ -22,6 +22,8 @@ from google.protobuf import (
     wrappers_pb2,  # noqa: F401  (registers wrappers.proto in the pool)
 )
 
+from serving.errors import ConfigError
+
 _F = descriptor_pb2.FieldDescriptorProto
 
 
@@ -71,7 +73,7 @@ def read_text_proto(path: str | os.PathLike, message_class):
         with open(path, encoding="utf-8") as file:
             return text_format.Parse(file.read(), message_class())
     except OSError as error:
-        raise ValueError(f"{path}: cannot read: {error.strerror}") from None
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
     except text_format.ParseError as error:
-        raise ValueError(f"{path}: not a valid {message_class.DESCRIPTOR.name} text proto: "
-                         f"{error}") from None
+        raise ConfigError(f"{path}: not a valid {message_class.DESCRIPTOR.name} text proto: "
+                          f"{error}") from error

@@ -1,11 +1,21 @@
-"""Errors carrying a gRPC status code and the server's message, shared by server and client."""
+"""Errors carrying a gRPC status code and the server's message, shared by server and client,
+and the error of a configuration the server cannot use.
+
+Both are `tfrecords_tools.errors.UserError`s: the command line prints them as one line.
+"""
 
 from __future__ import annotations
 
 import grpc
 
+from tfrecords_tools.errors import UserError
 
-class ServingError(Exception):
+
+class ConfigError(UserError, ValueError):
+    """A flag or configuration file the server cannot use; the message names it."""
+
+
+class ServingError(UserError):
     """A call failed with `code`; `message` is the server's text, unchanged."""
 
     code = grpc.StatusCode.UNKNOWN

@@ -25,6 +25,7 @@ from tensorflow_serving.apis import get_model_status_pb2, prediction_log_pb2
 from tensorflow_serving.config import file_system_storage_path_source_pb2
 
 from serving.errors import (
+    ConfigError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
@@ -55,7 +56,7 @@ def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
     for meta_graph in saved_model.meta_graphs:
         if SERVE_TAG in meta_graph.meta_info_def.tags:
             return meta_graph
-    raise ValueError(f"{path}: no MetaGraphDef with tag {SERVE_TAG!r}")
+    raise ConfigError(f"{path}: no MetaGraphDef with tag {SERVE_TAG!r}")
 
 
 def op_error_message(error: tf.errors.OpError) -> str:
@@ -124,8 +125,8 @@ class Servable:
                          {alias: to_ndarray(proto) for alias, proto in request.inputs.items()})
             except Exception as error:  # one line naming the record, not a traceback
                 message = getattr(error, "message", None) or f"{error}"
-                raise ValueError(f"{path}: warmup record {number} failed: "
-                                 f"{message.splitlines()[0]}") from None
+                raise ConfigError(f"{path}: warmup record {number} failed: "
+                                  f"{message.splitlines()[0]}") from error
             count += 1
         return count
 

@@ -23,7 +23,7 @@ from serving import DEFAULT_MODEL_NAME
 from serving.batching import BatchingOptions, BatchScheduler
 from serving.client import MAX_MESSAGE_BYTES
 from serving.config_files import MonitoringConfig, SSLConfig, read_text_proto
-from serving.errors import ServingError
+from serving.errors import ConfigError, ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
 from serving.options import ServerOptions
 from serving.rest import RestApi, RestServer
@@ -41,9 +41,9 @@ def server_credentials(ssl_config_file: str | os.PathLike) -> grpc.ServerCredent
     """TLS credentials from a `tensorflow.serving.SSLConfig` text file."""
     config = read_text_proto(ssl_config_file, SSLConfig)
     if not config.server_key or not config.server_cert:
-        raise ValueError(f"{ssl_config_file}: server_key and server_cert are required")
+        raise ConfigError(f"{ssl_config_file}: server_key and server_cert are required")
     if config.client_verify and not config.custom_ca:
-        raise ValueError(f"{ssl_config_file}: client_verify needs custom_ca to verify against")
+        raise ConfigError(f"{ssl_config_file}: client_verify needs custom_ca to verify against")
     return grpc.ssl_server_credentials(
         [(config.server_key.encode(), config.server_cert.encode())],
         root_certificates=config.custom_ca.encode() or None,
@@ -70,11 +70,11 @@ class ModelServer:
         elif model_base_path is not None or fields:
             raise TypeError("ModelServer takes options or their fields, not both")
         if not options.model_base_path and not options.model_config_file:  # server.cc
-            raise ValueError("Both server_options.model_base_path and "
-                             "server_options.model_config_file are empty!")
+            raise ConfigError("Both server_options.model_base_path and "
+                              "server_options.model_config_file are empty!")
         if options.batching_parameters_file and not options.enable_batching:  # server.cc
-            raise ValueError("server_options.batching_parameters_file is set without setting "
-                             "server_options.enable_batching to true.")
+            raise ConfigError("server_options.batching_parameters_file is set without setting "
+                              "server_options.enable_batching to true.")
         self.options = options
         self._config = (read_model_config(options.model_config_file)
                         if options.model_config_file
@@ -110,7 +110,7 @@ class ModelServer:
         try:
             self.core.reload_config(self._config)
         except ServingError as error:  # tensorflow_model_server exits with the message
-            raise ValueError(f"cannot start the server: {error}") from None
+            raise ConfigError(f"cannot start the server: {error}") from error
         self._batcher = BatchScheduler(self._batching) if self._batching else None
         server = grpc.server(
             futures.ThreadPoolExecutor(self._max_threads, thread_name_prefix="grpc"),
@@ -132,7 +132,7 @@ class ModelServer:
             else:
                 self.port = server.add_insecure_port(address)
         except RuntimeError as error:  # grpc's "Failed to bind"
-            raise OSError(f"cannot listen on {address}: {error}") from None
+            raise OSError(f"cannot listen on {address}: {error}") from error
         if self.options.rest_api_port:  # 0: no REST API, as tensorflow_model_server
             api = RestApi(self.core, predictions, models, self.metrics, self._metrics_path)
             self.rest = RestServer(api, self.host, self.options.rest_api_port,

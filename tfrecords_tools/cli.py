@@ -31,11 +31,6 @@ from collections.abc import Callable, Iterator
 
 from tfrecords_tools.errors import UserError
 
-#: Plain exceptions still raised for the user's mistakes by modules not yet moved to
-#: their package's `UserError` subclasses (serving's configuration checks, a few of
-#: keras_alexnet's figures): one line until they are.  Then every ValueError is a bug;
-#: drop this once none is left.
-NOT_YET_TYPED: tuple[type[Exception], ...] = (ValueError,)
 BUG = 70  # sysexits.h EX_SOFTWARE
 
 #: TensorFlow's C++ log lines (absl's format) and the line absl prints before them.
@@ -91,7 +86,7 @@ def is_user_error(error: BaseException) -> bool:
         # errno.  Without a file, an OS error is the program's, except a full disk.
         return (error.filename is not None or error.errno is None
                 or error.errno == errno.ENOSPC)
-    return isinstance(error, (UserError, *NOT_YET_TYPED))
+    return isinstance(error, UserError)
 
 
 class _Terminated:
@@ -107,12 +102,11 @@ class _Terminated:
         raise KeyboardInterrupt
 
 
-def run_command(args: argparse.Namespace, *, errors: tuple[type[BaseException], ...] = (),
-                resume_hint: str = "", tensorflow: bool = True) -> int:
+def run_command(args: argparse.Namespace, *, resume_hint: str = "",
+                tensorflow: bool = True) -> int:
     """Runs `args.run(args)` as every tool does: TensorFlow imported quietly (unless
     `tensorflow` is false: a command that never loads it), the exit status mapped as
-    the module docstring says.  `errors` are the tool's own user-facing error classes
-    that are not `UserError`s (the server's refusals).
+    the module docstring says.
     Ctrl-C prints "interrupted" and SIGTERM "terminated", followed by `resume_hint`,
     unless the code raised its KeyboardInterrupt with a message of its own."""
     run: Callable[[argparse.Namespace], int | None] = args.run
@@ -127,7 +121,7 @@ def run_command(args: argparse.Namespace, *, errors: tuple[type[BaseException], 
         print(f"{error}" or f"{what}{resume_hint}", file=sys.stderr)
         return 143 if _Terminated.received else 130
     except Exception as error:
-        if isinstance(error, errors) or is_user_error(error):
+        if is_user_error(error):
             if getattr(args, "verbose", False):
                 traceback.print_exception(error, file=sys.stderr)
             print(f"error: {error}", file=sys.stderr)

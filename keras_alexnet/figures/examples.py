@@ -133,7 +133,7 @@ def fetch_examples(data_dir: str | Path | DatasetInfo, split: str,
             break
     missing = [key for key in keys if (key[0], int(key[1])) not in found]
     if missing:
-        raise KeyError(f"{data_dir}: no {split} records at {missing[:5]} (shard, offset); "
-                       f"were the shards rewritten after the index was built?")
+        raise AlexNetError(f"{data_dir}: no {split} records at {missing[:5]} (shard, offset); "
+                           f"were the shards rewritten after the index was built?")
     return Examples.concatenate([batch.take([i]) for i, batch in
                                  (found[shard, int(offset)] for shard, offset in keys)])

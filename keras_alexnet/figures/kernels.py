@@ -14,6 +14,7 @@ import keras
 import numpy as np
 from matplotlib import image as mpimage
 
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.model import TOWERS
 
 BACKGROUND = 255  # white gaps between tiles, as in the paper's figure
@@ -78,9 +79,9 @@ def normalize_kernel(kernel: np.ndarray) -> np.ndarray:
 def kernel_grid(kernels: np.ndarray, columns: int = 16, scale: int = 4) -> np.ndarray:
     """(towers, n, k, k, 3) kernels -> an RGB uint8 picture, one row block per tower."""
     if kernels.ndim != 5 or kernels.shape[0] != len(TOWERS) or kernels.shape[-1] != 3:
-        raise ValueError(f"kernels must have shape (2, n, k, k, 3), got {kernels.shape}")
+        raise AlexNetError(f"kernels must have shape (2, n, k, k, 3), got {kernels.shape}")
     if columns < 1 or scale < 1:
-        raise ValueError(f"columns and scale must be positive, got {columns} and {scale}")
+        raise AlexNetError(f"columns and scale must be positive, got {columns} and {scale}")
     layout = KernelGridLayout(kernels.shape[1], kernels.shape[2], columns, scale)
     picture = np.full((*layout.shape, 3), BACKGROUND, np.uint8)
     for tower, tower_kernels in enumerate(kernels):

@@ -14,6 +14,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from keras_alexnet.contract import InputContract, contract_of
+from keras_alexnet.errors import AlexNetError
 from keras_alexnet.figures.canvas import new_figure, save_png, short_name
 from keras_alexnet.figures.examples import Examples, load_examples
 from tfrecords_tools.dataset import DatasetInfo
@@ -48,11 +49,11 @@ def draw_predictions(images: np.ndarray, probabilities: np.ndarray, labels: Sequ
     Bars run from 0 to 1 on a fixed scale, so their lengths compare across images.
     """
     if not len(images) == len(probabilities) == len(labels):
-        raise ValueError(f"images, probabilities and labels must have the same length, got "
-                         f"{len(images)}, {len(probabilities)}, {len(labels)}")
+        raise AlexNetError(f"images, probabilities and labels must have the same length, got "
+                           f"{len(images)}, {len(probabilities)}, {len(labels)}")
     if np.shape(probabilities)[-1] != len(names):
-        raise ValueError(f"{np.shape(probabilities)[-1]} classes in the probabilities but "
-                         f"{len(names)} class names")
+        raise AlexNetError(f"{np.shape(probabilities)[-1]} classes in the probabilities but "
+                           f"{len(names)} class names")
     columns = max(1, min(columns, len(images)))
     rows = -(-len(images) // columns)
     width, height = columns * CELL_WIDTH, rows * CELL_HEIGHT
