@@ -230,6 +230,8 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         raise ArchiveError(f"{within}: holds no images{nor}; an image folder dataset has "
                            f"them in {within}<class>/")
     for entry in index.not_images:
-        top = entry["member"].removeprefix(wrapper).partition("/")[0]
-        not_images[SPLIT_FOLDERS.get(top, "train") if "train" in tops else "train"].append(entry)
+        name = entry["member"].removeprefix(wrapper)  # as a directory of the tar names it
+        top = name.partition("/")[0]
+        not_images[SPLIT_FOLDERS.get(top, "train") if "train" in tops else "train"].append(
+            dict(entry, member=name))
     return FolderSplits(classes, members, dict(not_images))
