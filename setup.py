@@ -15,6 +15,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",  # keras 3.15, numpy 2.4 and scipy 1.17 need 3.11
     packages=find_packages(include=["keras_alexnet*", "serving*", "tfrecords_tools*"]),
+    # The ILSVRC-2012 class names, shipped so that naming them needs no download.
+    package_data={"keras_alexnet": ["synset_words.txt"]},
     install_requires=[
         # tensorflow, not tensorflow-cpu: tensorflow-serving-api depends on the former.
         "tensorflow>=2.21,<3",

@@ -16,6 +16,11 @@ Caffe's LRN, which divides alpha by the window size (`CAFFE_LRN`).  The mapping:
 - conv1's filters read BGR in Caffe; they are reversed to read this model's RGB input,
   and the Caffe mean (B, G, R) = (104, 117, 123) becomes the contract's RGB mean.
 
+The classes: `SYNSET_WORDS` beside this module is BVLC's `synset_words.txt` (from
+Caffe's `caffe_ilsvrc12.tar.gz`, which Caffe's `data/ilsvrc12/get_ilsvrc_aux.sh`
+fetches): the 1000 ILSVRC-2012 WNIDs, sorted, each with its WordNet names, in the order
+of BVLC AlexNet's fc8 outputs; shipped, so naming them needs no download.
+
 The files are read without Caffe: the few `caffe.proto` messages a `.caffemodel` needs
 are declared here as protobuf descriptors (both NetParameter's `layer` and the legacy
 V1 `layers` field); ONNX files need the `onnx` package (`pip install -e ".[onnx]"`).
@@ -43,6 +48,8 @@ from keras_alexnet.model import TOWERS
 #: crops of images rescaled to 256x256 (Caffe's `transform_param`).
 CAFFE_MEAN_RGB = (123.0, 117.0, 104.0)
 CAFFE_RESIZE_SIZE = 256
+#: The ILSVRC-2012 classes in BVLC's output order (`n01440764 tench, Tinca tinca`).
+SYNSET_WORDS = Path(__file__).with_name("synset_words.txt")
 
 
 @dataclasses.dataclass
@@ -444,7 +451,8 @@ def import_weights(path: str | Path, model_dir: str | Path, *,
         model_dir: where `checkpoints/epoch-0000.keras` goes; `evaluate`, `export`,
             `predict`, the pictures and `fit` (fine-tuning) read it like any other.
         labels: the classes in the model's output order: a `labels.txt`, a synset
-            words file or the ILSVRC2012 devkit; without it the classes are unnamed.
+            words file (`SYNSET_WORDS`: ILSVRC-2012's, as BVLC's weights order them) or
+            the ILSVRC2012 devkit; without it the classes are unnamed.
         mean_image: subtract this 256x256 mean image (Caffe `.binaryproto` or RGB
             `.npy`) instead of the per-channel Caffe mean.
     """
@@ -457,6 +465,7 @@ def import_weights(path: str | Path, model_dir: str | Path, *,
         raise AlexNetError(f"{path}: expected a .caffemodel or an .onnx file")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
+    target = new_checkpoint_path(model_dir)
     layers = reader(path)
     check_network(layers, str(path))
     num_classes = layers[len(EXPECTED) - 1].params["outputs"]
@@ -476,8 +485,15 @@ def import_weights(path: str | Path, model_dir: str | Path, *,
     model.input_contract = InputContract(
         classes, config.image_size, CAFFE_RESIZE_SIZE,
         "channel" if image is None else "pixel", mean_rgb, image)
+    return checkpoints.save_checkpoint(model, target, {"epoch": 0, "step": 0,
+                                                       "imported_from": str(path)})
+
+
+def new_checkpoint_path(model_dir: str | Path) -> Path:
+    """Where an import into `model_dir` goes; refused if a checkpoint is already there."""
+    from keras_alexnet import checkpoints
+
     target = checkpoints.checkpoint_path(model_dir, 0)
     if target.exists():
         raise FileExistsError(f"{target} already exists; import into another model_dir")
-    return checkpoints.save_checkpoint(model, target, {"epoch": 0, "step": 0,
-                                                       "imported_from": str(path)})
+    return target
