@@ -17,6 +17,12 @@ from typing import Any
 from keras_alexnet.errors import AlexNetError
 
 MEAN_MODES = ("channel", "pixel")  # per-channel mean, or the per-pixel mean image [paper §2]
+#: The learned layers from the input up, each in both towers [paper §3.5, Figure 2].
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+PAPER_LEARNING_RATE = 0.01  # [paper §5]
+#: Caffe's fine-tuning example (`models/finetune_flickr_style/solver.prototxt`,
+#: `base_lr: 0.001`): a tenth of training from scratch, the weights being already good.
+FINE_TUNING_LEARNING_RATE = 0.001
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,6 +104,7 @@ def _option(default: Any, help: str, *, group: str, at_least: float | None = Non
 
 
 SCHEDULE = "training [paper §5]"
+FINE_TUNING = "fine-tuning [paper §6]"
 INPUT = "input [paper §4.1]"
 DEVICES = "devices"
 OUTPUT = "output"
@@ -119,8 +126,9 @@ class TrainingOptions:
                           "(\"roughly 90 cycles\" [paper §5])", group=SCHEDULE, at_least=1)
     batch_size: int = _option(128, "images per step, over all devices [paper §5]",
                               group=SCHEDULE, at_least=1)
-    learning_rate: float = _option(0.01, "initial learning rate [paper §5]", group=SCHEDULE,
-                                   above=0)
+    learning_rate: float | None = _option(
+        None, f"initial learning rate (default: {PAPER_LEARNING_RATE} [paper §5], "
+        f"{FINE_TUNING_LEARNING_RATE} with --init-from)", group=SCHEDULE, above=0)
     momentum: float = _option(0.9, "[paper §5]", group=SCHEDULE, at_least=0, below=1)
     weight_decay: float = _option(0.0005, "decay inside the momentum, on kernels [paper §5]",
                                   group=SCHEDULE, at_least=0)
@@ -172,6 +180,15 @@ class TrainingOptions:
                                 at_least=0, metavar="STEPS")
     tensorboard: bool = _option(True, "write TensorBoard logs (with the tensorboard "
                                 "package)", group=OUTPUT)
+    # Fine-tuning [paper §6: "1 CNN*", pre-trained then fine-tuned] (`keras_alexnet.finetune`).
+    init_from: str | None = _option(None, "start a new run from this run directory or .keras "
+                                    "checkpoint: its weights, geometry and mean, the data's "
+                                    "classes (a new fc8 when their count differs, learning 10x "
+                                    "faster, its biases 20x)", group=FINE_TUNING,
+                                    metavar="SOURCE")
+    freeze: str | None = _option(None, "keep this layer and every layer below it fixed, in "
+                                 "both towers (conv5: a new classifier on frozen features)",
+                                 group=FINE_TUNING, choices=LAYERS[:-1])
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -183,9 +200,19 @@ class TrainingOptions:
                                    f"{value!r}")
             if isinstance(value, (int, float)):
                 _check_range(field.name, value, rules)
+        if self.freeze and not self.init_from:
+            raise AlexNetError(f"freeze {self.freeze!r} needs init_from: the weights to keep "
+                               f"fixed come from a source run")
         if self.devices is not None and len(self.devices) != 2:
             raise AlexNetError(f"devices must name two devices (tower_a, tower_b), got "
                                f"{self.devices!r}")
+
+    @property
+    def initial_learning_rate(self) -> float:
+        """`learning_rate`, or its default: the paper's, or Caffe's for fine-tuning."""
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return FINE_TUNING_LEARNING_RATE if self.init_from else PAPER_LEARNING_RATE
 
     def replace(self, **changes: Any) -> TrainingOptions:
         """A copy with `changes`; a name that is no option is a TypeError naming it."""

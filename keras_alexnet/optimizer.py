@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_alexnet import keras_internals
 from keras_alexnet.errors import AlexNetError
 
 
@@ -25,7 +26,7 @@ class PaperSGD(keras.optimizers.SGD):
     """
 
     def __init__(self, learning_rate=0.01, momentum: float = 0.9, decay: float = 0.0005,
-                 **kwargs):
+                 learning_rate_multipliers: dict[str, float] | None = None, **kwargs):
         if kwargs.get("weight_decay"):
             # Keras's weight_decay is decoupled (applied to the weights outside the
             # momentum): the rule this class exists to replace [paper §5].
@@ -37,6 +38,15 @@ class PaperSGD(keras.optimizers.SGD):
         if decay < 0:
             raise AlexNetError(f"decay must be non-negative, got {decay}")
         self.decay = decay
+        # Per-variable factors on the whole step, gradient and decay alike, as Caffe's
+        # `lr_mult` scales its local rate (the new layer of a fine-tuning run,
+        # `keras_alexnet.finetune`); keys are variable paths.
+        self.learning_rate_multipliers = dict(learning_rate_multipliers or {})
+        self._multipliers: list[float] = []
+
+    def build(self, variables):
+        super().build(variables)
+        self._multipliers = [self.learning_rate_multipliers.get(v.path, 1.0) for v in variables]
 
     def add_variable_from_reference(self, reference_variable, name=None, initializer="zeros"):
         # Keras only colocates slots under a distribution strategy; without one the
@@ -51,7 +61,12 @@ class PaperSGD(keras.optimizers.SGD):
         # The TensorFlow backend hands over the raw tf.Variable, named "kernel:0".
         if self.decay and variable.name.split(":")[0].endswith("kernel"):
             gradient = gradient + keras.ops.cast(self.decay, variable.dtype) * variable
+        if self.learning_rate_multipliers:
+            multiplier = self._multipliers[keras_internals.variable_index(self, variable)]
+            if multiplier != 1.0:
+                gradient = gradient * keras.ops.cast(multiplier, variable.dtype)
         super().update_step(gradient, variable, learning_rate)
 
     def get_config(self):
-        return {**super().get_config(), "decay": self.decay}
+        return {**super().get_config(), "decay": self.decay,
+                "learning_rate_multipliers": self.learning_rate_multipliers}

@@ -45,12 +45,25 @@ def run_seed(model_dir: Path, seed: int | None) -> tuple[int, bool]:
     return (random.randrange(2**20), True) if seed is None else (seed, False)
 
 
-def write_run_file(model_dir: Path, seed: int, options: TrainingOptions) -> None:
+def recorded_source(model_dir: Path) -> str | None:
+    """The checkpoint a fine-tuning run in `model_dir` started from, if any."""
+    path = model_dir / checkpoints.RUN_NAME
+    return (json.loads(path.read_text()).get("init_from") or {}).get("path") \
+        if path.exists() else None
+
+
+def write_run_file(model_dir: Path, seed: int, options: TrainingOptions,
+                   source: dict | None = None) -> None:
     """`run.json`: the seed and the options of the latest call, so any run can be
-    repeated (the seed never changes once recorded)."""
+    repeated (the seed never changes once recorded), and the checkpoint a fine-tuning
+    run started from with its sha256 (kept once recorded)."""
+    path = model_dir / checkpoints.RUN_NAME
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    run = {"seed": seed, "options": {**options.to_json(), "seed": seed}}
+    if source or recorded.get("init_from"):
+        run["init_from"] = recorded.get("init_from") or source
     model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / checkpoints.RUN_NAME).write_text(json.dumps(
-        {"seed": seed, "options": {**options.to_json(), "seed": seed}}, indent=1) + "\n")
+    path.write_text(json.dumps(run, indent=1) + "\n")
 
 
 # --- the training log -------------------------------------------------------------------------

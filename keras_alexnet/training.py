@@ -16,16 +16,17 @@ model, run Keras's `fit` with the schedule and checkpoint callbacks, report.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import importlib.util
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from keras_alexnet import checkpoints, data, resume
+from keras_alexnet import checkpoints, data, finetune, resume
 from keras_alexnet.callbacks import DivideLearningRateOnPlateau, RunCallbacks, StopOnNaN
 from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
@@ -80,6 +81,9 @@ def plan(data_dir: str | Path | DatasetInfo, model_dir: str | Path,
     strategy = (select_strategy(options.strategy) if isinstance(options.strategy, str)
                 else options.strategy)
     info, model_dir, chief = DatasetInfo.of(data_dir), Path(model_dir), is_chief(strategy)
+    if not options.init_from and resume.recorded_source(model_dir):
+        # A fine-tuning run resumed without its flag: same source, same learning rates.
+        options = options.replace(init_from=resume.recorded_source(model_dir))
     num_classes = _num_classes(info, config)
     data.check_shards(info, "train", num_classes)
     validation_records = 0
@@ -117,18 +121,36 @@ def _check_compatible(model: keras.Model, path: Path, num_classes: int,
                                   f"config gives {value}; use another model_dir")
 
 
-def _new_model(plan: Plan) -> keras.Model:
-    """The model of `plan.config`, its layers computing in the options' mixed precision
-    (they keep the policy when saved, so a resumed run keeps it too) without changing
-    the global policy."""
-    config = dataclasses.replace(plan.config or AlexNetConfig(), num_classes=plan.num_classes)
+@contextlib.contextmanager
+def _layer_policy(options: TrainingOptions) -> Iterator[None]:
+    """New layers compute in the options' mixed precision (they keep the policy when
+    saved, so a resumed run keeps it too), the global policy unchanged after."""
     previous = keras.mixed_precision.dtype_policy()
-    if plan.options.mixed_precision:
-        keras.mixed_precision.set_dtype_policy(plan.options.mixed_precision)
+    if options.mixed_precision:
+        keras.mixed_precision.set_dtype_policy(options.mixed_precision)
     try:
-        return build_model(config, devices=plan.options.devices, seed=plan.seed)
+        yield
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
+
+
+def _new_model(plan: Plan) -> tuple[keras.Model, finetune.Source | None]:
+    """The model of `plan.config` with fresh weights, or with those of
+    `options.init_from` (fine-tuning; then also the source read)."""
+    options = plan.options
+    with _layer_policy(options):
+        if not options.init_from:
+            config = dataclasses.replace(plan.config or AlexNetConfig(),
+                                         num_classes=plan.num_classes)
+            return build_model(config, devices=options.devices, seed=plan.seed), None
+        source = finetune.read_source(options.init_from)
+        classes = plan.data.classes or tuple(("", f"class {i}")
+                                             for i in range(plan.num_classes))
+        model = finetune.initialise_from(source, classes, devices=options.devices,
+                                         seed=plan.seed, config=plan.config)
+    if options.freeze:
+        finetune.freeze(model, options.freeze)
+    return model, source
 
 
 def _contract(plan: Plan, model: keras.Model, resumed_from: Path | None) -> InputContract:
@@ -153,9 +175,11 @@ def _contract(plan: Plan, model: keras.Model, resumed_from: Path | None) -> Inpu
     return recorded
 
 
-def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint]:
-    """The newest saved state's model and where it stopped, else a new model; compiled,
-    with its input contract, its dropout streams where its steps left them.
+def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint,
+                                         finetune.Source | None]:
+    """The newest saved state's model and where it stopped, else a new model (and the
+    fine-tuning source it started from); compiled, with its input contract, its dropout
+    streams where its steps left them.
 
     Everything is created in the strategy's scope (the optimizer too: its slots must
     be variables of the same strategy as the weights)."""
@@ -164,12 +188,20 @@ def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint]:
         raise CheckpointError(f"{point.path} was saved at step {point.step} of an epoch of "
                               f"{point.steps_per_epoch} steps; resume with steps_per_epoch="
                               f"{point.steps_per_epoch}")
+    source = None
     with plan.strategy.scope():
-        model = checkpoints.load_model(point.path) if point.path else _new_model(plan)
+        if point.path:
+            model = checkpoints.load_model(point.path)
+        else:
+            model, source = _new_model(plan)
         optimizer = getattr(model, "optimizer", None)  # momentum, iterations, rate
         if optimizer is None:  # a new model, or imported weights (`keras_alexnet.bvlc`)
-            optimizer = PaperSGD(options.learning_rate, options.momentum,
-                                 options.weight_decay)
+            new_top = source is not None and \
+                source.model.output_shape[-1] != plan.num_classes
+            optimizer = PaperSGD(options.initial_learning_rate, options.momentum,
+                                 options.weight_decay, learning_rate_multipliers=(
+                                     finetune.new_layer_multipliers(model) if new_top
+                                     else None))
             optimizer.build(model.trainable_variables)
         model.compile(
             optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -178,10 +210,10 @@ def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint]:
             jit_compile=options.xla)
     if point.path is not None:
         _check_compatible(model, point.path, plan.num_classes, plan.config)
-    _contract(plan, model, point.path)
+    _contract(plan, model, point.path or (source.path if source else None))
     resume.continue_dropout_streams(
         model, plan.seed, int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
-    return model, point
+    return model, point, source
 
 
 # --- 3. run -----------------------------------------------------------------------------------
@@ -234,18 +266,21 @@ class Run:
 
 
 def _callbacks(plan: Plan, model: keras.Model, point: resume.ResumePoint,
-               user: Sequence[keras.callbacks.Callback], verbose: int | str) -> Run:
+               source: finetune.Source | None, user: Sequence[keras.callbacks.Callback],
+               verbose: int | str) -> Run:
     options, model_dir = plan.options, plan.model_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     if plan.chief:
-        resume.write_run_file(model_dir, plan.seed, options)
+        resume.write_run_file(model_dir, plan.seed, options,
+                              source=source.to_json() if source else None)
         if point.path is not None and not point.is_backup:
             checkpoints.backup_path(model_dir).unlink(missing_ok=True)  # older than the epoch's
     trained = (resume.truncate_log(model_dir, point.epoch) if plan.chief
                else resume.read_log(model_dir)[:point.epoch])
     progress = resume.Progress(plan.steps_per_epoch, (point.epoch, point.step), point.metrics)
     schedule = DivideLearningRateOnPlateau(
-        options.learning_rate, monitor="val_top1" if plan.validation_records else "top1",
+        options.initial_learning_rate,
+        monitor="val_top1" if plan.validation_records else "top1",
         patience=options.patience, max_reductions=options.max_lr_reductions,
         min_delta=options.min_delta, trained=trained, progress=progress, say=plan.say)
     nan = StopOnNaN()
@@ -329,7 +364,8 @@ def _placement(model: keras.Model, strategy: tf.distribute.Strategy) -> str:
     return f"towers (model parallel): tower_a on {towers[0]}, tower_b on {towers[1]}"
 
 
-def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint) -> None:
+def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint,
+                  source: finetune.Source | None) -> None:
     options, steps = plan.options, plan.steps_per_epoch
     plan.say(
         f"keras_alexnet.fit: {plan.model_dir}\n"
@@ -342,6 +378,8 @@ def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint) -> 
         f"{', deterministic input' if options.deterministic else ''}\n"
         f"  state       " + (f"resumes {point.path} at epoch {point.epoch + 1}, step "
                              f"{point.step + 1} of {steps:,}" if point.path else
+                             f"a new model from {source.path} (fine-tuning, learning rate "
+                             f"{options.initial_learning_rate:g})" if source else
                              "a new model") +
         (f"; backup every {options.backup_every:,} steps" if options.backup_every
          else "; no step backups"))
@@ -415,14 +453,14 @@ def fit(data_dir: str | Path | DatasetInfo, model_dir: str | Path, *,
     """
     options = (options or TrainingOptions()).replace(**option_values)
     the_plan = plan(data_dir, model_dir, config, options, verbose)
-    model, point = build_or_resume(the_plan)
+    model, point, source = build_or_resume(the_plan)
     if point.epoch >= options.epochs:
         the_plan.say(f"{the_plan.model_dir}: already trained for {point.epoch} epochs (asked "
                      f"for {options.epochs}); the final checkpoint is "
                      f"{checkpoints.latest_checkpoint(the_plan.model_dir)}")
         return keras.callbacks.History()
-    run = _callbacks(the_plan, model, point, callbacks, verbose)
-    _report_start(the_plan, model, point)
+    run = _callbacks(the_plan, model, point, source, callbacks, verbose)
+    _report_start(the_plan, model, point, source)
     _train(the_plan, model, point, run)
     _report_end(the_plan, run)
     return model.history

@@ -29,9 +29,12 @@ def test_paper_defaults():
     # [paper §5]: batch 128, momentum 0.9, decay 0.0005, lr 0.01, three reductions,
     # ~90 epochs; [paper §4.1]: lighting alphas N(0, 0.1).
     options = TrainingOptions()
-    assert (options.batch_size, options.momentum, options.weight_decay, options.learning_rate,
-            options.max_lr_reductions, options.epochs, options.lighting_stddev) == (
-        128, 0.9, 0.0005, 0.01, 3, 90, 0.1)
+    assert (options.batch_size, options.momentum, options.weight_decay,
+            options.initial_learning_rate, options.max_lr_reductions, options.epochs,
+            options.lighting_stddev) == (128, 0.9, 0.0005, 0.01, 3, 90, 0.1)
+    # Fine-tuning: Caffe's finetune_flickr_style solver, base_lr 0.001, unless given.
+    assert options.replace(init_from="run").initial_learning_rate == 0.001
+    assert options.replace(init_from="run", learning_rate=0.02).initial_learning_rate == 0.02
 
 
 def test_every_option_has_a_flag_whose_help_shows_its_default(capsys):

@@ -1,0 +1,127 @@
+"""Fine-tuning: a new run that starts from another network's weights.
+
+The paper's "1 CNN*" row is this move: pre-trained on ImageNet's Fall 2011 release,
+then fine-tuned on ILSVRC-2012 [paper §6].  The new network keeps the source's
+topology, geometry, mean and channel order, and takes the new data's classes; every
+layer's weights are copied except `fc8` when the class count differs (then it is
+initialised as the paper's [paper §5], sized for the new classes).
+
+The defaults follow Caffe's fine-tuning example (`models/finetune_flickr_style`):
+learning rate 0.001 instead of 0.01, and the new `fc8` learning 10 times faster (its
+biases 20 times), so the layer that starts from noise catches up with the ones that
+start trained.  `freeze` keeps a layer and every layer below it fixed in both towers
+(`conv5`: a new classifier on the frozen convolutional features).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import keras
+
+from keras_alexnet import checkpoints
+from keras_alexnet.config import LAYERS, AlexNetConfig
+from keras_alexnet.errors import CheckpointError
+from keras_alexnet.model import build_model
+
+NEW_LAYER = "fc8"
+#: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for
+#: its weights and 20 for its biases.
+NEW_LAYER_LEARNING_RATE_MULTIPLIERS = {"kernel": 10.0, "bias": 20.0}
+TOWERS = ("tower_a", "tower_b")
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """The checkpoint a fine-tuning run starts from."""
+
+    path: Path
+    sha256: str
+    model: keras.Model
+
+    def to_json(self) -> dict:
+        return {"path": str(self.path), "sha256": self.sha256}
+
+
+def read_source(path_or_run: str | Path) -> Source:
+    """A run directory (its latest checkpoint) or a `.keras` checkpoint, loaded."""
+    path = checkpoints.resolve(path_or_run)
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    model = checkpoints.load_model(path, compile=False)
+    if getattr(model, "input_contract", None) is None:
+        raise CheckpointError(f"{path} has no input contract (classes, mean); resume its "
+                              f"training once to record it, then fine-tune from it")
+    return Source(path, digest.hexdigest(), model)
+
+
+def config_of(model: keras.Model) -> AlexNetConfig:
+    """The `AlexNetConfig` a built AlexNet was made from (width folded into the counts)."""
+    inner = {name: model.get_layer(f"tower_a_{name}").layer for name in LAYERS}
+    lrn = model.get_layer("tower_a_lrn1").layer
+    return AlexNetConfig(
+        num_classes=model.output_shape[-1], image_size=model.input_shape[1],
+        conv1_pad=tuple(model.get_layer("conv1_pad").padding[0]), width=1.0,
+        conv_filters=tuple(inner[f"conv{i}"].filters for i in range(1, 6)),
+        fc_units=inner["fc6"].units,
+        dropout=model.get_layer("tower_a_dropout6").layer.rate,
+        lrn_k=lrn.k, lrn_n=lrn.n, lrn_alpha=lrn.alpha, lrn_beta=lrn.beta,
+        lrn_across_towers=lrn.keep is not None,
+        init_stddev=inner[NEW_LAYER].kernel_initializer.stddev)
+
+
+def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
+                    devices=None, seed: int | None = None,
+                    config: AlexNetConfig | None = None) -> keras.Model:
+    """A new model with `source`'s weights for `classes` (fc8 new when their count
+    differs), carrying the source's contract with these classes.
+
+    `config`, when given, must describe the source's network (its class count aside).
+    """
+    wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
+    if config is not None:
+        for field in ("image_size", "conv1_pad"):
+            if getattr(config, field) != getattr(wanted, field):
+                raise CheckpointError(f"{source.path}: the source has {field} "
+                                      f"{getattr(wanted, field)} but the config gives "
+                                      f"{getattr(config, field)}")
+        if config.tower_filters() != wanted.tower_filters() or \
+                config.tower_units() != wanted.tower_units():
+            raise CheckpointError(
+                f"{source.path}: the source has filters {wanted.tower_filters()} and "
+                f"{wanted.tower_units()} fc units per tower but the config gives "
+                f"{config.tower_filters()} and {config.tower_units()}")
+    model = build_model(wanted, devices=devices, seed=seed)
+    new_top = len(classes) != source.model.output_shape[-1]
+    for name in LAYERS:
+        if name == NEW_LAYER and new_top:
+            continue
+        for tower in TOWERS:
+            layer = f"{tower}_{name}"
+            model.get_layer(layer).set_weights(source.model.get_layer(layer).get_weights())
+    model.input_contract = dataclasses.replace(source.model.input_contract,
+                                               classes=tuple(classes))
+    return model
+
+
+def freeze(model: keras.Model, up_to: str) -> list[str]:
+    """Makes `up_to` and every layer below it untrainable in both towers; their names."""
+    if up_to not in LAYERS[:-1]:
+        raise CheckpointError(f"cannot freeze {up_to!r}: the layers are "
+                              f"{', '.join(LAYERS[:-1])} (fc8 is the classifier)")
+    frozen = [f"{tower}_{name}" for name in LAYERS[:LAYERS.index(up_to) + 1]
+              for tower in TOWERS]
+    for name in frozen:
+        model.get_layer(name).trainable = False
+    return frozen
+
+
+def new_layer_multipliers(model: keras.Model) -> dict[str, float]:
+    """`PaperSGD`'s learning-rate multipliers for the new fc8's variables, by path."""
+    return {variable.path: NEW_LAYER_LEARNING_RATE_MULTIPLIERS[variable.path.split("/")[-1]]
+            for tower in TOWERS for variable in model.get_layer(f"{tower}_{NEW_LAYER}")
+            .trainable_variables}
