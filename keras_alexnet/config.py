@@ -19,6 +19,9 @@ from keras_alexnet.errors import AlexNetError
 MEAN_MODES = ("channel", "pixel")  # per-channel mean, or the per-pixel mean image [paper §2]
 #: The learned layers from the input up, each in both towers [paper §3.5, Figure 2].
 LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+#: Where training runs (`keras_alexnet.distribute`): the paper's two towers on two
+#: devices [paper §3.2], or tf.distribute's data parallelism.
+STRATEGIES = ("auto", "towers", "mirrored", "multi-worker")
 PAPER_LEARNING_RATE = 0.01  # [paper §5]
 #: Caffe's fine-tuning example (`models/finetune_flickr_style/solver.prototxt`,
 #: `base_lr: 0.001`): a tenth of training from scratch, the weights being already good.
@@ -162,7 +165,7 @@ class TrainingOptions:
     strategy: str = _option("auto", "towers: model parallel on two devices as the paper "
                             "[paper §3.2]; mirrored: data parallel on this machine's GPUs; "
                             "multi-worker: across machines from TF_CONFIG", group=DEVICES,
-                            choices=("auto", "towers", "mirrored", "multi-worker"))
+                            choices=STRATEGIES)
     devices: tuple[str, str] | None = _option(None, "devices of the two towers, e.g. /GPU:0 "
                                               "/GPU:1", group=DEVICES, nargs=2,
                                               metavar=("TOWER_A", "TOWER_B"))
@@ -181,8 +184,9 @@ class TrainingOptions:
     tensorboard: bool = _option(True, "write TensorBoard logs (with the tensorboard "
                                 "package)", group=OUTPUT)
     # Fine-tuning [paper §6: "1 CNN*", pre-trained then fine-tuned] (`keras_alexnet.finetune`).
-    init_from: str | None = _option(None, "start a new run from this run directory or .keras "
-                                    "checkpoint: its weights, geometry and mean, the data's "
+    init_from: str | None = _option(None, "start a new run from this run directory, .keras "
+                                    "checkpoint or named weights (bvlc_alexnet): its weights, "
+                                    "geometry and mean, the data's "
                                     "classes (a new fc8 when their count differs, learning 10x "
                                     "faster, its biases 20x)", group=FINE_TUNING,
                                     metavar="SOURCE")

@@ -22,9 +22,8 @@ import keras
 import tensorflow as tf
 
 from keras_alexnet import keras_internals
+from keras_alexnet.config import STRATEGIES
 from keras_alexnet.errors import AlexNetError
-
-STRATEGIES = ("auto", "towers", "mirrored", "multi-worker")
 
 
 def cluster_size() -> int:

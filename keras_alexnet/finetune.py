@@ -21,10 +21,10 @@ from pathlib import Path
 
 import keras
 
-from keras_alexnet import checkpoints
+from keras_alexnet import checkpoints, pretrained
 from keras_alexnet.config import LAYERS, AlexNetConfig
 from keras_alexnet.errors import CheckpointError
-from keras_alexnet.model import build_model
+from keras_alexnet.model import build_model, check_topology, config_of
 
 NEW_LAYER = "fc8"
 #: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for
@@ -46,8 +46,9 @@ class Source:
 
 
 def read_source(path_or_run: str | Path) -> Source:
-    """A run directory (its latest checkpoint) or a `.keras` checkpoint, loaded."""
-    path = checkpoints.resolve(path_or_run)
+    """A run directory (its latest checkpoint), a `.keras` checkpoint or weights known by
+    name (`keras_alexnet.pretrained`, e.g. "bvlc_alexnet"), loaded."""
+    path = checkpoints.resolve(pretrained.resolve(path_or_run))
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
@@ -59,21 +60,6 @@ def read_source(path_or_run: str | Path) -> Source:
     return Source(path, digest.hexdigest(), model)
 
 
-def config_of(model: keras.Model) -> AlexNetConfig:
-    """The `AlexNetConfig` a built AlexNet was made from (width folded into the counts)."""
-    inner = {name: model.get_layer(f"tower_a_{name}").layer for name in LAYERS}
-    lrn = model.get_layer("tower_a_lrn1").layer
-    return AlexNetConfig(
-        num_classes=model.output_shape[-1], image_size=model.input_shape[1],
-        conv1_pad=tuple(model.get_layer("conv1_pad").padding[0]), width=1.0,
-        conv_filters=tuple(inner[f"conv{i}"].filters for i in range(1, 6)),
-        fc_units=inner["fc6"].units,
-        dropout=model.get_layer("tower_a_dropout6").layer.rate,
-        lrn_k=lrn.k, lrn_n=lrn.n, lrn_alpha=lrn.alpha, lrn_beta=lrn.beta,
-        lrn_across_towers=lrn.keep is not None,
-        init_stddev=inner[NEW_LAYER].kernel_initializer.stddev)
-
-
 def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
                     devices=None, seed: int | None = None,
                     config: AlexNetConfig | None = None) -> keras.Model:
@@ -82,19 +68,10 @@ def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
 
     `config`, when given, must describe the source's network (its class count aside).
     """
-    wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
     if config is not None:
-        for field in ("image_size", "conv1_pad"):
-            if getattr(config, field) != getattr(wanted, field):
-                raise CheckpointError(f"{source.path}: the source has {field} "
-                                      f"{getattr(wanted, field)} but the config gives "
-                                      f"{getattr(config, field)}")
-        if config.tower_filters() != wanted.tower_filters() or \
-                config.tower_units() != wanted.tower_units():
-            raise CheckpointError(
-                f"{source.path}: the source has filters {wanted.tower_filters()} and "
-                f"{wanted.tower_units()} fc units per tower but the config gives "
-                f"{config.tower_filters()} and {config.tower_units()}")
+        check_topology(source.model, config, source.path, "fine-tune without a config, or "
+                       "with the source's", classes=False)
+    wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
     model = build_model(wanted, devices=devices, seed=seed)
     new_top = len(classes) != source.model.output_shape[-1]
     for name in LAYERS:

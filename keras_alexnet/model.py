@@ -12,8 +12,8 @@ import keras
 import tensorflow as tf
 
 from keras_alexnet import checkpoints
-from keras_alexnet.config import AlexNetConfig
-from keras_alexnet.errors import AlexNetError
+from keras_alexnet.config import LAYERS, AlexNetConfig
+from keras_alexnet.errors import AlexNetError, CheckpointError
 from keras_alexnet.layers import LocalResponseNormalization, TowerLayer
 from keras_alexnet.network import OUTPUT, AlexNet, Probabilities
 
@@ -191,32 +191,44 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
 
 def _load_weights(model: AlexNet, config: AlexNetConfig, path: str | os.PathLike) -> None:
     source = checkpoints.load_model(path, compile=False)
-    found, wanted = model_topology(source), topology(config)
-    for key, value in wanted.items():
-        if found[key] != value:
-            raise AlexNetError(f"{path}: the checkpoint has {key} {found[key]} but the config "
-                               f"gives {value}; build_model(config) must match it")
+    check_topology(source, config, path, "build_model(config) must match it")
     model.set_weights(source.get_weights())
     model.input_contract = source.input_contract
 
 
-def topology(config: AlexNetConfig) -> dict[str, object]:
-    """What a checkpoint must share with a config to be trained on as that config."""
+def config_of(model: keras.Model) -> AlexNetConfig:
+    """The `AlexNetConfig` a built AlexNet was made from (its width folded into the
+    filter and unit counts; `biases_one` the paper's)."""
+    inner = {name: model.get_layer(f"tower_a_{name}").layer for name in LAYERS}
+    lrn = model.get_layer("tower_a_lrn1").layer
+    return AlexNetConfig(
+        num_classes=model.output_shape[-1], image_size=model.input_shape[1],
+        conv1_pad=tuple(model.get_layer("conv1_pad").padding[0]), width=1.0,
+        conv_filters=tuple(inner[f"conv{i}"].filters for i in range(1, 6)),
+        fc_units=inner["fc6"].units, dropout=model.get_layer("tower_a_dropout6").layer.rate,
+        lrn_k=lrn.k, lrn_n=lrn.n, lrn_alpha=lrn.alpha, lrn_beta=lrn.beta,
+        lrn_across_towers=lrn.keep is not None,
+        init_stddev=inner["fc8"].kernel_initializer.stddev)
+
+
+def _topology(config: AlexNetConfig) -> dict[str, object]:
+    """What a checkpoint must share with a config to be used as that config."""
     return {"classes": config.num_classes, "input size": config.image_size,
             "conv1 padding": tuple(config.conv1_pad),
             "filters per tower (conv1..conv5)": config.tower_filters(),
             "fc6/fc7 units per tower": config.tower_units()}
 
 
-def model_topology(model: keras.Model) -> dict[str, object]:
-    """`topology` read from a built model's layers."""
-    inner = {name: model.get_layer(f"tower_a_{name}").layer
-             for name in ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6")}
-    return {"classes": model.output_shape[-1], "input size": model.input_shape[1],
-            "conv1 padding": tuple(model.get_layer("conv1_pad").padding[0]),
-            "filters per tower (conv1..conv5)": tuple(
-                inner[f"conv{i}"].filters for i in range(1, 6)),
-            "fc6/fc7 units per tower": inner["fc6"].units}
+def check_topology(model: keras.Model, config: AlexNetConfig, source: str | os.PathLike,
+                   remedy: str, *, classes: bool = True) -> None:
+    """A CheckpointError naming `source`, the first difference and `remedy` when
+    `model` (loaded from `source`) is not the network `config` describes; `classes`
+    False leaves the class count out (a new classifier is coming)."""
+    found, wanted = _topology(config_of(model)), _topology(config)
+    for name, value in wanted.items():
+        if found[name] != value and (classes or name != "classes"):
+            raise CheckpointError(f"{source}: the checkpoint has {name} {found[name]} but the "
+                                  f"config gives {value}; {remedy}")
 
 
 def fc7_features(model: keras.Model) -> keras.Model:

@@ -32,7 +32,7 @@ from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
 from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_strategy
 from keras_alexnet.errors import AlexNetError, CheckpointError, DivergedError
-from keras_alexnet.model import build_model, model_topology, topology
+from keras_alexnet.model import build_model, check_topology
 from keras_alexnet.optimizer import PaperSGD
 from tfrecords_tools.dataset import DatasetInfo
 
@@ -112,13 +112,8 @@ def _check_compatible(model: keras.Model, path: Path, num_classes: int,
     if classes != num_classes:
         raise CheckpointError(f"{path}: the checkpoint classifies {classes} classes but the "
                               f"data has {num_classes}; use another model_dir")
-    if config is None:
-        return
-    found, wanted = model_topology(model), topology(config)
-    for name, value in wanted.items():
-        if found[name] != value:
-            raise CheckpointError(f"{path}: the checkpoint has {name} {found[name]} but the "
-                                  f"config gives {value}; use another model_dir")
+    if config is not None:
+        check_topology(model, config, path, "use another model_dir")
 
 
 @contextlib.contextmanager

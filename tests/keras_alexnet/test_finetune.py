@@ -12,6 +12,7 @@ import pytest
 import keras_alexnet
 from keras_alexnet import checkpoints, finetune
 from keras_alexnet.config import FINE_TUNING_LEARNING_RATE
+from keras_alexnet.model import config_of
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 
 QUICK = {**FIT_ARGS, "epochs": 1, "steps_per_epoch": 2, "validation_steps": 1,
@@ -51,8 +52,8 @@ def test_a_new_top_for_other_classes_and_every_other_layer_copied(source, three_
     contract = model.input_contract
     assert contract.names == ["new 0", "new 1", "new 2"]
     assert contract.mean_rgb == original.input_contract.mean_rgb  # the source's preprocessing
-    assert finetune.config_of(model) == finetune.config_of(original).__class__(
-        **{**finetune.config_of(original).__dict__, "num_classes": 3})
+    assert config_of(model) == config_of(original).__class__(
+        **{**config_of(original).__dict__, "num_classes": 3})
 
 
 def test_the_same_classes_keep_fc8_too(source):
@@ -104,8 +105,8 @@ def test_refusals_name_both_sides(source, three_classes, tmp_path):
                                          r"'fc9'"):
         keras_alexnet.fit(three_classes, tmp_path, init_from=str(source), freeze="fc9", **QUICK)
     wider = keras_alexnet.reduced_config(num_classes=3, image_size=96)
-    with pytest.raises(ValueError, match=r"the source has image_size 64 but the config gives "
-                                         r"96"):
+    with pytest.raises(ValueError, match=r"the checkpoint has input size 64 but the config "
+                                         r"gives 96; fine-tune without a config"):
         keras_alexnet.fit(three_classes, tmp_path, config=wider, init_from=str(source),
                           **QUICK)
     with pytest.raises(FileNotFoundError, match="nowhere"):
