@@ -77,16 +77,47 @@ def traced_reads(command: list[str], environment: dict, archive: Path,
 
 
 def read_order(reads: list[tuple[int, int]]) -> dict:
-    total = forward = jumps = 0
-    end = 0
+    """`forward`: the fraction of the bytes read by reads that start at or after the end
+    of the previous one; `beyond`: the fraction of the bytes read at or beyond the
+    furthest offset already read (a second pass over the archive counts as backward);
+    `reads`: the read system calls."""
+    total = forward = beyond = jumps = 0
+    end = furthest = 0
     for offset, size in reads:
         total += size
         if offset >= end:
             forward += size
         else:
             jumps += 1
+        beyond += max(0, offset + size - max(offset, furthest))
         end = offset + size
-    return {"bytes": total, "forward": forward / total if total else 0.0, "jumps": jumps}
+        furthest = max(furthest, end)
+    return {"bytes": total, "forward": forward / total if total else 0.0,
+            "beyond": beyond / total if total else 0.0, "jumps": jumps, "reads": len(reads)}
+
+
+def read_orders(per_class: int) -> None:
+    """Read order of the train and val tars (with a devkit) at -j 1 and -j 2."""
+    from tfrecords_tools.sample import make_sample_archives
+
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        archives = make_sample_archives(workdir / "archives", train_per_class=per_class,
+                                        val_per_class=per_class)
+        environment = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1]),
+                           TF_CPP_MIN_LOG_LEVEL="2")
+        print(f"{'split':<12}{'-j':>3}{'MB':>7}{'beyond furthest':>16}{'forward':>9}"
+              f"{'back jumps':>11}{'read calls':>11}")
+        for split, archive in (("train", archives.train), ("validation", archives.validation)):
+            for jobs in (1, 2):
+                output = workdir / f"out-{split}-{jobs}"
+                order = read_order(traced_reads(
+                    [sys.executable, "-m", "tfrecords_tools", "convert", str(archives.directory),
+                     str(output), "--splits", split, f"--{split}-shards", "4", "--quiet",
+                     "-j", str(jobs)], environment, archive, workdir / "strace.log"))
+                print(f"{split:<12}{jobs:>3}{archive.stat().st_size / 1e6:>7.1f}"
+                      f"{order['beyond']:>15.2%} {order['forward']:>8.2%} {order['jumps']:>10}"
+                      f"{order['reads']:>11}")
 
 
 def child(output: Path, archives: Path, processes: int) -> None:
@@ -108,8 +139,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="speed runs; medians quoted")
     parser.add_argument("--baseline", type=Path, nargs="*", default=[],
                         help="other source trees to measure the same way")
+    parser.add_argument("--read-order", type=int, metavar="PER_CLASS",
+                        help="only the read order of sample train and val tars with a devkit "
+                             "(10 classes, PER_CLASS images each) at -j 1 and -j 2")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.read_order:
+        read_orders(args.read_order)
+        return
     if args.child:
         child(*args.child, args.processes)
         return
@@ -122,7 +159,8 @@ def main() -> None:
         archive = workdir / "ILSVRC2012_img_train.tar"
         print(f"{args.images} JPEGs, {archive.stat().st_size / 1e6:.0f} MB train tar, "
               f"{args.processes} processes, {cpu}; speed: medians of {args.repeats} runs")
-        print(f"{'version':<24}{'forward bytes':>14}{'back jumps':>11}{'MB read':>9}"
+        print(f"{'version':<24}{'beyond furthest':>16}{'forward bytes':>14}{'back jumps':>11}"
+              f"{'read calls':>11}{'MB read':>9}"
               f"{'wall s':>8}{'img/s':>7}{'parent ms/img':>14}")
         for tree in [Path(__file__).parents[1], *args.baseline]:
             environment = dict(os.environ, PYTHONPATH=str(tree.resolve()),
@@ -144,8 +182,9 @@ def main() -> None:
                 runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
             wall = statistics.median(r["wall"] for r in runs)
             parent = statistics.median(r["parent_cpu"] for r in runs)
-            print(f"{tree.name:<24}{order['forward']:>13.2%} {order['jumps']:>10}"
-                  f"{order['bytes'] / 1e6:>9.0f}{wall:>8.2f}{args.images / wall:>7.0f}"
+            print(f"{tree.name:<24}{order['beyond']:>15.2%} {order['forward']:>13.2%} "
+                  f"{order['jumps']:>10}{order['reads']:>11}{order['bytes'] / 1e6:>9.0f}"
+                  f"{wall:>8.2f}{args.images / wall:>7.0f}"
                   f"{parent / args.images * 1e3:>14.3f}")
 
 
