@@ -59,3 +59,21 @@ def test_an_unpinned_model_uses_the_strategy_in_scope():
         f"{BROKEN}: the model stays pinned to the strategy it was built under"
     with strategy.scope():
         assert model.distribute_strategy is strategy, BROKEN
+
+
+def test_update_step_variables_are_found_in_the_optimizers_list():
+    """PaperSGD's learning-rate multipliers rest on `variable_index`: each variable
+    `update_step` is handed maps back to its place in the optimizer's list."""
+    variables = [keras.Variable(np.zeros(2, np.float32), name=name) for name in ("a", "b")]
+    seen = []
+
+    class Recording(keras.optimizers.SGD):
+        def update_step(self, gradient, variable, learning_rate):
+            seen.append(keras_internals.variable_index(self, variable))
+            super().update_step(gradient, variable, learning_rate)
+
+    try:
+        Recording(0.1).apply_gradients([(np.ones(2, np.float32), v) for v in variables])
+    except (AttributeError, KeyError) as error:
+        pytest.fail(f"{BROKEN}: an optimizer no longer finds its variables' places ({error})")
+    assert seen == [0, 1], f"{BROKEN}: update_step's variables map to {seen}, not [0, 1]"
