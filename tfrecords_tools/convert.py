@@ -5,9 +5,9 @@ How a run goes, per split:
 1. Plan: index the archive (headers only, front to back; cached in `.convert/` and
    reused while the archive's size and mtime stay), check it against the devkit (every
    class has meta.mat's `num_train_images`, every ground-truth line its val image),
-   sort the images by name, shuffle them with the seed and cut the list into shards.
-   The plan, and so every shard's bytes, depends only on the archives and the
-   arguments, never on the number of processes or machines.
+   give each image the shard, and the place in it, that a seeded hash of its name picks
+   (`shuffle`).  The plan, and so every shard's bytes, depends only on the archives and
+   the arguments, never on the number of processes or machines.
 2. Forward pass: this process reads the archive front to back, a few MB at a time,
    into a buffer shared with the worker processes; the workers turn each image into
    its finished record and append it to the bucket file of its shard
@@ -38,13 +38,12 @@ import itertools
 import json
 import multiprocessing
 import os
-import random
 import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, files, manifest, schema, worker
+from tfrecords_tools import __version__, files, manifest, schema, shuffle, worker
 from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
@@ -227,20 +226,24 @@ def _shard_plan(split: str, path: Path, members: list[Member], classes: ClassInd
     for previous, member in itertools.pairwise(members):
         if previous.name == member.name:
             raise ArchiveError(f"{path}: member {member.name} appears more than once")
-    if split != "test":
-        # Classes mixed within every shard; the string seed hashes the same in every run.
-        random.Random(f"{split}:{seed}").shuffle(members)
     num_shards = num_shards or schema.default_num_shards(split, len(members))
     if not 1 <= num_shards <= len(members):
         raise ArgumentError(f"--{split}-shards {num_shards}: must be between 1 and the "
                             f"{len(members)} images of {path}")
-    shards = tuple(ShardPlan(split, i, num_shards, tuple(
-        members[i * len(members) // num_shards:(i + 1) * len(members) // num_shards]))
-        for i in range(num_shards))
+    by_shard: list[list[Member]] = [[] for _ in range(num_shards)]
+    for member in members:
+        by_shard[shuffle.shard_of(shuffle.key_hash(split, seed, member.name), num_shards)
+                 ].append(member)
+    shards = []
+    for i, shard_members in enumerate(by_shard):
+        by_name = {member.name: member for member in shard_members}
+        shards.append(ShardPlan(split, i, num_shards, tuple(
+            by_name[name] for name in shuffle.in_shard_order(split, seed, list(by_name)))))
     job = {"split": split, **source, "num_shards": num_shards, "images": len(members),
            "size": options.size, "crop": options.crop, "quality": options.quality,
-           "seed": seed, "label_offset": label_offset, "version": __version__, "codec": CODEC}
-    return SplitPlan(split, path, {**job, **findings}, shards, classes)
+           "seed": seed, "label_offset": label_offset, "version": __version__, "codec": CODEC,
+           "plan": shuffle.PLAN}
+    return SplitPlan(split, path, {**job, **findings}, tuple(shards), classes)
 
 
 def _plan_folders(output: Path, source: FolderSource, splits: Sequence[str] | None,

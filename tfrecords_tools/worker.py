@@ -107,7 +107,7 @@ def append_entries(path: Path, data: bytes) -> None:
 
 def read_bucket(path: Path, count: int) -> list[tuple[int, bytes, int, str]]:
     """The bucket's (label, record, kind, note) in shard order; every index once."""
-    data = path.read_bytes()
+    data = path.read_bytes() if count else b""  # a shard the hash gave no member has none
     slots: list = [None] * count
     position = 0
     while position < len(data):
