@@ -13,7 +13,7 @@ from keras_alexnet.config import AlexNetConfig, TrainingOptions, reduced_config
 
 # Imported on first use, so that `python -m keras_alexnet --help` and the config do not
 # wait for TensorFlow.
-_LAZY = {"build_model": "keras_alexnet.pretrained", "fc7_features": "keras_alexnet.model",
+_LAZY = {"build_model": "keras_alexnet.applications", "fc7_features": "keras_alexnet.model",
          "PaperSGD": "keras_alexnet.optimizer", "fit": "keras_alexnet.training",
          "evaluate": "keras_alexnet.evaluation", "export": "keras_alexnet.saved_model",
          "InputContract": "keras_alexnet.contract",

@@ -15,9 +15,11 @@ from keras_alexnet import checkpoints
 from keras_alexnet.config import LAYERS, AlexNetConfig
 from keras_alexnet.errors import AlexNetError, CheckpointError
 from keras_alexnet.layers import LocalResponseNormalization, TowerLayer
-from keras_alexnet.network import OUTPUT, AlexNet, Probabilities
+from keras_alexnet.network import FEATURES, OUTPUT, AlexNet, ContractCarrier, Probabilities
 
 TOWERS = ("tower_a", "tower_b")
+#: `convolutional_base`'s global poolings of pool5, as Keras applications name them.
+POOLINGS = {"avg": keras.layers.GlobalAveragePooling2D, "max": keras.layers.GlobalMaxPooling2D}
 
 
 def default_devices() -> tuple[str, str]:
@@ -237,6 +239,40 @@ def fc7_features(model: keras.Model) -> keras.Model:
     The paper compares images by the Euclidean distance of these vectors [paper §6.1,
     Figure 4 right]; they feed the image-retrieval picture and the `features` signature.
     """
+    _require_layer(model, "tower_a_fc7", "no fc7 (built with include_top=False, it ends at "
+                   "pool5)")
     towers = [model.get_layer(f"{tower}_fc7").output for tower in TOWERS]
     features = keras.layers.Concatenate(name="fc7_features")(towers)
-    return keras.Model(model.inputs, features, name=f"{model.name}_fc7")
+    return keras.Model(model.input, features, name=f"{model.name}_fc7")
+
+
+def convolutional_base(model: keras.Model, pooling: str | None = None) -> AlexNet:
+    """The convolutional part of `model` (conv1..pool5, its own layers and weights),
+    carrying its input contract, as Keras applications give with `include_top=False`.
+
+    Output: both towers' pool5 maps concatenated, (pool5, pool5, 2 x conv5 filters per
+    tower): 6x6x256 for the paper's network [paper §3.5]; with `pooling` "avg" or "max",
+    their global average or maximum, (2 x conv5 filters per tower,).
+    """
+    check_pooling(pooling)
+    _require_layer(model, "tower_a_pool5", "no tower_a_pool5 (give it a whole AlexNet)")
+    maps = keras.layers.Concatenate(name="pool5")(
+        [model.get_layer(f"{tower}_pool5").output for tower in TOWERS])
+    if pooling is not None:
+        maps = POOLINGS[pooling](name=f"{pooling}_pool")(maps)
+    contract = getattr(model, "input_contract", None)
+    features = ContractCarrier(input_contract=contract, dtype="float32", name=FEATURES)(maps)
+    return AlexNet(model.input, features, name=model.name)
+
+
+def check_pooling(pooling: str | None) -> None:
+    """An AlexNetError naming the choices when `pooling` is not one of them."""
+    if pooling is not None and pooling not in POOLINGS:
+        raise AlexNetError(f"pooling must be None, {' or '.join(map(repr, POOLINGS))}, got "
+                           f"{pooling!r}")
+
+
+def _require_layer(model: keras.Model, layer: str, lacking: str) -> None:
+    """An AlexNetError saying that `model` has `lacking` when it has no `layer`."""
+    if layer not in {each.name for each in model.layers}:
+        raise AlexNetError(f"model {model.name!r} has {lacking}")

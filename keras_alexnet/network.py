@@ -1,12 +1,13 @@
 """The AlexNet model class: a Keras functional model that trains each tower on its own
 device and carries its input contract.
 
-The contract rides in the config of the model's output layer (`Probabilities`, the
-softmax, with no weights), so that every way Keras rebuilds a model from configs keeps
-it: saving and `keras.saving.load_model`, and `keras.models.clone_model`, which clones
-layer by layer.  Importing this module registers both classes with Keras, and the
-layers and optimizer a checkpoint of one holds: after it, `keras.saving.load_model`
-loads any of our checkpoints.
+The contract rides in the config of the model's output layer, a `ContractCarrier` with
+no weights (`Probabilities`, the softmax, for the whole network; an identity named
+`features` for its convolutional part alone), so that every way Keras rebuilds a model
+from configs keeps it: saving and `keras.saving.load_model`, and
+`keras.models.clone_model`, which clones layer by layer.  Importing this module
+registers these classes with Keras, and the layers and optimizer a checkpoint of one
+holds: after it, `keras.saving.load_model` loads any of our checkpoints.
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ from keras_alexnet import keras_internals
 from keras_alexnet.contract import InputContract
 
 OUTPUT = "probabilities"
+#: The output layer of the convolutional part alone (`keras_alexnet.model.convolutional_base`).
+FEATURES = "features"
 
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")
-class Probabilities(keras.layers.Activation):
-    """The network's softmax output, carrying the model's `input_contract` in its config."""
+class ContractCarrier(keras.layers.Activation):
+    """An activation (no weights) carrying the model's `input_contract` in its config;
+    "linear", the identity, unless told."""
 
-    def __init__(self, activation="softmax", input_contract: InputContract | dict | None = None,
+    def __init__(self, activation="linear", input_contract: InputContract | dict | None = None,
                  **kwargs):
         super().__init__(activation, **kwargs)
         if isinstance(input_contract, dict):  # from the config
@@ -39,6 +43,14 @@ class Probabilities(keras.layers.Activation):
         if self.input_contract is not None:
             config["input_contract"] = self.input_contract.to_config()
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_alexnet")
+class Probabilities(ContractCarrier):
+    """The network's softmax output, carrying the model's `input_contract`."""
+
+    def __init__(self, activation="softmax", **kwargs):
+        super().__init__(activation, **kwargs)
 
 
 _PROBABILITIES = {"module": Probabilities.__module__, "class_name": Probabilities.__name__,
@@ -61,11 +73,15 @@ class AlexNet(keras.Model):
     def input_contract(self) -> InputContract | None:
         """What the network was trained on and how its input is made (None before
         training, or for a checkpoint saved before contracts were recorded)."""
-        return self.get_layer(OUTPUT).input_contract
+        return self._carrier().input_contract
 
     @input_contract.setter
     def input_contract(self, contract: InputContract | None) -> None:
-        self.get_layer(OUTPUT).input_contract = contract
+        self._carrier().input_contract = contract
+
+    def _carrier(self) -> ContractCarrier:
+        """The output layer: the softmax, or the identity after the convolutional part."""
+        return next(layer for layer in self.layers if isinstance(layer, ContractCarrier))
 
     @classmethod
     def from_config(cls, config: dict, custom_objects=None) -> AlexNet:

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from keras_alexnet import bvlc, model
+from keras_alexnet import bvlc, checkpoints, model
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.network import AlexNet
@@ -204,9 +204,11 @@ def import_weights(name_or_path: str | os.PathLike, model_dir: str | Path, *,
 
 def build_model(config: AlexNetConfig | None = None, *,
                 weights: str | os.PathLike | None = None, **kwargs) -> AlexNet:
-    """`keras_alexnet.model.build_model`, `weights` also a name in `PUBLISHED` (then
-    `config` defaults to the one BVLC's weights imply, `bvlc.bvlc_config()`)."""
+    """`keras_alexnet.model.build_model`, `weights` also a name in `PUBLISHED`; with
+    `weights`, `config` defaults to theirs (`bvlc.bvlc_config()` for BVLC's)."""
     if weights is not None and _is_published(weights):
         weights = _imported(str(weights))
         config = config or bvlc.bvlc_config()
+    elif weights is not None and config is None:
+        config = model.config_of(checkpoints.load_model(weights, compile=False))
     return model.build_model(config, weights=weights, **kwargs)
