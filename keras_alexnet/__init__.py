@@ -2,12 +2,12 @@
 
 `build_model`, `fit`, `evaluate` and `export` are the entry points scripts call, with
 `AlexNetConfig` (the network) and `TrainingOptions` (its training) holding the paper's
-numbers;
-`load_model`, `preprocess_input` and `decode_predictions` use a trained checkpoint
+numbers; `load_model`, `preprocess_input` and `decode_predictions` use a trained checkpoint
 with its input contract, as Keras applications do with theirs.
 """
 
 import importlib
+import sys
 
 from keras_alexnet.config import AlexNetConfig, TrainingOptions, reduced_config
 
@@ -24,6 +24,13 @@ _LAZY = {"build_model": "keras_alexnet.applications", "fc7_features": "keras_ale
 __all__ = ["AlexNetConfig", "InputContract", "PaperSGD", "TrainingOptions", "build_model",
            "decode_predictions", "evaluate", "export", "fc7_features", "fit", "load_model",
            "preprocess_input", "reduced_config"]
+
+
+if "keras" in sys.modules:
+    # Keras (so TensorFlow) is loaded already: register the classes our checkpoints hold,
+    # so that plain `keras.saving.load_model` reads them.  Otherwise they register on
+    # first use, keeping `--help` and the converter free of TensorFlow.
+    importlib.import_module("keras_alexnet.network")
 
 
 def __getattr__(name: str):

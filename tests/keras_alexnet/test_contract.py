@@ -159,9 +159,13 @@ def test_the_contract_travels_with_the_model_through_plain_keras(model_with_cont
 
 
 @pytest.mark.slow
-def test_importing_the_network_module_is_all_plain_keras_needs(model_with_contract, tmp_path):
+@pytest.mark.parametrize("imports", ["keras, keras_alexnet", "keras_alexnet.network, keras"])
+def test_importing_keras_alexnet_is_all_plain_keras_needs(model_with_contract, tmp_path,
+                                                          imports):
+    """`import keras_alexnet` after keras (or keras_alexnet.network in any order)
+    registers the classes a checkpoint holds."""
     path = checkpoints.save_checkpoint(model_with_contract, tmp_path / "m.keras")
-    script = ("import sys, keras, keras_alexnet.network\n"
+    script = (f"import sys, {imports}\n"
               "model = keras.saving.load_model(sys.argv[1])\n"
               "print(type(model).__name__, model.input_contract.classes)")
     done = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True,
