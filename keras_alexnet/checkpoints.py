@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
 from keras_alexnet.errors import CheckpointError
-from keras_alexnet.network import OUTPUT  # registers every class a checkpoint holds
+from keras_alexnet.network import FEATURES, OUTPUT  # registers every class a checkpoint holds
 from tfrecords_tools.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
@@ -130,7 +130,7 @@ def read_contract(path_or_model_dir: str | Path) -> InputContract | None:
     try:
         layers = json.loads(member)["config"]["layers"] if member else []
         fields = next((layer["config"].get("input_contract") for layer in layers
-                       if layer["name"] == OUTPUT), None)
+                       if layer["name"] in (OUTPUT, FEATURES)), None)
     except (ValueError, KeyError, TypeError) as error:
         raise CheckpointError(f"{path}: cannot load the checkpoint (its "
                               f"{KERAS_CONFIG_MEMBER}: {error!r})") from error

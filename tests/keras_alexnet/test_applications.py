@@ -77,6 +77,7 @@ def test_without_top_the_contract_survives_save_load_and_clone(checkpoint, image
     assert keras.models.clone_model(body).input_contract.names == body.input_contract.names
     assert checkpoints.load_model(tmp_path / "body.keras").input_contract.names == \
         body.input_contract.names
+    assert checkpoints.read_contract(tmp_path / "body.keras").names == body.input_contract.names
     with pytest.raises(ValueError, match=r"has no fc7 \(built with include_top=False, "
                                          r"it ends at pool5\)"):
         keras_alexnet.fc7_features(loaded)
