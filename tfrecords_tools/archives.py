@@ -2,7 +2,8 @@
 
 Nothing is extracted.  Indexing reads only the 512-byte tar headers (seeking over the
 image data), and records where each image's bytes lie in the archive file, so any
-image can later be read with one seek, whatever the size of its class's inner tar.
+image can later be read with one seek, whatever the size of its class's inner tar.  The
+converter reads the train and val tars without an index, in one pass (`walk`).
 
 The Kaggle layout (an extracted `ILSVRC/Data/CLS-LOC/{train,val,test}` with
 `LOC_synset_mapping.txt` and `LOC_val_solution.csv`) is read the same way, one file
@@ -206,7 +207,9 @@ class _Recording:
     """A file object that remembers its last read, for `_tar_files`'s end check."""
 
     def __init__(self, fileobj):
-        self.fileobj, self.last, self.position = fileobj, b"", 0
+        # Where the file object stands: a reading that continues one of the same tar
+        # starts there, and tarfile then takes it for a header past the start.
+        self.fileobj, self.last, self.position = fileobj, b"", fileobj.tell()
 
     def read(self, size: int = -1) -> bytes:
         self.last = self.fileobj.read(size)
@@ -233,7 +236,8 @@ def _open_tar(fileobj, path: Path, where: str = "") -> tarfile.TarFile:
 
 
 def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
-               where: str = "", base: int = 0, directories: list[str] | None = None):
+               where: str = "", base: int = 0, directories: list[str] | None = None,
+               last: str = "its start", files: dict | None = None):
     """(name, data offset, size) of the images of an open tar, in archive order.
 
     Hard links are read through their target; symbolic links, directories (into
@@ -241,10 +245,11 @@ def _tar_files(archive: tarfile.TarFile, path: Path, not_images: list[dict],
     `tarfile` ends its iteration without a word at an invalid header past offset 0, so
     the block after the last member is checked here: it must be the end-of-archive
     marker, else the archive is damaged there (`base` turns the inner tar's offsets into
-    the file's).
+    the file's).  `last` and `files` (name: (data offset, size)) carry the state of a
+    reading of the same tar that this one continues.
     """
     prefix = f"{where}/" if where else ""
-    last, files = "its start", {}
+    files = {} if files is None else files
     try:
         for member in archive:
             name = f"{prefix}{member.name}"

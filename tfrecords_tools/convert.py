@@ -2,23 +2,30 @@
 parallel, resumable.
 
 How a run goes, per split:
-1. Plan: index the archive (headers only, front to back; cached in `.convert/` and
-   reused while the archive's size and mtime stay), check it against the devkit (every
-   class has meta.mat's `num_train_images`, every ground-truth line its val image),
-   give each image the shard, and the place in it, that a seeded hash of its name picks
-   (`shuffle`).  The plan, and so every shard's bytes, depends only on the archives and
-   the arguments, never on the number of processes or machines.
+1. Plan.  The ILSVRC train and val tars with a devkit need no index: the devkit gives
+   the split's size (so the default shard count) and the labels, and a seeded hash of
+   each image's name picks its shard (`shuffle`), so the pass places every image the
+   moment its header is read (`walk`); completeness against the devkit (every class has
+   meta.mat's `num_train_images`, every ground-truth line its val image) is checked at
+   the end of the pass, with the same errors, and the job record then gets what the
+   pass found.  Other sources (the test tar, a train tar without devkit counts, the
+   Kaggle layout, folders) are indexed first (headers only, front to back; cached in
+   `.convert/` while the archive's size and mtime stay) and checked before the pass.
+   The plan, and so every shard's bytes, depends only on the archives and the
+   arguments, never on the number of processes or machines.
 2. Forward pass: this process reads the archive front to back, a few MB at a time,
    into a buffer shared with the worker processes; the workers turn each image into
    its finished record and append it to the bucket file of its shard
    (`.convert/buckets/`, one O_APPEND write per shard and batch), so this process never
-   handles a record.  Every `checkpoint_seconds` the batches in flight finish, the
-   buckets are synced and their lengths recorded (`.convert/<split>.pass.*.json`); a
-   rerun truncates the buckets back to that record and reads on from there.  The shard shuffle never
-   becomes the read order: on a disk, a NAS or a network mount every backward jump is
-   a seek.
-3. Shards: a worker reads a complete bucket, puts its records in the shard's order,
-   writes `.<shard>.tmp` and renames it; then a receipt (`manifest.py`) is written.
+   handles a record.  Every `checkpoint_seconds` (at the next cut between top-level
+   members, in a walk) the batches in flight finish, the buckets are synced and their
+   lengths recorded (`.convert/<split>.pass.*.json`, with a walk's offset and findings so
+   far); a rerun truncates the buckets back to that record and reads on from there.
+   The shard shuffle never becomes the read order: on a disk, a NAS or a network mount
+   every backward jump is a seek.
+3. Shards: a worker reads a complete bucket, puts its records in the shard's order (by
+   their names' hash), writes `.<shard>.tmp` and renames it; then a receipt
+   (`manifest.py`) is written.  A name that comes twice is an error here.
 4. Merge: once every shard of a split has a receipt, `manifest.json` is written.
 
 A rerun keeps the shards whose receipt matches the job and the file's size and mtime,
@@ -43,8 +50,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, files, manifest, schema, shuffle, worker
+from tfrecords_tools import __version__, files, manifest, schema, shuffle, walk, worker
 from tfrecords_tools.archives import (
+    _VAL_NUMBER,
     Archives,
     ClassIndex,
     Devkit,
@@ -90,10 +98,24 @@ class SplitPlan:
     job: dict  # what the split's bytes depend on, and what indexing found
     shards: tuple[ShardPlan, ...]
     classes: ClassIndex | None
+    #: "train" or "flat" where the archive is read in one pass with no index (the shards'
+    #: members are then known only after it, and `job` gets the findings then), else ""
+    walk: str = ""
+    devkit: Devkit | None = None
+    expected: int = 0  # the images the devkit lists (a walk's progress)
 
     @property
     def job_id(self) -> str:
         return manifest.job_id(self.job)
+
+    @property
+    def pass_id(self) -> str:
+        """The job as known before the pass: without what the pass finds."""
+        return manifest.job_id(_before_pass(self.job)) if self.walk else self.job_id
+
+
+def _before_pass(job: dict) -> dict:
+    return {k: v for k, v in job.items() if k not in manifest.FINDINGS and k != "images"}
 
 
 @dataclasses.dataclass
@@ -275,6 +297,27 @@ def _plan_folders(output: Path, source: FolderSource, splits: Sequence[str] | No
     return plans
 
 
+def _plan_walk(split: str, path: Path, devkit: Devkit, devkit_path: Path | None,
+               num_shards: int | None, options: ImageOptions, seed: int, label_offset: int
+               ) -> SplitPlan:
+    """The plan of a train or val tar read in one pass: its size from the devkit, each
+    image's shard from its name as the pass reads it."""
+    total = (sum(devkit.train_counts.values()) if split == "train"
+             else len(devkit.ground_truth))
+    num_shards = num_shards or schema.default_num_shards(split, total)
+    if not 1 <= num_shards <= total:
+        raise ArgumentError(f"--{split}-shards {num_shards}: must be between 1 and the "
+                            f"{total} images of {path}")
+    job = {"split": split, "archive": _archive_identity(path),
+           "devkit": _archive_identity(devkit_path), "num_shards": num_shards,
+           "size": options.size, "crop": options.crop, "quality": options.quality,
+           "seed": seed, "label_offset": label_offset, "version": __version__, "codec": CODEC,
+           "plan": shuffle.PLAN}
+    shards = tuple(ShardPlan(split, i, num_shards, ()) for i in range(num_shards))
+    return SplitPlan(split, path, job, shards, devkit.classes,
+                     "train" if split == "train" else "flat", devkit, total)
+
+
 def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | None,
                    num_shards: dict[str, int], options: ImageOptions, seed: int,
                    label_offset: int, allow_incomplete: bool, progress: bool
@@ -288,6 +331,11 @@ def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | Non
     for split in schema.SPLITS:
         if split in splits:
             path = archives.path_for(split)
+            if devkit is not None and path.is_file() and (
+                    split == "validation" or (split == "train" and devkit.train_counts)):
+                plans.append(_plan_walk(split, path, devkit, archives.devkit,
+                                        num_shards.get(split), options, seed, label_offset))
+                continue
             plan = _plan_split(split, path, _index(output, split, path, progress),
                                devkit, archives.devkit, classes, num_shards.get(split),
                                options, seed, label_offset, allow_incomplete)
@@ -296,7 +344,7 @@ def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | Non
     return plans, classes
 
 
-def _claim_output(output: Path, plan: SplitPlan) -> None:
+def _claim_output(output: Path, plan: SplitPlan, allow_incomplete: bool = False) -> None:
     """Refuses a directory that holds this split's shards from another conversion, or
     other splits written with another label offset."""
     for split in schema.SPLITS:
@@ -310,6 +358,12 @@ def _claim_output(output: Path, plan: SplitPlan) -> None:
     job_path = manifest.job_path(output, plan.split)
     if job_path.exists():
         theirs = json.loads(job_path.read_text())
+        if plan.walk and _before_pass(theirs) == plan.job:
+            # A finished pass's record: its findings are those of this archive (unless
+            # they must be found again to refuse them).
+            if "images" in theirs and ("incomplete" not in theirs or allow_incomplete):
+                plan.job.update(theirs)
+            return
         if theirs != plan.job:
             differences = ", ".join(f"{k}: {theirs.get(k)!r} there, {v!r} here"
                                     for k, v in plan.job.items()
@@ -517,6 +571,233 @@ def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], positi
             os.close(descriptor)
 
 
+def _start_walk(output: Path, plan: SplitPlan, todo: list[ShardPlan], state_path: Path
+                ) -> tuple[list[ShardPlan], dict, dict[str, int]]:
+    """`_start_pass` for a walk: the state is the cut (the offset of the next top-level
+    header, the last member before it) and what the pass had found up to it."""
+    buckets = manifest.state_dir(output) / "buckets"
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        state = json.loads(state_path.read_text())
+        by_name = {shard.name: shard for shard in plan.shards}
+        sizes = state["bucket_bytes"]
+        if (state["job"] == plan.pass_id and {s.name for s in todo} <= set(state["shards"])
+                and all((buckets / name).stat().st_size >= size
+                        for name, size in sizes.items())):
+            return [by_name[name] for name in state["shards"]], state, sizes
+    for shard in todo:
+        (buckets / shard.name).unlink(missing_ok=True)
+    return todo, {"offset": 0, "last": "its start", "position": 0, "images": 0,
+                  "counts": {}, "seen": [], "not_images": [], "bad_names": [], "damage": "",
+                  "done": False}, {}
+
+
+def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: dict,
+               sizes: dict[str, int], state_path: Path, pool, buffer: memoryview,
+               slots: int, checkpoint_seconds: float, bar, summary: Summary) -> dict:
+    """Reads the split's tar once, front to back, headers and images alike: each image
+    goes to the shard its name's hash picks, and if that is one of `shards`, to the
+    workers, which file its record in the shard's bucket.  Checkpoints at cuts between
+    top-level members; returns what the pass found (the final state)."""
+    split = plan.split
+    bar.update(state["position"])
+    if state["done"]:
+        return state
+    ours = {shard.index: shard.name for shard in shards}
+    num_shards, seed = plan.job["num_shards"], plan.job["seed"]
+    label_of = plan.classes.label_of
+    truth, wnid_of_id = plan.devkit.ground_truth, plan.devkit.wnid_of_id
+    counts = collections.Counter(state["counts"])
+    seen = set(state["seen"])
+    bad_names = list(state["bad_names"])
+    images, position = state["images"], state["position"]
+    cut = (state["offset"], state["last"])
+    found = walk.Findings(list(state["not_images"]), state["damage"])
+    buckets = _Buckets(manifest.state_dir(output) / "buckets", sizes)
+    bucket_dir = str(buckets.directory)
+    reader = walk.Forward(plan.archive, cut[0])
+    walker = (walk.walk_train if plan.walk == "train" else walk.walk_flat)(
+        reader, plan.archive, cut[0], cut[1], found)
+    free = list(range(slots))
+    in_flight: collections.deque = collections.deque()
+    batch: list[tuple] = []  # (shard, name, offset, size, label) in archive order
+    batch_end = 0  # where the batch's furthest member ends
+    last_checkpoint, checkpoint_due, stopping, ended = time.monotonic(), False, False, False
+
+    def snapshot(done: bool) -> dict:
+        return {"job": plan.pass_id, "shards": [s.name for s in shards],
+                "offset": cut[0], "last": cut[1], "position": position, "images": images,
+                "counts": dict(counts), "seen": sorted(seen), "not_images": found.not_images,
+                "bad_names": bad_names, "damage": found.damage, "done": done}
+
+    def save(done: bool) -> dict:
+        result = snapshot(done)
+        result["bucket_bytes"] = buckets.sync()
+        with _writing(state_path.parent):
+            files.write_atomically(state_path, json.dumps(result))
+        return result
+
+    def flush() -> None:
+        slot = free.pop()
+        span_start, span_end = batch[0][2], batch_end
+        if span_end - span_start > SLOT_BYTES:  # one member too large for a slot
+            shard, name, offset, size, label = batch[0]
+            items = [(reader.get(offset, size), size, label, name, 0, shard)]
+        else:
+            base = slot * SLOT_BYTES
+            reader.copy_into(buffer[base:base + span_end - span_start], span_start)
+            items = [(base + offset - span_start, size, label, name, 0, shard)
+                     for shard, name, offset, size, label in batch]
+        buckets.touched.update(shard for shard, *_ in batch)
+        ticket = pool.submit(worker.convert_batch, (str(plan.archive), items, bucket_dir),
+                             _BatchNames(plan.archive, items))
+        in_flight.append((ticket, slot, len(batch)))
+        reader.release(span_end - walk.BLOCK)
+        batch.clear()
+
+    try:
+        while True:
+            while free and not stopping and not ended:
+                event = next(walker, None)
+                if event is None:
+                    ended = True
+                    if batch:
+                        flush()
+                    break
+                wnid, name, offset, size = event
+                if wnid is None:  # a cut (None, next header's offset, 0, last member)
+                    cut = (name, size)
+                    if checkpoint_due:
+                        if batch:
+                            flush()
+                        stopping = True
+                    continue
+                if plan.walk == "train":
+                    counts[wnid] += 1
+                    label = label_of.get(wnid)
+                    if label is None:  # refused at the end of the pass
+                        continue
+                else:
+                    match = _VAL_NUMBER.fullmatch(name)
+                    if not match:
+                        bad_names.append({"member": name, "reason": "not an "
+                                          "ILSVRC2012_val_%08d image name"})
+                        continue
+                    number = int(match[1])
+                    if not 1 <= number <= len(truth):
+                        raise ArchiveError(
+                            f"{plan.archive}: member {name} is beyond the {len(truth)} images "
+                            f"of the devkit's validation ground truth; is this the ILSVRC2012 "
+                            f"val tar?")
+                    label = label_of[wnid_of_id[truth[number - 1]]]
+                    seen.add(number)
+                images += 1
+                shard = ours.get(shuffle.shard_of(shuffle.key_hash(split, seed, name),
+                                                  num_shards))
+                if shard is None:
+                    if not batch:
+                        reader.release(offset + size - walk.BLOCK)
+                    continue
+                if batch and (len(batch) >= CHUNK
+                              or max(batch_end, offset + size) - batch[0][2] > SLOT_BYTES):
+                    flush()
+                batch_end = max(batch_end, offset + size) if batch else offset + size
+                batch.append((shard, name, offset, size, label))
+            if not in_flight:
+                if ended:
+                    break
+                if stopping:
+                    save(False)
+                    last_checkpoint, checkpoint_due, stopping = time.monotonic(), False, False
+                continue
+            ticket, slot, count = in_flight.popleft()
+            try:
+                kinds = pool.result(ticket)
+            except WorkerError as error:
+                cause = error.__cause__
+                if isinstance(cause, OSError) and f"{cause.filename}".startswith(bucket_dir):
+                    raise OutputError(f"writing in {bucket_dir}: {cause.strerror}; rerun the "
+                                      f"same command to resume from the last checkpoint "
+                                      f"after fixing this (a full disk?)") from error
+                raise
+            summary.skipped[split] += kinds.count(worker.SKIPPED)
+            summary.repaired[split] += kinds.count(worker.REPAIRED)
+            free.append(slot)
+            summary.images[split] += count
+            bar.update(count)
+            position += count
+            checkpoint_due = (checkpoint_due
+                              or time.monotonic() - last_checkpoint >= checkpoint_seconds)
+        return save(True)
+    finally:
+        reader.close()
+
+
+def _finish_walk(output: Path, plan: SplitPlan, state: dict, allow_incomplete: bool,
+                 summary: Summary) -> None:
+    """Checks the pass's findings against the devkit, with the errors of indexing, and
+    records them in the job."""
+    path, devkit, damage = plan.archive, plan.devkit, state["damage"]
+    classes = devkit.classes
+    findings: dict = {}
+    if plan.walk == "train":
+        strangers = sorted(w for w in state["counts"] if w not in classes.label_of)
+        if strangers:
+            raise ArchiveError(f"{path}: member {strangers[0]} is not a class of the devkit "
+                               f"({len(strangers)} such classes)")
+        found, expected = state["counts"], devkit.train_counts
+        short = {wnid: [found.get(wnid, 0), expected.get(wnid, 1)] for wnid in classes.wnids
+                 if (found.get(wnid, 0) != expected[wnid] if wnid in expected
+                     else not found.get(wnid, 0))}
+        if short or damage:
+            if not allow_incomplete:
+                counts = ", ".join(f"{w} has {n} of {e}" for w, (n, e) in list(short.items())[:5])
+                what = (f"{len(short)} of the {len(classes.wnids)} classes are missing or short "
+                        f"of the devkit's num_train_images ({counts}"
+                        f"{', ...' if len(short) > 5 else ''})" if short else "damaged")
+                _refuse_incomplete(path, what, damage)
+            findings["incomplete"] = {"damage": damage, "classes": short}
+        if expected:
+            findings["expected"] = {"class_counts": expected}
+    else:
+        seen = set(state["seen"])
+        missing = [n for n in range(1, len(devkit.ground_truth) + 1) if n not in seen]
+        if missing and not allow_incomplete:
+            names = ", ".join(f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing[:3])
+            raise ArchiveError(f"{path}: has {len(seen)} of the {len(devkit.ground_truth)} "
+                               f"images of the devkit's ground truth; missing {len(missing)} "
+                               f"(e.g. {names}){'; ' + damage if damage else ''}. Download the "
+                               f"val tar again, or pass --allow-incomplete to convert what is "
+                               f"there")
+        if missing or damage:
+            if not allow_incomplete:
+                _refuse_incomplete(path, "damaged", damage)
+            findings["incomplete"] = {"damage": damage, "missing": [
+                f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing]}
+        findings["expected"] = {"images": len(devkit.ground_truth)}
+    not_images = state["not_images"] + state["bad_names"]
+    if not_images:
+        findings["not_images"] = not_images
+    plan.job.update(images=state["images"], **findings)
+    files.write_atomically(manifest.job_path(output, plan.split),
+                           json.dumps(plan.job, indent=1, sort_keys=True))
+    note = f"{plan.split}: {json.dumps(plan.job.get('incomplete'))}"
+    if "incomplete" in plan.job and note not in summary.incomplete:
+        summary.incomplete.append(note)
+
+
+class _BatchNames(Sequence):
+    """A walk's batch as a failing worker's message names its members, built only then."""
+
+    def __init__(self, archive: Path, items: list[tuple]):
+        self.archive, self.items = archive, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index):
+        return f"{self.archive}: member {self.items[index][3]}"
+
+
 class _MemberNames(Sequence):
     """A batch's members as a failing worker's message names them, built only then."""
 
@@ -541,7 +822,8 @@ def _write_shards(output: Path, plan: SplitPlan, shards: list[ShardPlan], pool, 
         while todo and len(pending) < window:
             shard = todo.popleft()
             args = (str(buckets / shard.name), str(output / f".{shard.name}.tmp"),
-                    str(output / shard.name), len(shard.members))
+                    str(output / shard.name), None if plan.walk else len(shard.members),
+                    plan.split, plan.job["seed"])
             pending.append((shard, pool.submit(worker.write_shard, args,
                                                [str(output / shard.name)])))
         shard, ticket = pending.popleft()
@@ -554,16 +836,19 @@ def _write_shards(output: Path, plan: SplitPlan, shards: list[ShardPlan], pool, 
             raise OutputError(f"writing {output / shard.name}: {error.__cause__}; the {done} "
                               f"{plan.split} shards finished are kept, rerun to finish after "
                               f"fixing this (a full disk?)") from error
+        if "duplicates" in facts:
+            raise ArchiveError(f"{plan.archive}: member {facts['duplicates'][0]} appears more "
+                               f"than once")
         labelled = plan.split != "test"
         receipt = {
             "job": plan.job_id, "shard": shard.name, "records": facts["records"],
             "bytes": facts["bytes"], "mtime_ns": facts["mtime_ns"], "sha256": facts["sha256"],
             "class_counts": {str(k): v for k, v in facts["class_counts"].items()},
-            "skipped": [{"member": shard.members[i].name, "reason": reason}
-                        | ({"synset": plan.classes.wnids[shard.members[i].label]}
-                           if labelled else {}) for i, reason in facts["skipped"]],
-            "repaired": [{"member": shard.members[i].name, "repair": repair}
-                         for i, repair in facts["repaired"]]}
+            "skipped": [{"member": name, "reason": reason}
+                        | ({"synset": plan.classes.wnids[label]} if labelled else {})
+                        for name, label, reason in facts["skipped"]],
+            "repaired": [{"member": name, "repair": repair}
+                         for name, repair in facts["repaired"]]}
         manifest.write_receipt(output, receipt)
         (buckets / shard.name).unlink(missing_ok=True)
         summary.shards_written[plan.split] += 1
@@ -658,7 +943,7 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
             if classes is not None:
                 _claim_labels(output, classes)
             for plan in plans:
-                _claim_output(output, plan)
+                _claim_output(output, plan, allow_incomplete)
                 if "incomplete" in plan.job:
                     summary.incomplete.append(f"{plan.split}: {json.dumps(plan.job['incomplete'])}")
 
@@ -675,14 +960,24 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
                         todo.append(shard)
                 if todo:
                     state_path = _pass_path(output, plan.split, num_workers, worker_index)
-                    passes.append((plan, state_path, *_start_pass(output, plan, todo, state_path)))
-            with tqdm(total=sum(len(s.members) for _, _, shards, _, _ in passes for s in shards),
-                      unit="img", desc="converting", disable=not progress, smoothing=0.05) as bar:
+                    start = _start_walk if plan.walk else _start_pass
+                    passes.append((plan, state_path, *start(output, plan, todo, state_path)))
+            total = sum(plan.expected * len(shards) // len(plan.shards) if plan.walk
+                        else sum(len(s.members) for s in shards)
+                        for plan, _, shards, _, _ in passes)
+            with tqdm(total=total, unit="img", desc="converting", disable=not progress,
+                      smoothing=0.05) as bar:
                 for plan, state_path, shards, position, sizes in passes:
                     bar.set_postfix_str(plan.split)
                     pool.broadcast(worker.configure, (
                         plan.classes.wnids if plan.classes else (),
                         plan.classes.names if plan.classes else (), options, label_offset))
+                    if plan.walk:
+                        found = _walk_pass(output, plan, shards, position, sizes, state_path,
+                                           pool, memoryview(shared).cast("B"), slots,
+                                           checkpoint_seconds, bar, summary)
+                        _finish_walk(output, plan, found, allow_incomplete, summary)
+                        continue
                     _forward_pass(output, plan, shards, position, sizes, state_path, pool,
                                   memoryview(shared).cast("B"), slots, checkpoint_seconds, bar,
                                   summary)

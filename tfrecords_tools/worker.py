@@ -18,16 +18,17 @@ import os
 import struct
 from pathlib import Path
 
-from tfrecords_tools import schema
+from tfrecords_tools import schema, shuffle
 from tfrecords_tools.errors import OutputError
 from tfrecords_tools.files import atomic_path
 from tfrecords_tools.images import ImageOptions, configure_worker_process, reencode
 from tfrecords_tools.pool import working_on
 
-#: A bucket entry's head: the record's index in its shard, its label (the class index,
-#: without the label offset, -1 unlabeled), the record's length, the note's length, and
-#: its kind; then the framed record, then the note (the repair, or why it was skipped).
-ENTRY = struct.Struct("<IiIHB")
+#: A bucket entry's head: its label (the class index, without the label offset, -1
+#: unlabeled), the record's length, the note's length, the member name's length and its
+#: kind; then the name, the framed record, then the note (the repair, or why it was
+#: skipped).  The shard's order comes from the names (`shuffle.in_shard_order`).
+ENTRY = struct.Struct("<iIHHB")
 CONVERTED, REPAIRED, SKIPPED = 0, 1, 2
 
 _buffer: memoryview | None = None  # the parent's read buffer, shared
@@ -61,7 +62,7 @@ def convert_batch(source: str, items: list[tuple], buckets: str) -> bytes:
     wnids, names, options, offset = _job
     entries: dict[str, list[bytes]] = collections.defaultdict(list)
     kinds = bytearray()
-    for number, (where, size, label, name, index, shard) in enumerate(items):
+    for number, (where, size, label, name, _, shard) in enumerate(items):
         working_on(number)
         if isinstance(where, int):
             data = bytes(_buffer[where:where + size])
@@ -80,8 +81,9 @@ def convert_batch(source: str, items: list[tuple], buckets: str) -> bytes:
                 names[label] if labelled else "")))
             kind, note = (REPAIRED, outcome.repaired) if outcome.repaired else (CONVERTED, "")
         note = note.encode()[:0xFFFF]
-        entries[shard].append(ENTRY.pack(index, label, len(record), len(note), kind)
-                              + record + note)
+        key = name.encode()
+        entries[shard].append(ENTRY.pack(label, len(record), len(note), len(key), kind)
+                              + key + record + note)
         kinds.append(kind)
     for shard, shard_entries in entries.items():
         append_entries(Path(buckets) / shard, b"".join(shard_entries))
@@ -105,40 +107,50 @@ def append_entries(path: Path, data: bytes) -> None:
                       f"{len(data)} bytes)", str(path))
 
 
-def read_bucket(path: Path, count: int) -> list[tuple[int, bytes, int, str]]:
-    """The bucket's (label, record, kind, note) in shard order; every index once."""
-    data = path.read_bytes() if count else b""  # a shard the hash gave no member has none
-    slots: list = [None] * count
+def read_bucket(path: Path, split: str, seed: int) -> tuple[list[tuple], list[str]]:
+    """The bucket's (name, label, record, kind, note) in shard order, and the names that
+    come more than once (each once)."""
+    data = path.read_bytes() if path.exists() else b""  # a shard the hash gave no member
+    by_name: dict[str, tuple] = {}
+    duplicates: set[str] = set()
     position = 0
     while position < len(data):
-        index, label, length, note_length, kind = ENTRY.unpack_from(data, position)
+        label, length, note_length, name_length, kind = ENTRY.unpack_from(data, position)
         position += ENTRY.size
+        name = data[position:position + name_length].decode()
+        position += name_length
         record = data[position:position + length]
         note = data[position + length:position + length + note_length].decode()
         position += length + note_length
-        if index >= count or slots[index] is not None:
-            raise OutputError(f"{path}: entry for record {index} of {count} is out of place")
-        slots[index] = (label, record, kind, note)
-    missing = [i for i, entry in enumerate(slots) if entry is None]
-    if missing:
-        raise OutputError(f"{path}: {len(missing)} of its {count} records are missing "
-                          f"(e.g. record {missing[0]})")
-    return slots
+        if name in by_name:
+            duplicates.add(name)
+        by_name[name] = (name, label, record, kind, note)
+    return ([by_name[name] for name in shuffle.in_shard_order(split, seed, list(by_name))],
+            sorted(duplicates))
 
 
-def write_shard(bucket: str, temporary: str, final: str, count: int) -> dict:
-    """Writes the shard from its complete bucket; returns the receipt's facts."""
+def write_shard(bucket: str, temporary: str, final: str, count: int | None, split: str,
+                seed: int) -> dict:
+    """Writes the shard from its complete bucket (of `count` records where known);
+    returns the receipt's facts, or {"duplicates": names} and no shard where a member
+    name comes more than once."""
     working_on(0)
+    entries, duplicates = read_bucket(Path(bucket), split, seed)
+    if duplicates:
+        return {"duplicates": duplicates}
+    if count is not None and len(entries) != count:
+        raise OutputError(f"{bucket}: {count - len(entries)} of its {count} records are "
+                          f"missing")
     digest = hashlib.sha256()
     class_counts = collections.Counter()
     skipped, repaired, records = [], [], 0
     with atomic_path(final, temporary) as path, open(path, "wb") as handle:
-        for index, (label, record, kind, note) in enumerate(read_bucket(Path(bucket), count)):
+        for name, label, record, kind, note in entries:
             if kind == SKIPPED:
-                skipped.append((index, note))
+                skipped.append((name, label, note))
                 continue
             if kind == REPAIRED:
-                repaired.append((index, note))
+                repaired.append((name, note))
             handle.write(record)
             digest.update(record)
             records += 1

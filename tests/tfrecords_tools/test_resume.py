@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.tfrecords_tools.test_convert import _outputs
-from tfrecords_tools import archives as archives_module
 from tfrecords_tools.convert import convert
 
 pytestmark = pytest.mark.slow
@@ -120,23 +119,28 @@ def test_ctrl_c_and_sigterm_are_one_line(long_archives, tmp_path, how, code, lin
     assert not list(tmp_path.glob(".*.tmp"))
 
 
-def test_rerun_reuses_the_index_and_trusts_receipts(long_archives, reference, tmp_path,
-                                                    monkeypatch):
+def test_rerun_reads_nothing_again_and_trusts_receipts(long_archives, reference, tmp_path,
+                                                       monkeypatch):
     convert(tmp_path, long_archives.directory, processes=1, **ARGUMENTS)
+    # The train and val tars were read in one pass each, with no index.
+    assert sorted(p.name for p in (tmp_path / ".convert").glob("*.index.json")) == [
+        "test.index.json"]
 
     def no_indexing(*args, **kwargs):
-        raise AssertionError("the archive was indexed again")
+        raise AssertionError("the archive was indexed or read again")
 
     def no_hashing(*args, **kwargs):
         raise AssertionError("a finished shard was hashed again")
 
     monkeypatch.setattr("tfrecords_tools.convert.index_train", no_indexing)
     monkeypatch.setattr("tfrecords_tools.convert.index_flat", no_indexing)
+    monkeypatch.setattr("tfrecords_tools.walk.walk_train", no_indexing)
+    monkeypatch.setattr("tfrecords_tools.walk.walk_flat", no_indexing)
     monkeypatch.setattr("tfrecords_tools.manifest.file_sha256", no_hashing)
     summary = convert(tmp_path, long_archives.directory, processes=1, **ARGUMENTS)
     assert sum(summary.shards_kept.values()) == 5 and not summary.images
-    # A changed archive (here its mtime) is indexed again.
+    # A changed mtime changes nothing the shards depend on: still nothing is read again.
     os.utime(long_archives.train, ns=(time.time_ns(), time.time_ns()))
-    monkeypatch.setattr("tfrecords_tools.convert.index_train", archives_module.index_train)
-    convert(tmp_path, long_archives.directory, processes=1, **ARGUMENTS)
+    summary = convert(tmp_path, long_archives.directory, processes=1, **ARGUMENTS)
+    assert sum(summary.shards_kept.values()) == 5 and not summary.images
     assert _outputs(tmp_path) == _outputs(reference)
