@@ -383,25 +383,35 @@ def _plain_members(raw, start: int, size: int) -> list[tuple[str, int, int]] | N
         header = os.pread(raw.fileno(), block, start + position)
         if header == tarfile.NUL * block:
             return images or None  # tarfile refuses a tar without members
-        if (len(header) < block or header[156:157] not in (b"0", b"\0")
-                or header[257:265] not in _USTAR or header[124] & 0x80):
+        plain = plain_header(header)
+        if plain is None:
             return None
-        try:
-            name = _field(header[:100]).decode()
-            prefix = _field(header[345:500]).decode()
-            length = int(_field(header[124:136]).strip() or b"0", 8)
-            checksum = int(_field(header[148:156]).strip() or b"0", 8)
-        except ValueError:
-            return None
-        if checksum != sum(header[:148]) + 256 + sum(header[156:]):
-            return None
-        if prefix and header[257:265] == _USTAR[0]:
-            name = f"{prefix}/{name}"
-        if not name or name.endswith("/"):  # a directory, to tarfile
-            return None
+        name, length = plain
         images.append((name, position + block, length))
         position += block + -(-length // block) * block
     return None
+
+
+def plain_header(header: bytes) -> tuple[str, int] | None:
+    """(name, size) of a plain ustar header of a regular file, else None (anything else
+    is `tarfile`'s to read)."""
+    if (len(header) < tarfile.BLOCKSIZE or header[156:157] not in (b"0", b"\0")
+            or header[257:265] not in _USTAR or header[124] & 0x80):
+        return None
+    try:
+        name = _field(header[:100]).decode()
+        prefix = _field(header[345:500]).decode()
+        length = int(_field(header[124:136]).strip() or b"0", 8)
+        checksum = int(_field(header[148:156]).strip() or b"0", 8)
+    except ValueError:
+        return None
+    if checksum != sum(header[:148]) + 256 + sum(header[156:]):
+        return None
+    if prefix and header[257:265] == _USTAR[0]:
+        name = f"{prefix}/{name}"
+    if not name or name.endswith("/"):  # a directory, to tarfile
+        return None
+    return name, length
 
 
 def _field(data: bytes) -> bytes:

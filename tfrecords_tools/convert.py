@@ -495,6 +495,22 @@ def _batches(order: list[tuple], start: int):
         position = end
 
 
+def _count_batch(pool, ticket, bucket_dir: str, summary: Summary, split: str) -> None:
+    """Waits for a batch of the forward pass and counts its skipped and repaired images;
+    a bucket that cannot grow stops the run naming it."""
+    try:
+        kinds = pool.result(ticket)
+    except WorkerError as error:
+        cause = error.__cause__
+        if isinstance(cause, OSError) and f"{cause.filename}".startswith(bucket_dir):
+            raise OutputError(f"writing in {bucket_dir}: {cause.strerror}; rerun the "
+                              f"same command to resume from the last checkpoint "
+                              f"after fixing this (a full disk?)") from error
+        raise
+    summary.skipped[split] += kinds.count(worker.SKIPPED)
+    summary.repaired[split] += kinds.count(worker.REPAIRED)
+
+
 def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
                   sizes: dict[str, int], state_path: Path, pool, buffer: memoryview,
                   slots: int, checkpoint_seconds: float, bar, summary: Summary) -> None:
@@ -549,17 +565,7 @@ def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], positi
                 last_checkpoint, checkpoint_due = time.monotonic(), False
                 continue
             ticket, slot, begin, end = in_flight.popleft()
-            try:
-                kinds = pool.result(ticket)
-            except WorkerError as error:
-                cause = error.__cause__
-                if isinstance(cause, OSError) and f"{cause.filename}".startswith(bucket_dir):
-                    raise OutputError(f"writing in {bucket_dir}: {cause.strerror}; rerun the "
-                                      f"same command to resume from the last checkpoint "
-                                      f"after fixing this (a full disk?)") from error
-                raise
-            summary.skipped[split] += kinds.count(worker.SKIPPED)
-            summary.repaired[split] += kinds.count(worker.REPAIRED)
+            _count_batch(pool, ticket, bucket_dir, summary, split)
             free.append(slot)
             summary.images[split] += end - begin
             bar.update(end - begin)
@@ -710,17 +716,7 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
                     last_checkpoint, checkpoint_due, stopping = time.monotonic(), False, False
                 continue
             ticket, slot, count = in_flight.popleft()
-            try:
-                kinds = pool.result(ticket)
-            except WorkerError as error:
-                cause = error.__cause__
-                if isinstance(cause, OSError) and f"{cause.filename}".startswith(bucket_dir):
-                    raise OutputError(f"writing in {bucket_dir}: {cause.strerror}; rerun the "
-                                      f"same command to resume from the last checkpoint "
-                                      f"after fixing this (a full disk?)") from error
-                raise
-            summary.skipped[split] += kinds.count(worker.SKIPPED)
-            summary.repaired[split] += kinds.count(worker.REPAIRED)
+            _count_batch(pool, ticket, bucket_dir, summary, split)
             free.append(slot)
             summary.images[split] += count
             bar.update(count)

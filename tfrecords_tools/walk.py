@@ -20,14 +20,13 @@ from pathlib import Path
 
 from tfrecords_tools.archives import (
     _HIDDEN,
-    _USTAR,
     _WNID,
     DamagedArchive,
     _base_name,
     _check_inside,
-    _field,
     _open_tar,
     _tar_files,
+    plain_header,
 )
 from tfrecords_tools.errors import ArchiveError
 
@@ -118,27 +117,6 @@ class Findings:
         self.damage = damage
 
 
-def _plain(header: bytes) -> tuple[str, int] | None:
-    """(name, size) of a plain ustar header of a regular file, else None."""
-    if (len(header) < BLOCK or header[156:157] not in (b"0", b"\0")
-            or header[257:265] not in _USTAR or header[124] & 0x80):
-        return None
-    try:
-        name = _field(header[:100]).decode()
-        prefix = _field(header[345:500]).decode()
-        length = int(_field(header[124:136]).strip() or b"0", 8)
-        checksum = int(_field(header[148:156]).strip() or b"0", 8)
-    except ValueError:
-        return None
-    if checksum != sum(header[:148]) + 256 + sum(header[156:]):
-        return None
-    if prefix and header[257:265] == _USTAR[0]:
-        name = f"{prefix}/{name}"
-    if not name or name.endswith("/"):
-        return None
-    return name, length
-
-
 def _inner_files(reader: Forward, path: Path, start: int, size: int, where: str,
                  not_images: list[dict]) -> Iterator[tuple[str, int, int]]:
     """(name, data offset in the file, size) of the tar at file[start:start + size]:
@@ -148,7 +126,7 @@ def _inner_files(reader: Forward, path: Path, start: int, size: int, where: str,
         header = reader.get(start + position, BLOCK)
         if position and header == tarfile.NUL * BLOCK:
             return
-        plain = _plain(header)
+        plain = plain_header(header)
         if plain is None:
             break
         name, length = plain

@@ -15,6 +15,7 @@ import tensorflow as tf
 from PIL import Image
 
 from tests.conftest import SAMPLE_IMAGE_SIZE, SAMPLE_NUM_SHARDS
+from tests.tfrecords_tools.conftest import KILLED_AFTER_THE_FIRST_RECEIPT
 from tfrecords_tools import schema
 from tfrecords_tools.convert import convert
 from tfrecords_tools.errors import OutputError
@@ -117,24 +118,6 @@ def test_rerun_checks_finished_shards_and_redoes_bad_ones(converted_shards, samp
     assert dict(summary.shards_written) == {"train": 1, "validation": 1}
     assert sum(summary.shards_kept.values()) == 5
     assert _outputs(tmp_path) == _outputs(converted_shards)
-
-
-#: The real command, killed with SIGKILL the moment its first shard receipt is written
-#: (at a known point, not by a race against a poll of the directory).
-KILLED_AFTER_THE_FIRST_RECEIPT = """
-import os, signal, sys
-from tfrecords_tools import manifest
-from tfrecords_tools.__main__ import main
-
-write_receipt = manifest.write_receipt
-
-def write_then_die(output, receipt):
-    write_receipt(output, receipt)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-manifest.write_receipt = write_then_die
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ from tests.tfrecords_tools.conftest import (
     FOLDER_CLASSES,
     FOLDER_SKIPPED,
     FOLDER_TRAIN_COUNTS,
+    KILLED_AFTER_THE_FIRST_RECEIPT,
     VAL_PER_CLASS,
     make_image_folders,
     tar_of,
@@ -197,22 +198,6 @@ def test_a_tar_of_per_class_tars_needs_no_devkit(sample_archives, tmp_path, caps
     assert manifest["splits"]["train"]["arguments"]["devkit"] is None
     assert _error(capsys, sample_archives.train, tmp_path / "x", "--validation-fraction", .1
                   ).startswith("error: --validation-fraction: applies to image folders")
-
-
-KILLED_AFTER_THE_FIRST_RECEIPT = """
-import os, signal, sys
-from tfrecords_tools import manifest
-from tfrecords_tools.__main__ import main
-
-write_receipt = manifest.write_receipt
-
-def write_then_die(output, receipt):
-    write_receipt(output, receipt)
-    os.kill(os.getpid(), signal.SIGKILL)
-
-manifest.write_receipt = write_then_die
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.mark.slow
