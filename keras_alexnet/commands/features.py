@@ -15,8 +15,9 @@ directories left out, sorted by path.
 Writes OUTPUT (default features.npy): float32 (N, 4096 for the paper's network), a row
 per image; and beside it OUTPUT with .txt (features.txt): the N image paths, one a
 line, in the same order.  An image that does not decode is skipped, named on stderr
-with the reason, and has no row; the summary line counts them.  When nothing decodes:
-an error, and nothing is written.
+with the reason, and has no row; the summary line counts them and the exit status is
+1, so a script sees that images were left out.  When nothing decodes: an error, and
+nothing is written.
 """
 
 from __future__ import annotations
@@ -131,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"wrote the fc7 features of {len(kept)} images ({features.shape[0]}x"
           f"{features.shape[1]} float32) to {output} and their paths to {names}"
           + (f"; skipped {skipped} that did not decode (named above)" if skipped else ""))
-    return 0
+    return 1 if skipped else 0
 
 
 def _reason(error: Exception) -> str:

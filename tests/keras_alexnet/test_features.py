@@ -69,7 +69,7 @@ def test_an_image_that_does_not_decode_is_skipped_and_named(exported, photos, tm
     output = tmp_path / "features.npy"
     # Batches of two: the progress bar shows, and a batch keeps one image of two.
     assert main(["features", str(exported.checkpoint), str(photos / "b"), "-o",
-                 str(output), "--batch-size", "2"]) == 0
+                 str(output), "--batch-size", "2"]) == 1  # not 0: an image was left out
     captured = capsys.readouterr()
     assert f"{broken}: skipped, not a JPEG or PNG image" in captured.err
     assert "fc7 features: 100%" in captured.err and "4/4" in captured.err
