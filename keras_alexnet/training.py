@@ -81,9 +81,10 @@ def plan(data_dir: str | Path | DatasetInfo, model_dir: str | Path,
     strategy = (select_strategy(options.strategy) if isinstance(options.strategy, str)
                 else options.strategy)
     info, model_dir, chief = DatasetInfo.of(data_dir), Path(model_dir), is_chief(strategy)
-    if not options.init_from and resume.recorded_source(model_dir):
+    recorded_source = None if options.init_from else resume.recorded_source(model_dir)
+    if recorded_source:
         # A fine-tuning run resumed without its flag: same source, same learning rates.
-        options = options.replace(init_from=resume.recorded_source(model_dir))
+        options = options.replace(init_from=recorded_source)
     num_classes = _num_classes(info, config)
     data.check_shards(info, "train", num_classes)
     validation_records = 0

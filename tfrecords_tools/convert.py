@@ -655,7 +655,7 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
                      for shard, name, offset, size, label in batch]
         buckets.touched.update(shard for shard, *_ in batch)
         ticket = pool.submit(worker.convert_batch, (str(plan.archive), items, bucket_dir),
-                             _BatchNames(plan.archive, items))
+                             _MemberNames(plan.archive, items))
         in_flight.append((ticket, slot, len(batch)))
         reader.release(span_end - walk.BLOCK)
         batch.clear()
@@ -781,8 +781,9 @@ def _finish_walk(output: Path, plan: SplitPlan, state: dict, allow_incomplete: b
         summary.incomplete.append(note)
 
 
-class _BatchNames(Sequence):
-    """A walk's batch as a failing worker's message names its members, built only then."""
+class _MemberNames(Sequence):
+    """A batch's members as a failing worker's message names them, built only then; an
+    item's fourth field is its `Member` (an indexed pass) or its name (a walk)."""
 
     def __init__(self, archive: Path, items: list[tuple]):
         self.archive, self.items = archive, items
@@ -791,21 +792,9 @@ class _BatchNames(Sequence):
         return len(self.items)
 
     def __getitem__(self, index):
-        return f"{self.archive}: member {self.items[index][3]}"
-
-
-class _MemberNames(Sequence):
-    """A batch's members as a failing worker's message names them, built only then."""
-
-    def __init__(self, archive: Path, members: list[tuple]):
-        self.archive, self.members = archive, members
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def __getitem__(self, index):
-        member = self.members[index][3]
-        return f"{self.archive}: member {member.path or member.name}"
+        member = self.items[index][3]
+        name = member if isinstance(member, str) else member.path or member.name
+        return f"{self.archive}: member {name}"
 
 
 def _write_shards(output: Path, plan: SplitPlan, shards: list[ShardPlan], pool, window: int,

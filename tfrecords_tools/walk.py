@@ -156,6 +156,19 @@ def _top(reader: Forward, path: Path, start: int, last: str, not_images: list[di
                 for name, offset, size in _tar_files(top, path, not_images, "", 0, last=last))
 
 
+def _until_damage(entries: Iterator[tuple], found: Findings) -> Iterator[tuple]:
+    """`entries` up to the first damage of the outer tar, which `found` records."""
+    while True:
+        try:
+            entry = next(entries, None)
+        except DamagedArchive as error:
+            found.damage = str(error)
+            return
+        if entry is None:
+            return
+        yield entry
+
+
 def walk_train(reader: Forward, path: Path, start: int, last: str, found: Findings):
     """The train tar's images as (WNID, base name, offset, size), in archive order, each
     inner tar followed by its cut (None, offset of the next outer header, 0, `last`).
@@ -163,16 +176,8 @@ def walk_train(reader: Forward, path: Path, start: int, last: str, found: Findin
     Damage is recorded in `found` (the first only) as indexing with `allow_incomplete`
     does: an inner tar's stops that tar, the outer tar's the walk."""
     file_size = reader.size
-    outer = _top(reader, path, start, last, found.not_images)
-    while True:
-        try:
-            entry = next(outer, None)
-        except DamagedArchive as error:
-            found.damage = str(error)
-            return
-        if entry is None:
-            return
-        inner_name, inner_offset, inner_size, cut = entry
+    for inner_name, inner_offset, inner_size, cut in _until_damage(
+            _top(reader, path, start, last, found.not_images), found):
         if inner_offset + inner_size > file_size:
             continue  # cut by a truncation, which the outer iteration reports next
         wnid = Path(inner_name).stem
@@ -196,16 +201,8 @@ def walk_train(reader: Forward, path: Path, start: int, last: str, found: Findin
 def walk_flat(reader: Forward, path: Path, start: int, last: str, found: Findings):
     """A flat tar's images as ("", base name, offset, size), each followed by its cut."""
     file_size = reader.size
-    members = _top(reader, path, start, last, found.not_images)
-    while True:
-        try:
-            entry = next(members, None)
-        except DamagedArchive as error:
-            found.damage = str(error)
-            return
-        if entry is None:
-            return
-        name, offset, size, cut = entry
+    for name, offset, size, cut in _until_damage(
+            _top(reader, path, start, last, found.not_images), found):
         if _base_name(name).startswith("."):
             found.not_images.append({"member": name, "reason": _HIDDEN})
         else:
