@@ -15,6 +15,12 @@ preprocessing by the model's input contract (`keras_alexnet.contract`):
 - `features`: `image_bytes` -> `fc7`, the 4096 activations the paper compares images
   by [paper §6.1].
 
+An ensemble (`export([run1, run2, ...])`, `keras_alexnet.ensemble`) is one SavedModel
+with the same signatures and warmup requests: `probabilities` is the mean of the
+members' softmax [paper §6], each member preprocessing the same bytes by its own
+contract in the graph; `features` concatenates the members' fc7 (member order), and
+`predict_images` is there only when the members share an input size.
+
 The weights are stored once (`variables/` holds 4 bytes a parameter; Keras's
 ExportArchive stores them twice, keras-team/keras#23553).
 `assets.extra/tf_serving_warmup_requests` holds a `PredictionLog` TFRecord that TF
@@ -34,8 +40,7 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
-from keras_alexnet import checkpoints
-from keras_alexnet.contract import InputContract, contract_of
+from keras_alexnet.ensemble import Member, ModelSource, load_members
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import decode_center_crop
@@ -51,48 +56,56 @@ WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 _VERSION = re.compile(r"^\d+$")
 
 
-def load_model(model_or_checkpoint: keras.Model | str | os.PathLike) -> keras.Model:
-    """A Keras model, a `.keras` file or a training run's model directory -> the model."""
-    if isinstance(model_or_checkpoint, keras.Model):
-        return model_or_checkpoint
-    return checkpoints.load_model(model_or_checkpoint, compile=False)
+def _center_crops(image_bytes: tf.Tensor, image_size: int, resize_size: int) -> tf.Tensor:
+    return tf.map_fn(
+        lambda encoded: decode_center_crop(encoded, image_size, resize_size), image_bytes,
+        fn_output_signature=tf.TensorSpec((image_size, image_size, 3), tf.float32))
 
 
-def serving_functions(model: keras.Model, contract: InputContract) -> dict[str, Callable]:
+def _network_input(member: Member, images: tf.Tensor) -> tf.Tensor:
+    return member.contract.to_network(member.contract.subtract_mean(images))
+
+
+def _run(network: keras.Model, images: tf.Tensor, width: int) -> tf.Tensor:
+    # Convolutions reject an empty batch on CPU; an empty request gets empty outputs.
+    return tf.cond(tf.shape(images)[0] > 0, lambda: network(images, training=False),
+                   lambda: tf.zeros((0, width), tf.float32))
+
+
+def serving_functions(members: Sequence[Member]) -> dict[str, Callable]:
     """The exported signatures as plain functions of tensors, keyed by signature name.
+
+    `members` (`ensemble.load_members`): one model, or an ensemble whose probabilities
+    are the mean of its members' [paper §6], each member fed by its own contract from
+    the same image bytes.  `predict_images` takes crops of one size, so it is there only
+    when every member has the same input size.  `features` gives the members' fc7
+    activations side by side, in member order: the squared Euclidean distance the paper
+    compares images by [paper §6.1] is then the sum of the members' distances.
 
     Export traces them into the SavedModel; `predict` calls them directly on a checkpoint,
     so both paths run the same preprocessing.
     """
-    image_size = model.input_shape[1]
-    num_classes = model.output_shape[-1]
-    if len(contract.classes) != num_classes:
-        raise AlexNetError(f"the input contract lists {len(contract.classes)} classes but the "
-                           f"model outputs {num_classes}")
-    if contract.image_size != image_size:
-        raise AlexNetError(f"the input contract is for {contract.image_size}x"
-                           f"{contract.image_size} inputs but the model takes {image_size}")
-    features_model = fc7_features(model)
+    contract = members[0].contract  # the ensemble's classes are in the first member's order
+    num_classes = len(contract.classes)
+    features_models = [fc7_features(member.model) for member in members]
     labels = tf.constant(contract.names)
     k = min(TOP_K, num_classes)
 
-    def network_input(images):
-        return contract.to_network(contract.subtract_mean(images))
-
     def preprocess(image_bytes):
-        images = tf.map_fn(
-            lambda encoded: decode_center_crop(encoded, image_size, contract.resize_size),
-            image_bytes, fn_output_signature=tf.TensorSpec((image_size, image_size, 3),
-                                                           tf.float32))
-        return network_input(images)
+        # One decode and crop per input geometry; each member then takes its own mean.
+        crops = {}
+        for member in members:
+            geometry = (member.contract.image_size, member.contract.resize_size)
+            if geometry not in crops:
+                crops[geometry] = _center_crops(image_bytes, *geometry)
+        return [_network_input(member, crops[member.contract.image_size,
+                                             member.contract.resize_size])
+                for member in members]
 
-    def run(network, images, width):
-        # Convolutions reject an empty batch on CPU; an empty request gets empty outputs.
-        return tf.cond(tf.shape(images)[0] > 0, lambda: network(images, training=False),
-                       lambda: tf.zeros((0, width), tf.float32))
-
-    def top_k(images):
-        probabilities = run(model, images, num_classes)
+    def top_k(inputs):
+        probabilities = tf.add_n([
+            tf.gather(_run(member.model, images, num_classes), member.order, axis=1)
+            for member, images in zip(members, inputs, strict=True)]) / len(members)
         scores, indices = tf.math.top_k(probabilities, k=k)
         return {"probabilities": probabilities, "top_k_indices": indices,
                 "top_k_scores": scores, "top_k_labels": tf.gather(labels, indices)}
@@ -107,14 +120,19 @@ def serving_functions(model: keras.Model, contract: InputContract) -> dict[str, 
         return {"classes": outputs["top_k_labels"], "scores": outputs["top_k_scores"]}
 
     def predict_images(images):
-        return top_k(network_input(images))
+        return top_k([_network_input(member, images) for member in members])
 
     def features(image_bytes):
-        return {"fc7": run(features_model, preprocess(image_bytes),
-                           features_model.output_shape[-1])}
+        return {"fc7": tf.concat([
+            _run(network, images, network.output_shape[-1])
+            for network, images in zip(features_models, preprocess(image_bytes),
+                                       strict=True)], axis=1)}
 
-    return {DEFAULT_SIGNATURE: serving_default, CLASSIFY_SIGNATURE: classify,
-            PIXELS_SIGNATURE: predict_images, FEATURES_SIGNATURE: features}
+    functions = {DEFAULT_SIGNATURE: serving_default, CLASSIFY_SIGNATURE: classify,
+                 PIXELS_SIGNATURE: predict_images, FEATURES_SIGNATURE: features}
+    if len({member.contract.image_size for member in members}) > 1:
+        del functions[PIXELS_SIGNATURE]
+    return functions
 
 
 def input_signatures(image_size: int) -> dict[str, list[tf.TensorSpec]]:
@@ -158,15 +176,15 @@ def write_warmup_requests(version_dir: Path, model_name: str, image_size: int) -
 class _Servable(tf.Module):
     """What the SavedModel holds: each variable once, and the signature functions."""
 
-    def __init__(self, model: keras.Model, functions: dict[str, Callable]):
+    def __init__(self, members: Sequence[Member]):
         super().__init__(name="alexnet")
         # The backend variables themselves: tracked here and captured by the functions,
-        # they are written once.
-        self.model_variables = [variable.value for variable in model.variables]
-        image_size = model.input_shape[1]
-        self.functions = {
-            name: tf.function(functions[name], input_signature=spec)
-            for name, spec in input_signatures(image_size).items()}
+        # they are written once (once per member of an ensemble).
+        self.model_variables = [variable.value for member in members
+                                for variable in member.model.variables]
+        specs = input_signatures(members[0].contract.image_size)
+        self.functions = {name: tf.function(function, input_signature=specs[name])
+                          for name, function in serving_functions(members).items()}
 
 
 def _mark_classify_method(version_dir: Path) -> None:
@@ -179,7 +197,7 @@ def _mark_classify_method(version_dir: Path) -> None:
     path.write_bytes(saved_model.SerializeToString())
 
 
-def export(model_or_checkpoint: keras.Model | str | os.PathLike,
+def export(model_or_checkpoint: ModelSource | Sequence[ModelSource],
            export_base: str | os.PathLike, model_name: str = DEFAULT_MODEL_NAME,
            version: int | None = None, *, data_dir: str | os.PathLike | None = None) -> Path:
     """Writes the model as a TF Serving SavedModel and returns its version directory.
@@ -187,15 +205,16 @@ def export(model_or_checkpoint: keras.Model | str | os.PathLike,
     Args:
         model_or_checkpoint: a Keras model with an input contract (as `fit` and
             `checkpoints.load_model` give), a `.keras` checkpoint or a training run's
-            model directory (its latest checkpoint).
+            model directory (its latest checkpoint); or a list of them: an ensemble,
+            one SavedModel whose signatures average the members' probabilities in the
+            graph [paper §6] (`serving_functions`), each member's weights stored once.
         export_base: TF Serving's base path is `<export_base>/<model_name>`.
         model_name: the name clients put in `model_spec.name`.
         version: the integer version directory; default one more than the latest.
         data_dir: only for a checkpoint saved before input contracts were recorded:
             the shard directory it was trained on (classes, per-channel mean).
     """
-    model = load_model(model_or_checkpoint)
-    contract = contract_of(model, data_dir, source=model_or_checkpoint)
+    members = load_members(model_or_checkpoint, data_dir)
     model_dir = Path(export_base) / model_name
     version = next_version(model_dir) if version is None else int(version)
     if version < 0:
@@ -204,7 +223,7 @@ def export(model_or_checkpoint: keras.Model | str | os.PathLike,
     if version_dir.exists():
         raise FileExistsError(f"{version_dir} already exists; pick another --version")
 
-    servable = _Servable(model, serving_functions(model, contract))
+    servable = _Servable(members)
     # A server polling the base path must never see a half-written version, so the
     # version directory appears in one rename.
     staging = model_dir / f".tmp-{version}-{os.getpid()}"
@@ -212,7 +231,7 @@ def export(model_or_checkpoint: keras.Model | str | os.PathLike,
     try:
         tf.saved_model.save(servable, str(staging), signatures=servable.functions)
         _mark_classify_method(staging)
-        write_warmup_requests(staging, model_name, model.input_shape[1])
+        write_warmup_requests(staging, model_name, members[0].contract.image_size)
         staging.rename(version_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -243,10 +262,11 @@ def top_k_classes(outputs: dict[str, tf.Tensor | np.ndarray]) -> list[list[tuple
 
 
 def classify_files(paths: Sequence[str | os.PathLike], *,
-                   checkpoint: keras.Model | str | os.PathLike | None = None,
+                   checkpoint: ModelSource | Sequence[ModelSource] | None = None,
                    saved_model: str | os.PathLike | None = None,
                    data_dir: str | os.PathLike | None = None) -> list[list[tuple[str, float]]]:
-    """Top-5 (class name, probability) per image file, from a checkpoint or a SavedModel.
+    """Top-5 (class name, probability) per image file, from a checkpoint (or a list of
+    them: their ensemble, as `export` writes it) or a SavedModel.
 
     Both carry their input contract; `data_dir` is only for a checkpoint saved before
     contracts were recorded.  Images run one at a time so that an unreadable one is
@@ -258,11 +278,10 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
         loaded = tf.saved_model.load(str(latest_version_dir(saved_model)))
         classify = loaded.signatures[DEFAULT_SIGNATURE]
     else:
-        model = load_model(checkpoint)
-        contract = contract_of(model, data_dir, source=checkpoint)
-        classify = tf.function(serving_functions(model, contract)[DEFAULT_SIGNATURE],
-                               input_signature=input_signatures(model.input_shape[1])[
-                                   DEFAULT_SIGNATURE])
+        members = load_members(checkpoint, data_dir)
+        classify = tf.function(serving_functions(members)[DEFAULT_SIGNATURE],
+                               input_signature=input_signatures(
+                                   members[0].contract.image_size)[DEFAULT_SIGNATURE])
     results = []
     for path in paths:
         encoded = Path(path).read_bytes()
