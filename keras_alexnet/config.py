@@ -10,6 +10,7 @@ file `run.json` read them from these classes.  Free of TensorFlow at import.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -195,6 +196,8 @@ class TrainingOptions:
                                  group=FINE_TUNING, choices=LAYERS[:-1])
 
     def __post_init__(self):
+        if self.init_from is not None:  # fit(init_from=Path(...)): run.json records a string
+            object.__setattr__(self, "init_from", os.fspath(self.init_from))
         for field in dataclasses.fields(self):
             value, rules = getattr(self, field.name), field.metadata
             if value is None or isinstance(value, bool):

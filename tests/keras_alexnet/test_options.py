@@ -80,3 +80,9 @@ def test_run_json_records_the_options_of_the_run(tmp_path):
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())
     assert recorded["seed"] == options.seed
     assert TrainingOptions(**{**recorded["options"], "devices": None}) == options
+
+
+def test_a_source_given_as_a_path_is_recorded_as_its_string(tmp_path):
+    # fit(init_from=Path(...)) once failed writing run.json: a Path is not JSON.
+    options = TrainingOptions(init_from=tmp_path / "source")
+    assert json.loads(json.dumps(options.to_json()))["init_from"] == str(tmp_path / "source")
