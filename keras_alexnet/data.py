@@ -5,6 +5,10 @@ JPEG decode, so only the crop is decoded), horizontal reflections, the PCA light
 shift drawn once per image, and mean subtraction [paper §2].  Test time: the centre
 crop, or the paper's ten patches (four corners, centre, and their reflections).
 
+The shards are the converter's, or a TFDS prepared dataset's: `DatasetInfo.keys` names
+the Example keys of the image and the label, `DatasetInfo.label_offset` the label
+convention; the labels come out 0-based either way.
+
 Every training epoch is its own `tf.data` pipeline seeded by `(seed, epoch)`, and
 every image's augmentation by its place in the epoch: a run resumed after k batches
 sees the same images in the same order, augmented the same way, as a run that never
@@ -26,7 +30,7 @@ from keras_alexnet.errors import AlexNetError
 from keras_alexnet.preprocessing import decode_center_crop
 from tfrecords_tools import schema
 from tfrecords_tools.dataset import DatasetInfo
-from tfrecords_tools.schema import FEATURES, UNLABELED
+from tfrecords_tools.schema import KEYS, UNLABELED, RecordKeys
 from tfrecords_tools.stats import ImageStats, decode_jpeg_window
 
 NUM_TEST_PATCHES = 10  # [paper §4.1]
@@ -43,6 +47,9 @@ def check_shards(dataset: DatasetInfo, split: str, num_classes: int | None = Non
     count that does not match the model) before any training; the pipeline also checks
     each label as it reads it.
     """
+    keys = dataset.keys
+    # What fixes the label convention: our manifest's label_offset, or TFDS's ClassLabel.
+    convention = dataset.labels_path if dataset.prepared else dataset.path / schema.MANIFEST
     for shard in dataset.shards(split):
         try:
             first = next(iter(tf.data.TFRecordDataset(str(shard)).take(1)), None)
@@ -56,23 +63,22 @@ def check_shards(dataset: DatasetInfo, split: str, num_classes: int | None = Non
             raise AlexNetError(f"{shard}: first record is not a tf.train.Example "
                                f"({error})") from error
         feature = example.features.feature
-        if "image/encoded" not in feature or not feature["image/encoded"].bytes_list.value:
-            raise AlexNetError(f"{shard}: records have no 'image/encoded' feature (keys: "
+        if keys.image not in feature or not feature[keys.image].bytes_list.value:
+            raise AlexNetError(f"{shard}: records have no {keys.image!r} feature (keys: "
                                f"{sorted(feature)})")
         if num_classes is None:
             continue
-        labels = (feature["image/class/label"].int64_list.value
-                  if "image/class/label" in feature else [])
+        labels = feature[keys.label].int64_list.value if keys.label in feature else []
         label = labels[0] if labels else UNLABELED
         if label == UNLABELED:
-            raise AlexNetError(f"{shard}: records have no 'image/class/label' (unlabeled "
+            raise AlexNetError(f"{shard}: records have no {keys.label!r} (unlabeled "
                                f"split?); training and evaluation need labels")
         offset = dataset.label_offset
         if not 0 <= label - offset < num_classes:
-            raise AlexNetError(f"{shard}: 'image/class/label' {label} is outside the "
+            raise AlexNetError(f"{shard}: {keys.label!r} {label} is outside the "
                                f"{num_classes} classes of the model (labels {offset}.."
-                               f"{num_classes - 1 + offset}, the label offset of "
-                               f"{dataset.path / schema.MANIFEST})")
+                               f"{num_classes - 1 + offset}, the label convention of "
+                               f"{convention})")
 
 
 def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool = True,
@@ -99,26 +105,30 @@ def _records(shards: Sequence[Path], *, shuffle_seed=None, deterministic: bool =
     return records
 
 
-#: Only what training and evaluation read (parsing the text fields too costs time).
-IMAGE_AND_LABEL = {key: FEATURES[key] for key in ("image/encoded", "image/class/label")}
+#: Only what training and evaluation read of our shards (parsing the text fields too
+#: costs time).
+IMAGE_AND_LABEL = KEYS.spec("image", "label")
 
 
-def _parse(record: tf.Tensor, label_offset: int) -> tuple[tf.Tensor, tf.Tensor]:
+def _parse(record: tf.Tensor, keys: RecordKeys,
+           label_offset: int) -> tuple[tf.Tensor, tf.Tensor]:
     """The image bytes and the 0-based label (shards written with `--label-offset 1`
     store label + 1)."""
-    features = tf.io.parse_single_example(record, IMAGE_AND_LABEL)
-    label = tf.cast(features["image/class/label"], tf.int32)
-    return features["image/encoded"], label - label_offset
+    features = tf.io.parse_single_example(record, keys.spec("image", "label"))
+    label = tf.cast(features[keys.label], tf.int32)
+    return features[keys.image], label - label_offset
 
 
-def _check_labels(labels: tf.Tensor, paths: tf.Tensor, num_classes: int) -> tf.Tensor:
-    """A batch's labels, or an error naming the shard of the first one out of range."""
+def _check_labels(labels: tf.Tensor, paths: tf.Tensor, num_classes: int,
+                  key: str) -> tf.Tensor:
+    """A batch's 0-based labels, or an error naming the shard and the Example `key` of the
+    first one out of range."""
     bad = (labels < 0) | (labels >= num_classes)
 
     def fail():
         first = tf.argmax(tf.cast(bad, tf.int32))
         message = tf.strings.join([
-            paths[first], ": image/class/label is ", tf.strings.as_string(labels[first]),
+            paths[first], f": {key} is ", tf.strings.as_string(labels[first]),
             f", expected 0 <= label < {num_classes} (the model's classes; -1 means "
             f"unlabeled)"])
         with tf.control_dependencies([tf.debugging.Assert(False, [message])]):
@@ -234,7 +244,7 @@ def training_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
             on `data_dir` with `mean`.
     """
     info = DatasetInfo.of(data_dir)
-    shards, label_offset = info.shards(split), info.label_offset
+    shards, keys, label_offset = info.shards(split), info.keys, info.label_offset
     stats = stats or info.stats
     contract = contract or InputContract.from_data(info, image_size, mean,
                                                    num_classes=num_classes, stats=stats)
@@ -258,7 +268,7 @@ def training_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
 
         def example(index, record_and_path):
             record, path = record_and_path
-            image_bytes, label = _parse(record, label_offset)
+            image_bytes, label = _parse(record, keys, label_offset)
             image = augment(image_bytes, tf.stack([epoch_seed, index]),
                             image_size=image_size, resize_size=resize_size, stats=stats,
                             contract=contract, lighting_stddev=lighting_stddev)
@@ -268,7 +278,7 @@ def training_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
                 .map(example, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
                 .batch(batch_size, drop_remainder=True)
                 .map(lambda images, labels, paths:
-                     (images, _check_labels(labels, paths, num_classes))))
+                     (images, _check_labels(labels, paths, num_classes, keys.label))))
 
     dataset = tf.data.Dataset.counter(first_epoch).flat_map(one_epoch)
     return dataset.prefetch(AUTOTUNE)
@@ -303,13 +313,13 @@ def evaluation_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
     if crops not in ("center", "ten"):
         raise AlexNetError(f"crops must be 'center' or 'ten', got {crops!r}")
     info = DatasetInfo.of(data_dir)
-    shards, label_offset = info.shards(split), info.label_offset
+    shards, keys, label_offset = info.shards(split), info.keys, info.label_offset
     contract = contract or InputContract.from_data(info, image_size, mean,
                                                    num_classes=num_classes, stats=stats)
     resize_size = contract.resize_size
 
     def example(record, path):
-        image_bytes, label = _parse(record, label_offset)
+        image_bytes, label = _parse(record, keys, label_offset)
         if crops == "center":
             image = contract.subtract_mean(decode_center_crop(image_bytes, image_size,
                                                               resize_size))
@@ -326,7 +336,7 @@ def evaluation_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
                .map(example, num_parallel_calls=AUTOTUNE)
                .batch(batch_size)
                .map(lambda images, labels, paths:
-                    (images, _check_labels(labels, paths, num_classes)))
+                    (images, _check_labels(labels, paths, num_classes, keys.label)))
                .prefetch(AUTOTUNE))
     options = tf.data.Options()
     # Few validation shards: split by record, not by file, across workers.

@@ -6,6 +6,11 @@ and the record counts (`manifest.json`), the shard files of each split and the p
 statistics (`stats.json`, `mean_image.npy`) are read once, when first asked for, however
 many consumers (the contract, the checks, the training and evaluation pipelines, the
 pictures) look at them.  The file names and their formats are `schema`'s and `stats`'s.
+
+A TFDS prepared dataset (`~/tensorflow_datasets/imagenet2012/5.1.0`, recognised by its
+`dataset_info.json` and no `manifest.json`) is read the same way, from its metadata
+(`tfds.read_prepared`): its classes are its label feature's names, its labels 0-based,
+and `keys` says which Example keys hold the image, the label and the file name.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from tfrecords_tools import schema
+from tfrecords_tools import schema, tfds
 from tfrecords_tools.errors import DatasetError
 from tfrecords_tools.stats import ImageStats, load_stats
 
@@ -35,17 +40,34 @@ class DatasetInfo:
     def __repr__(self) -> str:
         return f"DatasetInfo({str(self.path)!r})"
 
+    # --- a TFDS prepared dataset -------------------------------------------------------
+
+    @functools.cached_property
+    def prepared(self) -> tfds.Prepared | None:
+        """The TFDS metadata when the directory is a TFDS prepared dataset, else None."""
+        return tfds.read_prepared(self.path) if tfds.is_prepared(self.path) else None
+
+    @property
+    def keys(self) -> schema.RecordKeys:
+        """The Example keys of the image, the label and the file name."""
+        return self.prepared.keys if self.prepared else schema.KEYS
+
     # --- labels.txt and manifest.json ----------------------------------------------------
 
     @functools.cached_property
     def classes(self) -> tuple[tuple[str, str], ...] | None:
-        """(WNID, name) of label i + `label_offset` on line i; None without labels.txt."""
+        """(WNID, name) of label i + `label_offset` on line i; None without labels.txt.
+        A TFDS dataset's: (name, name) of its label feature's name i (a WNID for
+        imagenet2012), as the converter names the classes of image folders."""
+        if self.prepared:
+            return self.prepared.classes
         path = self.path / schema.LABELS
         return tuple(schema.read_labels(path)) if path.exists() else None
 
     @property
     def labels_path(self) -> Path:
-        return self.path / schema.LABELS
+        """The file that names the classes."""
+        return self.prepared.labels_path if self.prepared else self.path / schema.LABELS
 
     @functools.cached_property
     def manifest(self) -> dict | None:
@@ -56,7 +78,8 @@ class DatasetInfo:
     @functools.cached_property
     def label_offset(self) -> int:
         """0 (labels 0..N-1) or 1 (1..N, the Inception convention); 0 without a manifest
-        or with one written before the option existed."""
+        or with one written before the option existed, and for TFDS (its ClassLabel
+        counts from 0)."""
         offset = (self.manifest or {}).get("label_offset", 0)
         if offset not in schema.LABEL_OFFSETS:
             raise DatasetError(f"{self.path / schema.MANIFEST}: label_offset {offset!r}, "
@@ -67,6 +90,8 @@ class DatasetInfo:
 
     @functools.cached_property
     def _shards(self) -> dict[str, tuple[Path, ...]]:
+        if self.prepared:
+            return self.prepared.shards
         found = {split: [] for split in schema.SPLITS}
         for path in self.path.iterdir():  # one listing for every split
             for split in schema.SPLITS:
@@ -79,6 +104,10 @@ class DatasetInfo:
 
     def shards(self, split: str) -> tuple[Path, ...]:
         """The split's shard files, sorted; a clear error when there are none."""
+        if not self.has_split(split) and self.prepared:
+            raise DatasetError(f"{self.path / tfds.DATASET_INFO}: no {split} split (of "
+                               f"{', '.join(schema.SPLITS)} it has: "
+                               f"{', '.join(self.prepared.shards) or 'none'})")
         if not self.has_split(split):
             raise FileNotFoundError(f"{self.path}: no {split} shards (files named "
                                     f"{schema.shard_pattern(split)}); create them with "
@@ -90,7 +119,8 @@ class DatasetInfo:
         """Records in a split: from `manifest.json` when it has the count, else counted
         by reading the shards (once)."""
         shards = self.shards(split)
-        count = (((self.manifest or {}).get("splits") or {}).get(split) or {}).get("records")
+        count = (self.prepared.records[split] if self.prepared else
+                 (((self.manifest or {}).get("splits") or {}).get(split) or {}).get("records"))
         if isinstance(count, int):
             return count
         import tensorflow as tf

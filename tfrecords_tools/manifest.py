@@ -4,7 +4,8 @@ A receipt (`.convert/<shard>.json`) is written when a shard is complete: its rec
 count, bytes, mtime, sha256, class counts, and the members skipped or repaired.  A job
 record (`.convert/<split>.job.json`) says what a split's bytes depend on (archives,
 arguments, codecs) and what indexing found (members that are not images, classes short
-of the devkit's counts).  `merge` turns a complete set of receipts into `manifest.json`.
+of the devkit's counts).  `merge` turns a complete set of receipts into `manifest.json`,
+and describes the shards to TensorFlow Datasets (`tfds.write_metadata`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, schema
+from tfrecords_tools import __version__, schema, tfds
 from tfrecords_tools.errors import OutputError
 from tfrecords_tools.files import write_atomically
 
@@ -138,4 +139,5 @@ def merge(output: str | Path, splits: Sequence[str] | None = None) -> list[str]:
     if merged:
         manifest["num_classes"] = len(classes)
         write_atomically(manifest_path, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        tfds.write_metadata(output, manifest, classes)
     return merged

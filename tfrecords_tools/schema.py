@@ -162,6 +162,27 @@ def tfrecord(serialized: bytes) -> bytes:
     return b"".join((length, _masked_crc(length), serialized, _masked_crc(serialized)))
 
 
+@dataclasses.dataclass(frozen=True)
+class RecordKeys:
+    """Where a shard's Examples keep the image (JPEG), its label and its file name: ours
+    by default (`KEYS`); a TFDS prepared dataset names its own (`tfds.read_prepared`).
+    A key absent from the Examples reads as the `FEATURES` default of its field."""
+
+    image: str = "image/encoded"
+    label: str = "image/class/label"
+    filename: str = "image/filename"
+
+    def spec(self, *fields: str) -> dict:
+        """The parsing spec of `fields` (of "image", "label", "filename"; default all),
+        keyed by these keys."""
+        fields = fields or tuple(field.name for field in dataclasses.fields(self))
+        return {getattr(self, field): _features()[getattr(KEYS, field)] for field in fields}
+
+
+KEYS = RecordKeys()
+
+
+@functools.cache
 def _features() -> dict:
     import tensorflow as tf
 
