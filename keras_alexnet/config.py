@@ -18,8 +18,9 @@ from typing import Any
 from keras_alexnet.errors import AlexNetError
 
 MEAN_MODES = ("channel", "pixel")  # per-channel mean, or the per-pixel mean image [paper §2]
-#: The learned layers from the input up, each in both towers [paper §3.5, Figure 2].
-LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8")
+#: The learned layers from the input up, each in both towers [paper §3.5, Figure 2];
+#: conv6 only in the CNN* network (`AlexNetConfig.conv6`) [paper §6].
+LAYERS = ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc6", "fc7", "fc8")
 #: Where training runs (`keras_alexnet.distribute`): the paper's two towers on two
 #: devices [paper §3.2], or tf.distribute's data parallelism.
 STRATEGIES = ("auto", "towers", "mirrored", "multi-worker")
@@ -27,6 +28,9 @@ PAPER_LEARNING_RATE = 0.01  # [paper §5]
 #: Caffe's fine-tuning example (`models/finetune_flickr_style/solver.prototxt`,
 #: `base_lr: 0.001`): a tenth of training from scratch, the weights being already good.
 FINE_TUNING_LEARNING_RATE = 0.001
+#: LRN's alpha as the paper prints it [paper §3.3]; `AlexNetConfig.lrn_alpha` says why
+#: the default is a fifth of it.
+PRINTED_LRN_ALPHA = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +39,17 @@ class AlexNetConfig:
 
     The defaults are the paper's network. `width` scales every layer's filter and
     unit count (the reduced model of the tests and the demo keeps the topology).
+
+    `conv6` builds the CNN* network, "an extra sixth convolutional layer over the
+    last pooling layer" [paper §6], which gives no size.  Ours is the smallest reading
+    of that sentence in the paper's own terms: in each tower, 3x3 filters with stride 1
+    and a one-pixel zero pad as conv3..conv5 [paper §3.5], as many as conv5 (128 a
+    tower), reading its own tower's pool5 as conv4 and conv5 read their own tower, then
+    ReLU ("applied to the output of every convolutional ... layer" [paper §3.5]) and
+    nothing else: the paper names no pooling or normalisation after it, and the
+    6x6 maps it keeps feed fc6 unchanged in size.  Its biases start as conv4's and
+    conv5's [paper §5].  It adds 2 x (3*3*128*128 + 128) = 295,168 parameters and
+    6*6*256 = 9,216 neurons.
     """
 
     num_classes: int = 1000  # ILSVRC-2010/2012 [paper §2]
@@ -47,19 +62,31 @@ class AlexNetConfig:
     # Per-tower filter counts conv1..conv5 and units fc6, fc7 [paper §3.5, Figure 2].
     conv_filters: tuple[int, int, int, int, int] = (48, 128, 192, 192, 128)
     fc_units: int = 2048
+    # The CNN* network's sixth conv layer over pool5 [paper §6] (see the class doc).
+    conv6: bool = False
     dropout: float = 0.5  # [paper §4.2]
-    # Local response normalisation: k=2, n=5, alpha=1e-4, beta=0.75 [paper §3.3].
+    # Local response normalisation b = a / (k + alpha * sum_n a^2)^beta with k=2, n=5,
+    # beta=0.75 [paper §3.3].  `lrn_alpha` multiplies the plain sum of squares.  The
+    # paper prints alpha=1e-4, but the authors' code divides it by n before use
+    # (cuda-convnet's layer parser: `scale /= size` for cross-map normalisation, with
+    # scale 1e-4 and size 5 in cuda-convnet2's ImageNet layer file), so the network
+    # behind the paper's figures used 1e-4 / 5: the default.  `PRINTED_LRN` gives the
+    # printed equation, 5x stronger.
     lrn_k: float = 2.0
     lrn_n: int = 5
-    lrn_alpha: float = 1e-4
+    lrn_alpha: float = PRINTED_LRN_ALPHA / 5
     lrn_beta: float = 0.75
     # Each tower normalises its own maps, as each GPU did; True sums across both towers'
     # maps at their boundary, as single-device Caffe does (BVLC's weights).
     lrn_across_towers: bool = False
-    # Weights N(0, 0.01); biases 1 in conv2, conv4, conv5 and the hidden fc layers,
-    # 0 elsewhere [paper §5].
+    # Weights N(0, 0.01); biases `bias_init` = 1 in conv2, conv4, conv5 and the hidden
+    # fc layers, 0 elsewhere [paper §5] (conv6, of CNN* only, as conv4 and conv5).
+    # Caffe's bvlc_alexnet starts them at 0.1 ("initializing non-zero biases to 0.1
+    # instead of 1 (found necessary for training, as initialization to 1 gave flat
+    # loss)", its readme).
     init_stddev: float = 0.01
-    biases_one: tuple[str, ...] = ("conv2", "conv4", "conv5", "fc6", "fc7")
+    biases_one: tuple[str, ...] = ("conv2", "conv4", "conv5", "conv6", "fc6", "fc7")
+    bias_init: float = 1.0
 
     def tower_filters(self) -> tuple[int, ...]:
         """Filters per tower for conv1..conv5 after applying `width`."""
@@ -72,13 +99,21 @@ class AlexNetConfig:
     def conv1_output_size(self) -> int:
         return (self.image_size + sum(self.conv1_pad) - 11) // 4 + 1
 
+    def layers(self) -> tuple[str, ...]:
+        """The learned layers this network has, from the input up (`LAYERS`, conv6
+        only with `conv6`)."""
+        return tuple(name for name in LAYERS if name != "conv6" or self.conv6)
 
+
+#: The LRN of the paper's printed equation, alpha=1e-4 on the sum [paper §3.3] (the
+#: normalisation of checkpoints written before the default became the authors' form).
+PRINTED_LRN = {"lrn_alpha": PRINTED_LRN_ALPHA}
 #: Caffe's geometry: 227x227 inputs and an unpadded conv1 also give 55x55 maps.
 CAFFE_GEOMETRY = {"image_size": 227, "conv1_pad": (0, 0)}
 #: Caffe's LRN, b = a / (1 + alpha/n * sum a^2)^beta with alpha=1e-4, n=5, as this model's
 #: b = a / (k + alpha * sum a^2)^beta [paper §3.3]: k=1 and alpha divided by the window,
 #: summed over all 96 (256) maps of the layer, across the towers.
-CAFFE_LRN = {"lrn_k": 1.0, "lrn_alpha": 1e-4 / 5, "lrn_across_towers": True}
+CAFFE_LRN = {"lrn_k": 1.0, "lrn_alpha": PRINTED_LRN_ALPHA / 5, "lrn_across_towers": True}
 
 
 def reduced_config(num_classes: int = 10, image_size: int = 64, width: float = 0.125,

@@ -22,9 +22,9 @@ from pathlib import Path
 import keras
 
 from keras_alexnet import checkpoints, pretrained
-from keras_alexnet.config import LAYERS, AlexNetConfig
+from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import CheckpointError
-from keras_alexnet.model import build_model, check_topology, config_of
+from keras_alexnet.model import build_model, check_topology, config_of, layers_of
 
 NEW_LAYER = "fc8"
 #: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for
@@ -74,7 +74,7 @@ def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
     wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
     model = build_model(wanted, devices=devices, seed=seed)
     new_top = len(classes) != source.model.output_shape[-1]
-    for name in LAYERS:
+    for name in layers_of(source.model):
         if name == NEW_LAYER and new_top:
             continue
         for tower in TOWERS:
@@ -87,10 +87,11 @@ def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
 
 def freeze(model: keras.Model, up_to: str) -> list[str]:
     """Makes `up_to` and every layer below it untrainable in both towers; their names."""
-    if up_to not in LAYERS[:-1]:
+    layers = layers_of(model)
+    if up_to not in layers[:-1]:
         raise CheckpointError(f"cannot freeze {up_to!r}: the layers are "
-                              f"{', '.join(LAYERS[:-1])} (fc8 is the classifier)")
-    frozen = [f"{tower}_{name}" for name in LAYERS[:LAYERS.index(up_to) + 1]
+                              f"{', '.join(layers[:-1])} (fc8 is the classifier)")
+    frozen = [f"{tower}_{name}" for name in layers[:layers.index(up_to) + 1]
               for tower in TOWERS]
     for name in frozen:
         model.get_layer(name).trainable = False

@@ -12,10 +12,13 @@ from keras_alexnet.errors import AlexNetError
 class LocalResponseNormalization(keras.layers.Layer):
     """Brightness normalisation across channels [paper §3.3].
 
-    b[x,y,i] = a[x,y,i] / (k + alpha * sum_{j=i-n/2}^{i+n/2} a[x,y,j]^2) ^ beta, with
-    the paper's k=2, n=5, alpha=1e-4, beta=0.75.  Note that alpha multiplies the plain
-    sum (Caffe divides it by n).  Computed in float32 whatever the layer's dtype
-    policy, because bfloat16 LRN has no CPU kernel and float16 overflows a^2.
+    b[x,y,i] = a[x,y,i] / (k + alpha * sum_{j=i-n/2}^{i+n/2} a[x,y,j]^2) ^ beta: `alpha`
+    multiplies the plain sum of squares, as in the paper's printed equation and
+    `tf.nn.local_response_normalization`.  cuda-convnet (the authors' code) and Caffe
+    take a "scale" that they divide by n first; `AlexNetConfig` holds the values of
+    each (`lrn_alpha`, `PRINTED_LRN`, `CAFFE_LRN`).  Computed in float32 whatever the
+    layer's dtype policy, because bfloat16 LRN has no CPU kernel and float16
+    overflows a^2.
 
     `keep=(start, stop)` returns only those channels of the normalised input: a tower
     reading both towers' maps keeps its own, so the sum crosses the towers' boundary
@@ -23,7 +26,7 @@ class LocalResponseNormalization(keras.layers.Layer):
     on their own.
     """
 
-    def __init__(self, k: float = 2.0, n: int = 5, alpha: float = 1e-4, beta: float = 0.75,
+    def __init__(self, k: float, n: int, alpha: float, beta: float,
                  keep: tuple[int, int] | None = None, **kwargs):
         super().__init__(**kwargs)
         if n < 1 or n % 2 == 0:

@@ -63,8 +63,9 @@ def feature_map_sizes(config: AlexNetConfig) -> dict[str, int]:
     pool1 = (conv1 - 3) // 2 + 1  # overlapping 3x3 stride-2 max-pooling [paper §3.4]
     pool2 = (pool1 - 3) // 2 + 1  # conv2..conv5 keep the size ("same" padding)
     pool5 = (pool2 - 3) // 2 + 1
-    return {"conv1": conv1, "pool1": pool1, "conv2": pool1, "pool2": pool2, "conv3": pool2,
-            "conv4": pool2, "conv5": pool2, "pool5": pool5}
+    sizes = {"conv1": conv1, "pool1": pool1, "conv2": pool1, "pool2": pool2, "conv3": pool2,
+             "conv4": pool2, "conv5": pool2, "pool5": pool5}
+    return {**sizes, "conv6": pool5} if config.conv6 else sizes
 
 
 def min_image_size(config: AlexNetConfig) -> int:
@@ -97,8 +98,10 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
 
     Args:
         config: the hyper-parameters; `AlexNetConfig()` is the paper's network
-            (60,965,224 parameters with 1000 classes).  Keyword `overrides` replace
-            single fields, e.g. `build_model(num_classes=10, image_size=64, width=0.125)`.
+            (60,965,224 parameters with 1000 classes); `AlexNetConfig(conv6=True)` is
+            its CNN* network, a sixth conv layer over pool5 [paper §6].  Keyword
+            `overrides` replace single fields, e.g. `build_model(num_classes=10,
+            image_size=64, width=0.125)`.
         devices: where `tower_a` and `tower_b` run, e.g. `("/GPU:0", "/GPU:1")`, as
             the paper's two GPUs.  Default: `default_devices()`.
         seed: makes the initial weights reproducible (each layer draws from its own
@@ -123,7 +126,7 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     layer_seeds = itertools.count(0 if seed is None else seed * 1_000)
 
     def init(layer_name: str) -> dict:
-        bias = 1.0 if layer_name in config.biases_one else 0.0
+        bias = config.bias_init if layer_name in config.biases_one else 0.0
         kernel_seed = None if seed is None else next(layer_seeds)
         return {"kernel_initializer": keras.initializers.RandomNormal(0.0, config.init_stddev,
                                                                       seed=kernel_seed),
@@ -176,6 +179,8 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     x = each_tower(x, lambda i: conv("conv4", f4, 3))
     x = each_tower(x, lambda i: conv("conv5", f5, 3))
     x = each_tower(x, lambda i: pool("pool5"))
+    if config.conv6:  # CNN*: "over the last pooling layer" [paper §6], own tower
+        x = each_tower(x, lambda i: conv("conv6", f5, 3))
     x = each_tower(x, lambda i: keras.layers.Flatten(name="flatten"))
     for layer in ("fc6", "fc7"):
         x = each_tower([x, x], lambda i, layer=layer: fc(layer, units))  # reads both towers
@@ -198,19 +203,27 @@ def _load_weights(model: AlexNet, config: AlexNetConfig, path: str | os.PathLike
     model.input_contract = source.input_contract
 
 
+def layers_of(model: keras.Model) -> tuple[str, ...]:
+    """The learned layers `model` has, from the input up (`LAYERS`: conv6 in CNN*)."""
+    names = {layer.name for layer in model.layers}
+    return tuple(name for name in LAYERS if f"tower_a_{name}" in names)
+
+
 def config_of(model: keras.Model) -> AlexNetConfig:
     """The `AlexNetConfig` a built AlexNet was made from (its width folded into the
-    filter and unit counts; `biases_one` the paper's)."""
-    inner = {name: model.get_layer(f"tower_a_{name}").layer for name in LAYERS}
+    filter and unit counts; `biases_one` the paper's, `bias_init` theirs)."""
+    inner = {name: model.get_layer(f"tower_a_{name}").layer for name in layers_of(model)}
     lrn = model.get_layer("tower_a_lrn1").layer
     return AlexNetConfig(
         num_classes=model.output_shape[-1], image_size=model.input_shape[1],
         conv1_pad=tuple(model.get_layer("conv1_pad").padding[0]), width=1.0,
         conv_filters=tuple(inner[f"conv{i}"].filters for i in range(1, 6)),
-        fc_units=inner["fc6"].units, dropout=model.get_layer("tower_a_dropout6").layer.rate,
+        fc_units=inner["fc6"].units, conv6="conv6" in inner,
+        dropout=model.get_layer("tower_a_dropout6").layer.rate,
         lrn_k=lrn.k, lrn_n=lrn.n, lrn_alpha=lrn.alpha, lrn_beta=lrn.beta,
         lrn_across_towers=lrn.keep is not None,
-        init_stddev=inner["fc8"].kernel_initializer.stddev)
+        init_stddev=inner["fc8"].kernel_initializer.stddev,
+        bias_init=inner["fc6"].bias_initializer.value)
 
 
 def _topology(config: AlexNetConfig) -> dict[str, object]:
@@ -218,6 +231,7 @@ def _topology(config: AlexNetConfig) -> dict[str, object]:
     return {"classes": config.num_classes, "input size": config.image_size,
             "conv1 padding": tuple(config.conv1_pad),
             "filters per tower (conv1..conv5)": config.tower_filters(),
+            "conv6 (CNN*)": "yes" if config.conv6 else "no",
             "fc6/fc7 units per tower": config.tower_units()}
 
 
@@ -247,17 +261,20 @@ def fc7_features(model: keras.Model) -> keras.Model:
 
 
 def convolutional_base(model: keras.Model, pooling: str | None = None) -> AlexNet:
-    """The convolutional part of `model` (conv1..pool5, its own layers and weights),
-    carrying its input contract, as Keras applications give with `include_top=False`.
+    """The convolutional part of `model` (conv1..pool5, and conv6 in CNN*; its own
+    layers and weights), carrying its input contract, as Keras applications give with
+    `include_top=False`.
 
-    Output: both towers' pool5 maps concatenated, (pool5, pool5, 2 x conv5 filters per
-    tower): 6x6x256 for the paper's network [paper §3.5]; with `pooling` "avg" or "max",
-    their global average or maximum, (2 x conv5 filters per tower,).
+    Output: both towers' last maps (pool5, or conv6 in CNN*) concatenated, (pool5, pool5,
+    2 x conv5 filters per tower): 6x6x256 for the paper's network [paper §3.5]; with
+    `pooling` "avg" or "max", their global average or maximum, (2 x conv5 filters per
+    tower,).
     """
     check_pooling(pooling)
     _require_layer(model, "tower_a_pool5", "no tower_a_pool5 (give it a whole AlexNet)")
-    maps = keras.layers.Concatenate(name="pool5")(
-        [model.get_layer(f"{tower}_pool5").output for tower in TOWERS])
+    last = "conv6" if "conv6" in layers_of(model) else "pool5"
+    maps = keras.layers.Concatenate(name=last)(
+        [model.get_layer(f"{tower}_{last}").output for tower in TOWERS])
     if pooling is not None:
         maps = POOLINGS[pooling](name=f"{pooling}_pool")(maps)
     contract = getattr(model, "input_contract", None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from keras_alexnet.config import TrainingOptions
+from keras_alexnet.config import PRINTED_LRN, AlexNetConfig, TrainingOptions, reduced_config
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +53,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="filter/unit multiplier (default: 1, 0.125 reduced)")
     model.add_argument("--init-stddev", type=float, default=None,
                        help="weight init stddev (default: the paper's 0.01)")
+    model.add_argument("--bias-init", type=float, default=None,
+                       help=f"initial bias of conv2, conv4, conv5 (conv6) and fc6, fc7 "
+                            f"(default: the paper's {AlexNetConfig.bias_init:g} [paper §5]; "
+                            f"0.1, Caffe's bvlc_alexnet, for a few classes of your own "
+                            f"trained from scratch)")
+    model.add_argument("--conv6", action="store_true",
+                       help="the CNN* network: a sixth conv layer over pool5 [paper §6] "
+                            "(3x3, as wide as conv5, in each tower)")
+    model.add_argument("--printed-lrn", action="store_true",
+                       help=f"LRN as the paper prints it, alpha "
+                            f"{PRINTED_LRN['lrn_alpha']:g} on the sum [paper §3.3], instead "
+                            f"of the authors' code's {AlexNetConfig.lrn_alpha:g} (their "
+                            f"alpha divided by the window of 5)")
 
 
 def options_from(args: argparse.Namespace) -> TrainingOptions:
@@ -64,13 +77,15 @@ def options_from(args: argparse.Namespace) -> TrainingOptions:
     return TrainingOptions(**values)
 
 
-def _config(args: argparse.Namespace):
-    from keras_alexnet.config import AlexNetConfig, reduced_config
-
+def _config(args: argparse.Namespace) -> AlexNetConfig | None:
     overrides = {name: value for name, value in (("image_size", args.image_size),
                                                  ("width", args.width),
-                                                 ("init_stddev", args.init_stddev))
+                                                 ("init_stddev", args.init_stddev),
+                                                 ("bias_init", args.bias_init),
+                                                 ("conv6", args.conv6 or None))
                  if value is not None}
+    if args.printed_lrn:
+        overrides.update(PRINTED_LRN)
     if args.reduced:
         return reduced_config(**overrides)
     return AlexNetConfig(**overrides) if overrides else None

@@ -14,6 +14,7 @@ import pytest
 import keras_alexnet
 from keras_alexnet import checkpoints, finetune, pretrained
 from keras_alexnet.contract import InputContract
+from keras_alexnet.model import layers_of
 from keras_alexnet.pretrained import ENVIRONMENT_VARIABLE, Published
 from tests.serving.exported_model import write_data_dir
 
@@ -89,7 +90,7 @@ def test_new_classes_over_the_weights_get_a_new_fc8(checkpoint, images):
                                       name="seven")
     assert model.output_shape == (None, 7)
     assert model.name == "seven"
-    for name in finetune.LAYERS:
+    for name in layers_of(whole):
         for tower in finetune.TOWERS:
             layer = f"{tower}_{name}"
             same = all(np.array_equal(a, b) for a, b in zip(

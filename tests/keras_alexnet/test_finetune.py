@@ -3,16 +3,18 @@ weights, with the new data's classes [paper §6; Caffe's finetune_flickr_style].
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 import keras_alexnet
 from keras_alexnet import checkpoints, finetune
-from keras_alexnet.config import FINE_TUNING_LEARNING_RATE
-from keras_alexnet.model import config_of
+from keras_alexnet.config import FINE_TUNING_LEARNING_RATE, PRINTED_LRN, PRINTED_LRN_ALPHA
+from keras_alexnet.model import config_of, layers_of
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 
 QUICK = {**FIT_ARGS, "epochs": 1, "steps_per_epoch": 2, "validation_steps": 1,
@@ -21,12 +23,19 @@ QUICK = {**FIT_ARGS, "epochs": 1, "steps_per_epoch": 2, "validation_steps": 1,
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    """A 4-class run trained for two steps."""
+    """A 4-class run trained for two steps, its LRN the printed equation's, as every
+    checkpoint written before the authors' form became the default."""
     root = tmp_path_factory.mktemp("source")
     data = make_dataset(root / "data", num_classes=4, train_per_class=8,
                         validation_per_class=2)
-    keras_alexnet.fit(data, root / "run", config=REDUCED, **QUICK)
+    keras_alexnet.fit(data, root / "run", config=dataclasses.replace(REDUCED, **PRINTED_LRN),
+                      **QUICK)
     return root / "run"
+
+
+def lrn_alphas(model):
+    return {model.get_layer(f"{tower}_{lrn}").layer.alpha for tower in finetune.TOWERS
+            for lrn in ("lrn1", "lrn2")}
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +54,7 @@ def test_a_new_top_for_other_classes_and_every_other_layer_copied(source, three_
     model = finetune.initialise_from(finetune.read_source(source),
                                      tuple((f"n{i:08d}", f"new {i}") for i in range(3)))
     assert model.output_shape[-1] == 3
-    for layer in finetune.LAYERS[:-1]:
+    for layer in layers_of(original)[:-1]:
         for copied, trained in zip(weights_of(model, layer), weights_of(original, layer),
                                    strict=True):
             np.testing.assert_array_equal(copied, trained, err_msg=layer)
@@ -54,6 +63,7 @@ def test_a_new_top_for_other_classes_and_every_other_layer_copied(source, three_
     assert contract.mean_rgb == original.input_contract.mean_rgb  # the source's preprocessing
     assert config_of(model) == config_of(original).__class__(
         **{**config_of(original).__dict__, "num_classes": 3})
+    assert lrn_alphas(model) == {PRINTED_LRN_ALPHA}  # the source's LRN, not the default
 
 
 def test_the_same_classes_keep_fc8_too(source):
@@ -63,6 +73,16 @@ def test_the_same_classes_keep_fc8_too(source):
     images = np.random.default_rng(0).normal(0, 50, (2, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(model.predict(images, verbose=0),
                                original.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_a_run_written_with_the_printed_lrn_resumes_with_it(source, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    history = keras_alexnet.fit(source.parent / "data", run, **{**QUICK, "epochs": 2})
+    assert history.epoch == [1]
+    assert lrn_alphas(history.model) == {PRINTED_LRN_ALPHA}
+    assert lrn_alphas(checkpoints.load_model(run, compile=False)) == {PRINTED_LRN_ALPHA}
 
 
 @pytest.mark.slow
@@ -92,6 +112,7 @@ def test_fine_tuning_run_freezes_records_its_source_and_resumes(source, three_cl
     assert history.epoch == [1]
     resumed = history.model
     assert not resumed.get_layer("tower_a_conv3").trainable
+    assert lrn_alphas(model) == lrn_alphas(resumed) == {PRINTED_LRN_ALPHA}
     assert resumed.optimizer.learning_rate_multipliers == multipliers
     for now, before in zip(weights_of(resumed, "conv4"), weights_of(original, "conv4"),
                            strict=True):

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from keras_alexnet import AlexNetConfig, build_model, fc7_features, reduced_config
-from keras_alexnet.config import CAFFE_GEOMETRY
-from keras_alexnet.model import TOWERS, min_image_size
+from keras_alexnet.commands import build_parser
+from keras_alexnet.commands.train import _config
+from keras_alexnet.config import CAFFE_GEOMETRY, PRINTED_LRN_ALPHA
+from keras_alexnet.model import TOWERS, config_of, min_image_size
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +67,29 @@ def test_paper_initialisation():
             # Biases 1 in conv2, conv4, conv5 and the hidden fc layers, else 0 [paper §5]
             expected = 1.0 if layer in ("conv2", "conv4", "conv5", "fc6", "fc7") else 0.0
             np.testing.assert_array_equal(bias, expected)
+
+
+def test_bias_init_replaces_the_papers_ones_and_only_them():
+    # 0.1 is Caffe's bvlc_alexnet value for the layers the paper starts at 1 [paper §5].
+    model = build_model(reduced_config(bias_init=0.1, conv6=True), devices=("/CPU:0",) * 2)
+    for layer in ("conv1", "conv2", "conv3", "conv4", "conv5", "conv6", "fc6", "fc7", "fc8"):
+        for tower in TOWERS:
+            bias = np.asarray(model.get_layer(f"{tower}_{layer}").layer.bias)
+            expected = 0.1 if layer in ("conv2", "conv4", "conv5", "conv6", "fc6", "fc7") \
+                else 0.0
+            np.testing.assert_array_equal(bias, np.float32(expected), err_msg=layer)
+    assert config_of(model).bias_init == pytest.approx(0.1)
+
+
+def test_the_model_flags_give_the_config():
+    args = build_parser().parse_args(["train", "data", "run", "--reduced", "--bias-init", "0.1",
+                                      "--printed-lrn", "--conv6"])
+    config = _config(args)
+    assert (config.bias_init, config.lrn_alpha, config.conv6) == (0.1, PRINTED_LRN_ALPHA, True)
+    assert config.image_size == 64  # still the reduced network
+    defaults = _config(build_parser().parse_args(["train", "data", "run", "--reduced"]))
+    assert (defaults.bias_init, defaults.conv6) == (1.0, False)  # the paper's [paper §5]
+    assert defaults.lrn_alpha == pytest.approx(PRINTED_LRN_ALPHA / 5)  # the authors' code
 
 
 def test_reduced_config_keeps_topology():
