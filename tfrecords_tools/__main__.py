@@ -17,6 +17,7 @@ from tfrecords_tools.schema import SPLITS  # free of TensorFlow at import
 EPILOG = """examples:
   %(prog)s convert /data/ilsvrc /data/shards
   %(prog)s convert /data/ilsvrc /data/shards --splits validation --size 256 --no-crop
+  %(prog)s convert /data/ilsvrc2010 /data/shards2010   # the test split is labelled
   %(prog)s convert photos/ /data/photo-shards   # photos/train/<class>/*.jpg, photos/val/...
   %(prog)s convert photos.tar /data/photo-shards --validation-fraction 0.1
   %(prog)s convert fall11_whole.tar /data/fall11   # a tar of per-class tars, no devkit
@@ -35,14 +36,18 @@ def _positive(text: str) -> int:
 
 
 def _add_convert(sub) -> None:
-    parser = sub.add_parser("convert", help="ILSVRC-2012 archives or image folders to "
-                            "sharded TFRecords", description="Reads the archives in place (no "
-                            "extraction) and writes shards, labels.txt and manifest.json; "
-                            "rerun to resume.")
+    parser = sub.add_parser("convert", help="ILSVRC-2012 or ILSVRC-2010 archives or image "
+                            "folders to sharded TFRecords", description="Reads the archives "
+                            "in place (no extraction) and writes shards, labels.txt and "
+                            "manifest.json; rerun to resume.")
     parser.add_argument("archives", type=Path,
                         help="directory holding ILSVRC2012_img_train.tar, "
                              "ILSVRC2012_img_val.tar, ILSVRC2012_devkit_t12.tar.gz, "
-                             "ILSVRC2012_img_test*.tar (any of them); or image folders, "
+                             "ILSVRC2012_img_test*.tar (any of them); or ILSVRC-2010's "
+                             "ILSVRC2010_images_{train,val,test}.tar, "
+                             "ILSVRC2010_devkit-1.0.tar.gz, ILSVRC2010_test_ground_truth.txt "
+                             "(labels the test split) and patch_images.tar (replaces the "
+                             "images it holds); or image folders, "
                              "DIR/train/<class>/ with DIR/val/<class>/ and DIR/test/, or "
                              "DIR/<class>/ (classes: the folder names sorted, as Keras and "
                              "torchvision), as a directory or a .tar; or a tar of per-class "
@@ -54,6 +59,12 @@ def _add_convert(sub) -> None:
         parser.add_argument(f"--{split}-tar", type=Path,
                             help=f"the {split} archive, if not under its ILSVRC name")
     parser.add_argument("--devkit", type=Path, help="the devkit, if not under its ILSVRC name")
+    parser.add_argument("--test-ground-truth", type=Path, metavar="FILE",
+                        help="ILSVRC-2010's test labels, if not under their name "
+                             "(ILSVRC2010_test_ground_truth.txt)")
+    parser.add_argument("--patch-images", type=Path, metavar="TAR",
+                        help="ILSVRC-2010's replacement images, if not under their name "
+                             "(patch_images.tar)")
     parser.add_argument("--validation-fraction", type=float, metavar="F",
                         help="image folders without val/: hold out the fraction F of every "
                              "class as the validation split (drawn with --seed, recorded in "
@@ -100,18 +111,19 @@ def _add_convert(sub) -> None:
 def _run_convert(args) -> int:
     import dataclasses
 
-    from tfrecords_tools.archives import Archives
     from tfrecords_tools.convert import convert
-    from tfrecords_tools.sources import find_source
+    from tfrecords_tools.sources import find_archives, find_source
 
     overrides = {"train": args.train_tar, "validation": args.validation_tar,
-                 "test": args.test_tar, "devkit": args.devkit}
+                 "test": args.test_tar, "devkit": args.devkit,
+                 "test_truth": args.test_ground_truth, "patches": args.patch_images}
     overrides = {k: v for k, v in overrides.items() if v}
     if overrides:  # ILSVRC archives under other names
         if args.validation_fraction is not None or args.classes is not None:
             raise ArgumentError("--validation-fraction and --classes apply to image folders, "
-                                "not to ILSVRC archives given by --*-tar or --devkit")
-        source = dataclasses.replace(Archives.find(args.archives), **overrides)
+                                "not to ILSVRC archives given by --*-tar, --devkit, "
+                                "--test-ground-truth or --patch-images")
+        source = dataclasses.replace(find_archives(args.archives), **overrides)
     else:
         source = find_source(args.archives, args.validation_fraction, args.classes)
     summary = convert(args.output, source, splits=args.splits,
@@ -196,8 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m tfrecords_tools", epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="ILSVRC-2012 archives to sharded TFRecords: one forward pass over "
-                    "each archive, parallel, resumable.")
+        description="ILSVRC-2012 or ILSVRC-2010 archives (or image folders) to sharded "
+                    "TFRecords: one forward pass over each archive, parallel, resumable.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_convert, _add_merge, _add_verify, _add_stats):
         add(sub)

@@ -1,9 +1,12 @@
-"""Reading the ILSVRC-2012 archives in place: the devkit's labels and the tars' members.
+"""Reading the ILSVRC archives in place: the devkit's labels and the tars' members.
 
 Nothing is extracted.  Indexing reads only the 512-byte tar headers (seeking over the
 image data), and records where each image's bytes lie in the archive file, so any
 image can later be read with one seek, whatever the size of its class's inner tar.  The
 converter reads the train and val tars without an index, in one pass (`walk`).
+
+ILSVRC-2010's archives have the same shapes; its own files (the released test ground
+truth, patch_images.tar) are read by `ilsvrc2010`.
 
 The Kaggle layout (an extracted `ILSVRC/Data/CLS-LOC/{train,val,test}` with
 `LOC_synset_mapping.txt` and `LOC_val_solution.csv`) is read the same way, one file
@@ -50,6 +53,9 @@ class Archives:
     validation: Path | None = None
     test: Path | None = None
     devkit: Path | None = None
+    #: ILSVRC-2010's extras (`ilsvrc2010`): the test split's labels, replacement images
+    test_truth: Path | None = None
+    patches: Path | None = None
 
     @classmethod
     def find(cls, directory: str | Path) -> Archives:
@@ -94,25 +100,67 @@ class ClassIndex:
         return "".join(f"{w}\t{n}\n" for w, n in zip(self.wnids, self.names, strict=True))
 
 
+#: How the val and test images are named: `ILSVRC2012_val_00000001.JPEG`.
+_NAME_PART = {"validation": "val", "test": "test"}
+
+
 @dataclasses.dataclass(frozen=True)
 class Devkit:
     classes: ClassIndex
-    wnid_of_id: dict[int, str]  # ILSVRC2012_ID -> WNID, leaves only
-    ground_truth: tuple[int, ...]  # ILSVRC2012_ID of val image 1, 2, ...
+    wnid_of_id: dict[int, str]  # ILSVRC2012_ID (ILSVRC2010_ID) -> WNID, leaves only
+    ground_truth: tuple[int, ...]  # the ID of val image 1, 2, ...
     #: meta.mat's num_train_images per leaf WNID; empty where the devkit does not say
     train_counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    prefix: str = "ILSVRC2012"  # of the IDs' field in meta.mat and of the image names
+    #: the ID of test image 1, 2, ... where the test labels were released (ILSVRC-2010)
+    test_ground_truth: tuple[int, ...] = ()
+
+    def truth(self, split: str) -> tuple[int, ...]:
+        """The IDs of the split's images 1, 2, ...; empty for a split without them."""
+        return {"validation": self.ground_truth, "test": self.test_ground_truth}.get(split, ())
+
+    def image_name(self, split: str, number: int) -> str:
+        return f"{self.prefix}_{_NAME_PART[split]}_{number:08d}.JPEG"
+
+    def number_of(self, split: str, name: str) -> int | None:
+        """N of the split's image name `<prefix>_val_N.JPEG`, None for another name."""
+        match = _numbered(self.prefix, split).fullmatch(name)
+        return int(match[1]) if match else None
+
+
+@functools.cache
+def _numbered(prefix: str, split: str) -> re.Pattern:
+    return re.compile(rf"{prefix}_{_NAME_PART[split]}_(\d+)\.\w+")
 
 
 def _devkit_member(archive: tarfile.TarFile, path: Path, suffix: str) -> bytes:
     for member in archive.getmembers():
         if member.isfile() and member.name.endswith(suffix):
             return archive.extractfile(member).read()
-    raise ArchiveError(f"{path}: has no member ending in {suffix!r}; is this the ILSVRC2012 "
+    raise ArchiveError(f"{path}: has no member ending in {suffix!r}; is this an ILSVRC "
                        f"development kit?")
 
 
+def parse_ids(text: bytes, path: Path | str) -> tuple[int, ...]:
+    """A ground-truth file's IDs, one a line."""
+    try:
+        return tuple(int(line) for line in text.decode().split())
+    except (UnicodeDecodeError, ValueError) as error:
+        raise ArchiveError(f"{path}: not a ground truth of one ID a line ({error})") from error
+
+
+def check_ids(ids: tuple[int, ...], devkit: Devkit, what: str) -> None:
+    """Every ID of a ground truth is one of the devkit's classes."""
+    unknown = sorted(set(ids) - set(devkit.wnid_of_id))
+    if unknown:
+        raise ArchiveError(f"{what} uses {devkit.prefix}_IDs {unknown[:5]} that are not leaf "
+                           f"synsets of data/meta.mat")
+
+
 def read_devkit(path: str | Path) -> Devkit:
-    """The leaf synsets of `data/meta.mat` and the validation ground truth."""
+    """The leaf synsets of `data/meta.mat` and the validation ground truth, of the
+    ILSVRC-2012 devkit or of ILSVRC-2010's (whose meta.mat numbers the synsets by
+    `ILSVRC2010_ID`)."""
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"{path}: the devkit does not exist")
@@ -121,12 +169,13 @@ def read_devkit(path: str | Path) -> Devkit:
     try:
         with tarfile.open(path) as archive:
             meta = _devkit_member(archive, path, "data/meta.mat")
-            truth = _devkit_member(archive, path, "data/ILSVRC2012_validation_ground_truth.txt")
+            synsets, prefix = _synsets(meta, path)
+            truth_name = f"data/{prefix}_validation_ground_truth.txt"
+            truth = _devkit_member(archive, path, truth_name)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ArchiveError(f"{path}: unreadable devkit archive ({error})") from error
     try:
-        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
-        leaves = sorted((str(s["WNID"]), str(s["words"]), int(s["ILSVRC2012_ID"]))
+        leaves = sorted((str(s["WNID"]), str(s["words"]), int(s[f"{prefix}_ID"]))
                         for s in synsets if int(s["num_children"]) == 0)
         counts = ({str(s["WNID"]): int(s["num_train_images"]) for s in synsets
                    if int(s["num_children"]) == 0}
@@ -134,20 +183,27 @@ def read_devkit(path: str | Path) -> Devkit:
     except (KeyError, ValueError, TypeError) as error:
         raise ArchiveError(f"{path}: data/meta.mat has no readable 'synsets' "
                            f"({error!r})") from error
-    try:
-        ground_truth = tuple(int(line) for line in truth.decode().split())
-    except ValueError as error:
-        raise ArchiveError(f"{path}: data/ILSVRC2012_validation_ground_truth.txt: "
-                           f"{error}") from error
+    ground_truth = parse_ids(truth, f"{path}: {truth_name}")
     classes = ClassIndex(tuple(w for w, _, _ in leaves), tuple(n for _, n, _ in leaves))
-    wnid_of_id = {i: w for w, _, i in leaves}
-    unknown = sorted(set(ground_truth) - set(wnid_of_id))
-    if unknown:
-        raise ArchiveError(f"{path}: the validation ground truth uses ILSVRC2012_IDs "
-                           f"{unknown[:5]} that are not leaf synsets of data/meta.mat")
     # A devkit that gives no counts (zeros) leaves completeness to "at least one image".
-    return Devkit(classes, wnid_of_id, ground_truth,
-                  counts if all(counts.values()) else {})
+    devkit = Devkit(classes, {i: w for w, _, i in leaves}, ground_truth,
+                    counts if all(counts.values()) else {}, prefix)
+    check_ids(ground_truth, devkit, f"{path}: the validation ground truth")
+    return devkit
+
+
+def _synsets(meta: bytes, path: Path):
+    """meta.mat's synsets, and the prefix of their ID field (`ILSVRC2012` or `ILSVRC2010`)."""
+    try:
+        synsets = scipy.io.loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]
+        ids = [n for n in synsets.dtype.names if re.fullmatch(r"ILSVRC\d{4}_ID", n)]
+    except (KeyError, ValueError, TypeError) as error:
+        raise ArchiveError(f"{path}: data/meta.mat has no readable 'synsets' "
+                           f"({error!r})") from error
+    if len(ids) != 1:
+        raise ArchiveError(f"{path}: data/meta.mat's synsets have no ILSVRC####_ID field "
+                           f"(fields: {', '.join(synsets.dtype.names)})")
+    return synsets, ids[0].removesuffix("_ID")
 
 
 def _read_kaggle_labels(path: Path) -> Devkit:
@@ -476,37 +532,58 @@ def flat_members(index: Index) -> list[Member]:
 
 
 def label_validation(index: Index, devkit: Devkit, path: Path,
-                     allow_incomplete: bool = False) -> tuple[list[Member], list[int]]:
+                     allow_incomplete: bool = False, split: str = "validation"
+                     ) -> tuple[list[Member], list[int]]:
     """Val labels (`ILSVRC2012_val_%08d` is line %d of the ground truth), and the
-    ground-truth lines with no image in the val tar.
+    ground-truth lines with no image in the val tar; of the test tar where the devkit
+    has the test ground truth (ILSVRC-2010's, `ILSVRC2010_test_%08d`).
 
     Members with other names are moved to `index.not_images`.  Missing images are an
-    error naming the val tar, unless `allow_incomplete`.
+    error naming the tar, unless `allow_incomplete`.
     """
-    labels = devkit.classes.label_of
+    labels, truth = devkit.classes.label_of, devkit.truth(split)
     labelled, seen = [], set()
     for member in flat_members(index):
-        match = _VAL_NUMBER.fullmatch(member.name)
-        if not match:
-            index.not_images.append({"member": member.name, "reason": "not an "
-                                     "ILSVRC2012_val_%08d image name"})
+        number = devkit.number_of(split, member.name)
+        if number is None:
+            index.not_images.append({"member": member.name,
+                                     "reason": unnumbered_reason(devkit, split)})
             continue
-        number = int(match[1])
-        if not 1 <= number <= len(devkit.ground_truth):
-            raise ArchiveError(f"{path}: member {member.name} is beyond the "
-                               f"{len(devkit.ground_truth)} images of the devkit's validation "
-                               f"ground truth; is this the ILSVRC2012 val tar?")
-        wnid = devkit.wnid_of_id[devkit.ground_truth[number - 1]]
-        labelled.append(dataclasses.replace(member, label=labels[wnid]))
+        labelled.append(dataclasses.replace(member, label=labels[numbered_wnid(
+            devkit, split, path, member.name, number)]))
         seen.add(number)
-    missing = [n for n in range(1, len(devkit.ground_truth) + 1) if n not in seen]
+    missing = [n for n in range(1, len(truth) + 1) if n not in seen]
     if missing and not allow_incomplete:
-        names = ", ".join(f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing[:3])
-        raise ArchiveError(f"{path}: has {len(seen)} of the {len(devkit.ground_truth)} images "
-                           f"of the devkit's ground truth; missing {len(missing)} (e.g. {names})"
-                           f"{'; ' + index.damage if index.damage else ''}. Download the val "
-                           f"tar again, or pass --allow-incomplete to convert what is there")
+        refuse_missing(path, devkit, split, len(seen), missing, index.damage)
     return labelled, missing
+
+
+def unnumbered_reason(devkit: Devkit, split: str) -> str:
+    return f"not an {devkit.prefix}_{_NAME_PART[split]}_%08d image name"
+
+
+def numbered_wnid(devkit: Devkit, split: str, path: Path, name: str, number: int) -> str:
+    """The class of the split's image `number` (named `name`) by the ground truth."""
+    truth = devkit.truth(split)
+    if not 1 <= number <= len(truth):
+        raise ArchiveError(f"{path}: member {name} is beyond the {len(truth)} images of "
+                           f"{_truth_words(split)}; is this the {devkit.prefix} "
+                           f"{_NAME_PART[split]} tar?")
+    return devkit.wnid_of_id[truth[number - 1]]
+
+
+def _truth_words(split: str) -> str:
+    return "the devkit's ground truth" if split == "validation" else "the test ground truth"
+
+
+def refuse_missing(path: Path, devkit: Devkit, split: str, found: int, missing: list[int],
+                   damage: str) -> None:
+    """The error of a val (test) tar short of the ground truth's images."""
+    names = ", ".join(devkit.image_name(split, n) for n in missing[:3])
+    raise ArchiveError(f"{path}: has {found} of the {len(devkit.truth(split))} images of "
+                       f"{_truth_words(split)}; missing {len(missing)} (e.g. {names})"
+                       f"{'; ' + damage if damage else ''}. Download the {_NAME_PART[split]} "
+                       f"tar again, or pass --allow-incomplete to convert what is there")
 
 
 def _tree_name(name: str) -> str:

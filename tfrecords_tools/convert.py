@@ -1,5 +1,5 @@
-"""ILSVRC-2012 archives to sharded TFRecords: one forward pass per archive, deterministic,
-parallel, resumable.
+"""ILSVRC archives (2012, 2010) to sharded TFRecords: one forward pass per archive,
+deterministic, parallel, resumable.
 
 How a run goes, per split:
 1. Plan.  The ILSVRC train and val tars with a devkit need no index: the devkit gives
@@ -8,7 +8,8 @@ How a run goes, per split:
    moment its header is read (`walk`); completeness against the devkit (every class has
    meta.mat's `num_train_images`, every ground-truth line its val image) is checked at
    the end of the pass, with the same errors, and the job record then gets what the
-   pass found.  Other sources (the test tar, a train tar without devkit counts, the
+   pass found; ILSVRC-2010's test tar with its released ground truth is read as the val
+   tar.  Other sources (an unlabelled test tar, a train tar without devkit counts, the
    Kaggle layout, folders) are indexed first (headers only, front to back; cached in
    `.convert/` while the archive's size and mtime stay) and checked before the pass.
    The plan, and so every shard's bytes, depends only on the archives and the
@@ -50,9 +51,17 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, files, manifest, schema, shuffle, walk, worker
+from tfrecords_tools import (
+    __version__,
+    files,
+    ilsvrc2010,
+    manifest,
+    schema,
+    shuffle,
+    walk,
+    worker,
+)
 from tfrecords_tools.archives import (
-    _VAL_NUMBER,
     Archives,
     ClassIndex,
     Devkit,
@@ -63,8 +72,11 @@ from tfrecords_tools.archives import (
     index_tree,
     label_train,
     label_validation,
+    numbered_wnid,
     read_devkit,
+    refuse_missing,
     train_shortfall,
+    unnumbered_reason,
 )
 from tfrecords_tools.errors import ArchiveError, ArgumentError, OutputError, WorkerError
 from tfrecords_tools.folders import FolderSource, parse_class_file, split_folders
@@ -103,6 +115,9 @@ class SplitPlan:
     walk: str = ""
     devkit: Devkit | None = None
     expected: int = 0  # the images the devkit lists (a walk's progress)
+    #: base name -> its replacement image (ILSVRC-2010's patch_images.tar, `patch_tar`)
+    patches: dict[str, ilsvrc2010.Patch] = dataclasses.field(default_factory=dict)
+    patch_tar: Path | None = None
 
     @property
     def job_id(self) -> str:
@@ -126,6 +141,7 @@ class Summary:
     images: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     repaired: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    replaced: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     shards_written: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     shards_kept: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     incomplete: list[str] = dataclasses.field(default_factory=list)
@@ -144,6 +160,10 @@ class Summary:
         rate = total / self.seconds if self.seconds else 0.0
         lines.append(f"{total} images in {self.seconds:.1f} s ({rate:.0f} images/s) into "
                      f"{self.output}; manifest written for: {', '.join(self.merged) or 'none yet'}")
+        if self.replaced:
+            lines.append("images replaced from the patch tar: " + ", ".join(
+                f"{split} {self.replaced[split]}" for split in self.splits
+                if self.replaced[split]))
         lines += [f"INCOMPLETE (--allow-incomplete): {note}" for note in self.incomplete]
         return "\n".join(lines)
 
@@ -194,10 +214,21 @@ def _refuse_incomplete(path: Path, what: str, damage: str) -> None:
                        f"(the shortfall is then recorded in {schema.MANIFEST})")
 
 
+def _refuse_short(path: Path, short: dict[str, list[int]], classes: ClassIndex,
+                  damage: str) -> None:
+    """The error of a train tar whose classes are short of the devkit's counts."""
+    counts = ", ".join(f"{w} has {n} of {e}" for w, (n, e) in list(short.items())[:5])
+    what = (f"{len(short)} of the {len(classes.wnids)} classes are missing or short of the "
+            f"devkit's num_train_images ({counts}{', ...' if len(short) > 5 else ''})"
+            if short else "damaged")
+    _refuse_incomplete(path, what, damage)
+
+
 def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
-                devkit_path: Path | None, classes: ClassIndex | None, num_shards: int | None,
+                source: dict, classes: ClassIndex | None, num_shards: int | None,
                 options: ImageOptions, seed: int, label_offset: int,
-                allow_incomplete: bool) -> SplitPlan:
+                allow_incomplete: bool, patches: dict[str, ilsvrc2010.Patch],
+                patch_tar: Path | None) -> SplitPlan:
     """The split's shards, each with its members in their final order."""
     findings: dict = {}
     if split == "train":
@@ -205,26 +236,22 @@ def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
         short = train_shortfall(members, classes, devkit)
         if short or index.damage:
             if not allow_incomplete:
-                counts = ", ".join(f"{w} has {n} of {e}" for w, (n, e) in list(short.items())[:5])
-                what = (f"{len(short)} of the {len(classes.wnids)} classes are missing or short "
-                        f"of the devkit's num_train_images ({counts}"
-                        f"{', ...' if len(short) > 5 else ''})" if short else "damaged")
-                _refuse_incomplete(path, what, index.damage)
+                _refuse_short(path, short, classes, index.damage)
             findings["incomplete"] = {"damage": index.damage, "classes": short}
         if devkit and devkit.train_counts:
             findings["expected"] = {"class_counts": devkit.train_counts}
-    elif split == "validation":
+    elif split == "validation" or (devkit and devkit.truth(split)):
         if devkit is None:
             raise ArchiveError(f"{path}: labelling the validation split needs the devkit "
                                f"(ILSVRC2012_devkit_t12.tar.gz)")
-        members, missing = label_validation(index, devkit, path, allow_incomplete)
+        members, missing = label_validation(index, devkit, path, allow_incomplete, split)
         classes = devkit.classes
         if missing or index.damage:
             if not allow_incomplete:
                 _refuse_incomplete(path, "damaged", index.damage)
             findings["incomplete"] = {"damage": index.damage, "missing": [
-                f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing]}
-        findings["expected"] = {"images": len(devkit.ground_truth)}
+                devkit.image_name(split, n) for n in missing]}
+        findings["expected"] = {"images": len(devkit.truth(split))}
     else:
         members = flat_members(index)
         if index.damage:
@@ -233,10 +260,39 @@ def _plan_split(split: str, path: Path, index: Index, devkit: Devkit | None,
             findings["incomplete"] = {"damage": index.damage}
     if index.not_images:
         findings["not_images"] = index.not_images
-    source = {"archive": _archive_identity(path),
-              "devkit": _archive_identity(devkit_path if split != "test" else None)}
-    return _shard_plan(split, path, members, classes, source, findings, num_shards, options,
+    _check_patches(path, patches, {m.name for m in members}, patch_tar, allow_incomplete,
+                   findings)
+    plan = _shard_plan(split, path, members, classes, source, findings, num_shards, options,
                        seed, label_offset)
+    return dataclasses.replace(plan, patches=patches, patch_tar=patch_tar)
+
+
+def _sources(archives: Archives, split: str, path: Path, devkit: Devkit | None,
+             patches: dict[str, ilsvrc2010.Patch]) -> dict:
+    """The files a split's bytes come from, for its job record (an unlabelled test
+    split's do not depend on the devkit)."""
+    labelled = split != "test" or bool(devkit and devkit.truth(split))
+    source = {"archive": _archive_identity(path),
+              "devkit": _archive_identity(archives.devkit if labelled else None)}
+    if split == "test" and labelled:
+        source["ground_truth"] = _archive_identity(archives.test_truth)
+    if patches:
+        source["patches"] = _archive_identity(archives.patches)
+    return source
+
+
+def _check_patches(path: Path, patches: dict[str, ilsvrc2010.Patch], found: set[str],
+                   patch_tar: Path | None, allow_incomplete: bool, findings: dict) -> None:
+    """Every replacement image of the split replaces an image of its archive: an error
+    naming the first that does not, unless `allow_incomplete` (then recorded)."""
+    unused = sorted(patches[name].member for name in set(patches) - found)
+    if not unused:
+        return
+    if not allow_incomplete:
+        raise ArchiveError(f"{patch_tar}: member {unused[0]} replaces no image of {path} "
+                           f"({len(unused)} such members); is it the patch tar of these "
+                           f"archives? Pass --allow-incomplete to convert without them")
+    findings.setdefault("incomplete", {"damage": ""})["unused_patches"] = unused
 
 
 def _shard_plan(split: str, path: Path, members: list[Member], classes: ClassIndex | None,
@@ -297,25 +353,24 @@ def _plan_folders(output: Path, source: FolderSource, splits: Sequence[str] | No
     return plans
 
 
-def _plan_walk(split: str, path: Path, devkit: Devkit, devkit_path: Path | None,
-               num_shards: int | None, options: ImageOptions, seed: int, label_offset: int
-               ) -> SplitPlan:
-    """The plan of a train or val tar read in one pass: its size from the devkit, each
-    image's shard from its name as the pass reads it."""
+def _plan_walk(split: str, path: Path, devkit: Devkit, source: dict, num_shards: int | None,
+               options: ImageOptions, seed: int, label_offset: int,
+               patches: dict[str, ilsvrc2010.Patch], patch_tar: Path | None) -> SplitPlan:
+    """The plan of a train, val (or labelled test) tar read in one pass: its size from
+    the devkit, each image's shard from its name as the pass reads it."""
     total = (sum(devkit.train_counts.values()) if split == "train"
-             else len(devkit.ground_truth))
+             else len(devkit.truth(split)))
     num_shards = num_shards or schema.default_num_shards(split, total)
     if not 1 <= num_shards <= total:
         raise ArgumentError(f"--{split}-shards {num_shards}: must be between 1 and the "
                             f"{total} images of {path}")
-    job = {"split": split, "archive": _archive_identity(path),
-           "devkit": _archive_identity(devkit_path), "num_shards": num_shards,
+    job = {"split": split, **source, "num_shards": num_shards,
            "size": options.size, "crop": options.crop, "quality": options.quality,
            "seed": seed, "label_offset": label_offset, "version": __version__, "codec": CODEC,
            "plan": shuffle.PLAN}
     shards = tuple(ShardPlan(split, i, num_shards, ()) for i in range(num_shards))
     return SplitPlan(split, path, job, shards, devkit.classes,
-                     "train" if split == "train" else "flat", devkit, total)
+                     "train" if split == "train" else "flat", devkit, total, patches, patch_tar)
 
 
 def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | None,
@@ -324,6 +379,12 @@ def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | Non
                    ) -> tuple[list[SplitPlan], ClassIndex | None]:
     """The plans of the ILSVRC archives' splits (`splits`, default those present)."""
     devkit = read_devkit(archives.devkit) if archives.devkit else None
+    if archives.test_truth:
+        if devkit is None:
+            raise ArchiveError(f"{archives.test_truth}: labelling the test split needs the "
+                               f"devkit ({ilsvrc2010.DEVKIT})")
+        devkit = ilsvrc2010.read_test_truth(archives.test_truth, devkit)
+    patches = ilsvrc2010.read_patches(archives.patches) if archives.patches else {}
     plans, classes = [], devkit.classes if devkit else None
     splits = splits or [s for s in schema.SPLITS if getattr(archives, s) is not None]
     if not splits:
@@ -331,14 +392,19 @@ def _plan_archives(output: Path, archives: Archives, splits: Sequence[str] | Non
     for split in schema.SPLITS:
         if split in splits:
             path = archives.path_for(split)
+            split_patches = patches.get(split, {})
+            source = _sources(archives, split, path, devkit, split_patches)
             if devkit is not None and path.is_file() and (
-                    split == "validation" or (split == "train" and devkit.train_counts)):
-                plans.append(_plan_walk(split, path, devkit, archives.devkit,
-                                        num_shards.get(split), options, seed, label_offset))
+                    split == "validation" or devkit.truth(split)
+                    or (split == "train" and devkit.train_counts)):
+                plans.append(_plan_walk(split, path, devkit, source, num_shards.get(split),
+                                        options, seed, label_offset, split_patches,
+                                        archives.patches))
                 continue
             plan = _plan_split(split, path, _index(output, split, path, progress),
-                               devkit, archives.devkit, classes, num_shards.get(split),
-                               options, seed, label_offset, allow_incomplete)
+                               devkit, source, classes, num_shards.get(split),
+                               options, seed, label_offset, allow_incomplete, split_patches,
+                               archives.patches)
             classes = plan.classes or classes
             plans.append(plan)
     return plans, classes
@@ -511,6 +577,17 @@ def _count_batch(pool, ticket, bucket_dir: str, summary: Summary, split: str) ->
     summary.repaired[split] += kinds.count(worker.REPAIRED)
 
 
+def _patched(plan: SplitPlan, items: list[tuple], summary: Summary) -> list[tuple]:
+    """A batch's items, those that patch_images.tar replaces with its image's bytes
+    (counted in `summary`)."""
+    if not plan.patches:
+        return items
+    patched = [item if item[3] not in plan.patches else (plan.patches[item[3]].data, *item[1:])
+               for item in items]
+    summary.replaced[plan.split] += sum(item[3] in plan.patches for item in items)
+    return patched
+
+
 def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], position: int,
                   sizes: dict[str, int], state_path: Path, pool, buffer: memoryview,
                   slots: int, checkpoint_seconds: float, bar, summary: Summary) -> None:
@@ -555,7 +632,8 @@ def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], positi
                               shard) for shard, number, _, member in members]
                 buckets.touched.update(shard for shard, *_ in members)
                 ticket = pool.submit(worker.convert_batch,
-                                     (str(plan.archive), items, bucket_dir),
+                                     (str(plan.archive), _patched(plan, items, summary),
+                                      bucket_dir),
                                      _MemberNames(plan.archive, members))
                 in_flight.append((ticket, slot, begin, end))
             if not in_flight:
@@ -593,8 +671,8 @@ def _start_walk(output: Path, plan: SplitPlan, todo: list[ShardPlan], state_path
     for shard in todo:
         (buckets / shard.name).unlink(missing_ok=True)
     return todo, {"offset": 0, "last": "its start", "position": 0, "images": 0,
-                  "counts": {}, "seen": [], "not_images": [], "bad_names": [], "damage": "",
-                  "done": False}, {}
+                  "counts": {}, "seen": [], "not_images": [], "bad_names": [], "patched": [],
+                  "damage": "", "done": False}, {}
 
 
 def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: dict,
@@ -610,11 +688,11 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
         return state
     ours = {shard.index: shard.name for shard in shards}
     num_shards, seed = plan.job["num_shards"], plan.job["seed"]
-    label_of = plan.classes.label_of
-    truth, wnid_of_id = plan.devkit.ground_truth, plan.devkit.wnid_of_id
+    label_of, devkit = plan.classes.label_of, plan.devkit
     counts = collections.Counter(state["counts"])
     seen = set(state["seen"])
     bad_names = list(state["bad_names"])
+    patched = list(state["patched"])  # the names patch_images.tar replaces, as found
     images, position = state["images"], state["position"]
     cut = (state["offset"], state["last"])
     found = walk.Findings(list(state["not_images"]), state["damage"])
@@ -633,7 +711,8 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
         return {"job": plan.pass_id, "shards": [s.name for s in shards],
                 "offset": cut[0], "last": cut[1], "position": position, "images": images,
                 "counts": dict(counts), "seen": sorted(seen), "not_images": found.not_images,
-                "bad_names": bad_names, "damage": found.damage, "done": done}
+                "bad_names": bad_names, "patched": patched, "damage": found.damage,
+                "done": done}
 
     def save(done: bool) -> dict:
         result = snapshot(done)
@@ -654,7 +733,8 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
             items = [(base + offset - span_start, size, label, name, 0, shard)
                      for shard, name, offset, size, label in batch]
         buckets.touched.update(shard for shard, *_ in batch)
-        ticket = pool.submit(worker.convert_batch, (str(plan.archive), items, bucket_dir),
+        ticket = pool.submit(worker.convert_batch,
+                             (str(plan.archive), _patched(plan, items, summary), bucket_dir),
                              _MemberNames(plan.archive, items))
         in_flight.append((ticket, slot, len(batch)))
         reader.release(span_end - walk.BLOCK)
@@ -683,19 +763,15 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
                     if label is None:  # refused at the end of the pass
                         continue
                 else:
-                    match = _VAL_NUMBER.fullmatch(name)
-                    if not match:
-                        bad_names.append({"member": name, "reason": "not an "
-                                          "ILSVRC2012_val_%08d image name"})
+                    number = devkit.number_of(split, name)
+                    if number is None:
+                        bad_names.append({"member": name,
+                                          "reason": unnumbered_reason(devkit, split)})
                         continue
-                    number = int(match[1])
-                    if not 1 <= number <= len(truth):
-                        raise ArchiveError(
-                            f"{plan.archive}: member {name} is beyond the {len(truth)} images "
-                            f"of the devkit's validation ground truth; is this the ILSVRC2012 "
-                            f"val tar?")
-                    label = label_of[wnid_of_id[truth[number - 1]]]
+                    label = label_of[numbered_wnid(devkit, split, plan.archive, name, number)]
                     seen.add(number)
+                if name in plan.patches:
+                    patched.append(name)
                 images += 1
                 shard = ours.get(shuffle.shard_of(shuffle.key_hash(split, seed, name),
                                                   num_shards))
@@ -746,30 +822,23 @@ def _finish_walk(output: Path, plan: SplitPlan, state: dict, allow_incomplete: b
                      else not found.get(wnid, 0))}
         if short or damage:
             if not allow_incomplete:
-                counts = ", ".join(f"{w} has {n} of {e}" for w, (n, e) in list(short.items())[:5])
-                what = (f"{len(short)} of the {len(classes.wnids)} classes are missing or short "
-                        f"of the devkit's num_train_images ({counts}"
-                        f"{', ...' if len(short) > 5 else ''})" if short else "damaged")
-                _refuse_incomplete(path, what, damage)
+                _refuse_short(path, short, classes, damage)
             findings["incomplete"] = {"damage": damage, "classes": short}
         if expected:
             findings["expected"] = {"class_counts": expected}
     else:
-        seen = set(state["seen"])
-        missing = [n for n in range(1, len(devkit.ground_truth) + 1) if n not in seen]
+        split, seen = plan.split, set(state["seen"])
+        missing = [n for n in range(1, len(devkit.truth(split)) + 1) if n not in seen]
         if missing and not allow_incomplete:
-            names = ", ".join(f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing[:3])
-            raise ArchiveError(f"{path}: has {len(seen)} of the {len(devkit.ground_truth)} "
-                               f"images of the devkit's ground truth; missing {len(missing)} "
-                               f"(e.g. {names}){'; ' + damage if damage else ''}. Download the "
-                               f"val tar again, or pass --allow-incomplete to convert what is "
-                               f"there")
+            refuse_missing(path, devkit, split, len(seen), missing, damage)
         if missing or damage:
             if not allow_incomplete:
                 _refuse_incomplete(path, "damaged", damage)
             findings["incomplete"] = {"damage": damage, "missing": [
-                f"ILSVRC2012_val_{n:08d}.JPEG" for n in missing]}
-        findings["expected"] = {"images": len(devkit.ground_truth)}
+                devkit.image_name(split, n) for n in missing]}
+        findings["expected"] = {"images": len(devkit.truth(split))}
+    _check_patches(path, plan.patches, set(state["patched"]), plan.patch_tar,
+                   allow_incomplete, findings)
     not_images = state["not_images"] + state["bad_names"]
     if not_images:
         findings["not_images"] = not_images
@@ -824,20 +893,47 @@ def _write_shards(output: Path, plan: SplitPlan, shards: list[ShardPlan], pool, 
         if "duplicates" in facts:
             raise ArchiveError(f"{plan.archive}: member {facts['duplicates'][0]} appears more "
                                f"than once")
-        labelled = plan.split != "test"
+        replaced = _replaced(plan, shard)
         receipt = {
             "job": plan.job_id, "shard": shard.name, "records": facts["records"],
             "bytes": facts["bytes"], "mtime_ns": facts["mtime_ns"], "sha256": facts["sha256"],
             "class_counts": {str(k): v for k, v in facts["class_counts"].items()},
-            "skipped": [{"member": name, "reason": reason}
-                        | ({"synset": plan.classes.wnids[label]} if labelled else {})
+            "skipped": [{"member": name, "reason": _noted(replaced.get(name), reason)}
+                        | ({"synset": plan.classes.wnids[label]}
+                           if label != schema.UNLABELED else {})
                         for name, label, reason in facts["skipped"]],
-            "repaired": [{"member": name, "repair": repair}
-                         for name, repair in facts["repaired"]]}
+            "repaired": _repairs(facts, replaced)}
         manifest.write_receipt(output, receipt)
         (buckets / shard.name).unlink(missing_ok=True)
         summary.shards_written[plan.split] += 1
         bar.update(1)
+
+
+def _replaced(plan: SplitPlan, shard: ShardPlan) -> dict[str, str]:
+    """The shard's images that patch_images.tar replaced: base name -> what replaced it."""
+    if not plan.patches:
+        return {}
+    unused = set(plan.job.get("incomplete", {}).get("unused_patches", ()))
+    seed, count = plan.job["seed"], plan.job["num_shards"]
+    return {name: f"replaced by {plan.patch_tar.name} member {patch.member}"
+            for name, patch in plan.patches.items() if patch.member not in unused
+            and shuffle.shard_of(shuffle.key_hash(plan.split, seed, name), count) == shard.index}
+
+
+def _noted(replacement: str | None, note: str) -> str:
+    return f"{replacement}; {note}" if replacement and note else replacement or note
+
+
+def _repairs(facts: dict, replaced: dict[str, str]) -> list[dict]:
+    """A receipt's repairs: the workers' (in shard order), each replacement from the
+    patch tar noted, then the replaced images that needed no other repair, by name."""
+    skipped = {name for name, _, _ in facts["skipped"]}
+    repaired = dict(facts["repaired"])
+    return ([{"member": name, "repair": _noted(replaced.get(name), repair)}
+             for name, repair in facts["repaired"]]
+            + [{"member": name, "repair": replacement}
+               for name, replacement in sorted(replaced.items())
+               if name not in repaired and name not in skipped])
 
 
 def _remove_our_temporaries(output: Path, shards: Sequence[ShardPlan]) -> None:

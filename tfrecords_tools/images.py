@@ -3,7 +3,8 @@
 Only the image libraries and the standard library are imported here, so a worker
 process starts in a fraction of a second.  The format and the colour space come from
 the bytes, never from the member's name: ILSVRC-2012 has a PNG named .JPEG, CMYK and
-grayscale JPEGs.
+grayscale JPEGs, and ILSVRC-2010 gzip-compressed JPEGs (decompressed here, as the Fuel
+converter does when the bytes do not decode).
 
 Almost every image is a YCbCr JPEG and takes the fast path (simplejpeg, OpenCV):
 libjpeg-turbo decodes it at the M/8 scale (M = 1..8) that leaves the shorter side just
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import zlib
 
 import cv2
 import numpy as np
@@ -37,6 +39,11 @@ def configure_worker_process() -> None:
     # One thread per worker process: the processes already use every core.
     cv2.setNumThreads(1)
 
+
+#: The most bytes a gzip-compressed member may decompress to (ImageNet's largest JPEGs
+#: are a few MB): a damaged or hostile member costs one image, not a worker's memory.
+MAX_GUNZIPPED = 64 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
 
 #: Below this scale a resize needs antialiasing; from it up, bilinear alone loses little.
 _BILINEAR_ALONE = 0.8
@@ -159,6 +166,30 @@ def reencode(data: bytes, options: ImageOptions) -> Outcome:
     """One archive member's bytes as an RGB JPEG of the configured geometry."""
     if not data:
         return Outcome(skipped="zero-byte member")
+    if data.startswith(_GZIP_MAGIC):
+        return _gunzip_and_reencode(data, options)
+    return _reencode_image(data, options)
+
+
+def _gunzip_and_reencode(data: bytes, options: ImageOptions) -> Outcome:
+    """A gzip-compressed member, decompressed (recorded as a repair) and re-encoded."""
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the gzip container
+    try:
+        image = decompressor.decompress(data, MAX_GUNZIPPED)
+    except zlib.error as error:
+        return Outcome(skipped=f"undecodable: gzip data that does not decompress ({error})")
+    if decompressor.unconsumed_tail:
+        return Outcome(skipped=f"undecodable: gzip data of over {MAX_GUNZIPPED} bytes")
+    if not decompressor.eof:
+        return Outcome(skipped="undecodable: gzip data cut short")
+    outcome = _reencode_image(image, options)
+    if outcome.skipped:
+        return dataclasses.replace(outcome, skipped=f"{outcome.skipped} (gzip-compressed)")
+    repaired = "; ".join(filter(None, ("gzip-compressed data decompressed", outcome.repaired)))
+    return dataclasses.replace(outcome, repaired=repaired)
+
+
+def _reencode_image(data: bytes, options: ImageOptions) -> Outcome:
     if data.startswith(b"\xff\xd8"):
         outcome = _reencode_jpeg(data, options)
         if outcome is not None:

@@ -1,8 +1,8 @@
-"""What a path to convert holds: ILSVRC-2012 archives, a tar of per-class tars, or image
-folders.
+"""What a path to convert holds: ILSVRC-2012 or ILSVRC-2010 archives, a tar of per-class
+tars, or image folders.
 
-- A directory with any of the ILSVRC-2012 archives (or Kaggle's layout of them):
-  `archives.Archives`.
+- A directory with any of the ILSVRC-2012 archives (or Kaggle's layout of them), else
+  with any of ILSVRC-2010's (`ilsvrc2010`): `archives.Archives`.
 - A tar whose first member is a per-class `n########.tar` (ILSVRC's train tar, or the
   ImageNet Fall 2011 release `fall11_whole.tar`, 21,841 classes, without a devkit): its
   train split, the classes being the inner tars' WNIDs.
@@ -15,6 +15,7 @@ import re
 import tarfile
 from pathlib import Path
 
+from tfrecords_tools import ilsvrc2010
 from tfrecords_tools.archives import Archives
 from tfrecords_tools.errors import ArchiveError, ArgumentError
 from tfrecords_tools.folders import FolderSource
@@ -35,6 +36,13 @@ def _first_member(path: Path) -> str:
     return first.name
 
 
+def find_archives(directory: str | Path) -> Archives:
+    """The ILSVRC-2012 archives in `directory` (or its Kaggle layout), else the
+    ILSVRC-2010 ones; `Archives()` where it has neither."""
+    archives = Archives.find(directory)  # a missing directory: the error names it
+    return archives if archives != Archives() else ilsvrc2010.find(directory)
+
+
 def find_source(path: str | Path, validation_fraction: float | None = None,
                 classes: Path | None = None) -> Archives | FolderSource:
     """What `path` holds, ready to convert; the folder options apply to image folders."""
@@ -45,7 +53,7 @@ def find_source(path: str | Path, validation_fraction: float | None = None,
         else:
             return FolderSource(path, validation_fraction, classes)
     else:
-        archives = Archives.find(path)  # a missing path: the error names it
+        archives = find_archives(path)
         if archives == Archives():
             return FolderSource(path, validation_fraction, classes)
     for flag, value in (("--validation-fraction", validation_fraction),
