@@ -1,0 +1,60 @@
+"""keras_alexnet.hardware: the CPU's bfloat16 features from /proc/cpuinfo, the GPUs."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from keras_alexnet import hardware
+
+#: The head of a real /proc/cpuinfo (one processor of two), its flags cut to the point.
+CPUINFO = """processor\t: {n}
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu vme sse sse2 avx avx2 fma {extra}
+bogomips\t: 4000.00
+
+"""
+
+
+def cpuinfo(tmp_path: Path, extra: str) -> Path:
+    path = tmp_path / "cpuinfo"
+    path.write_text(CPUINFO.format(n=0, extra=extra) + CPUINFO.format(n=1, extra=extra))
+    return path
+
+
+@pytest.mark.parametrize("extra, features, fast", [
+    ("", (), False),  # AVX2 only
+    ("avx512f avx512bw", (), False),  # AVX-512 without its bfloat16 instructions
+    ("avx512f avx512_bf16", ("avx512_bf16",), True),  # Cooper Lake, Zen 4
+    ("avx512_bf16 amx_bf16 amx_tile amx_int8", ("amx_bf16", "amx_tile", "avx512_bf16"), True),
+    ("amx_tile", ("amx_tile",), False),  # AMX's base alone has no bfloat16 unit
+])
+def test_the_bfloat16_features_are_read_from_the_flags_line(tmp_path, extra, features, fast):
+    path = cpuinfo(tmp_path, extra)
+    assert hardware.cpu_flags(path) >= {"avx2", "fma"}
+    assert hardware.cpu_bf16_features(path) == features
+    assert hardware.cpu_has_fast_bfloat16(path) is fast
+
+
+def test_an_unreadable_or_flagless_cpuinfo_is_unknown_not_none_found(tmp_path):
+    (tmp_path / "flagless").write_text("processor\t: 0\nmodel name\t: Apple M2\n")
+    for path in (tmp_path / "missing", tmp_path / "flagless"):
+        assert hardware.cpu_flags(path) is None
+        assert hardware.cpu_bf16_features(path) is None
+        assert hardware.cpu_has_fast_bfloat16(path) is None
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or not shutil.which("lscpu"),
+                    reason="needs Linux's /proc/cpuinfo and lscpu")
+def test_this_machines_flags_agree_with_lscpu():
+    lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True,
+                           env={"LC_ALL": "C"}).stdout.splitlines()
+    flags = next(line.split(":", 1)[1].split() for line in lines if line.startswith("Flags:"))
+    assert hardware.cpu_flags() == frozenset(flags)
+
+
+def test_gpus_are_tensorflows_physical_gpus():
+    assert hardware.gpus() == [d.name for d in tf.config.list_physical_devices("GPU")]
