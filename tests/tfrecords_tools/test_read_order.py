@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tfrecords_tools import ilsvrc2010
+
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(shutil.which("strace") is None, reason="needs strace")]
@@ -38,4 +40,21 @@ def test_each_archive_is_read_in_one_forward_pass(sample_archives, tmp_path, spl
     assert order["beyond"] >= 0.99, order
     assert order["bytes"] <= archive.stat().st_size * 1.01, order
     # No index is built or cached: the pass itself reads the headers.
+    assert not list((tmp_path / "out" / ".convert").glob("*.index.json"))
+
+
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_ilsvrc2010_archives_are_read_in_one_forward_pass(ilsvrc2010_archives, tmp_path, split):
+    """The labelled test tar as the val tar, the train tar with patch_images.tar's images."""
+    measure = _benchmark()
+    archive = ilsvrc2010_archives.path(
+        ilsvrc2010.TRAIN_TAR if split == "train" else ilsvrc2010.TEST_TAR)
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "-m", "tfrecords_tools", "convert",
+               str(ilsvrc2010_archives.directory), str(tmp_path / "out"), "--splits", split,
+               f"--{split}-shards", "3", "--size", "32", "--quiet", "-j", "2"]
+    order = measure.read_order(measure.traced_reads(command, environment, archive,
+                                                    tmp_path / "trace.log"))
+    assert order["beyond"] >= 0.99, order
+    assert order["bytes"] <= archive.stat().st_size * 1.01, order
     assert not list((tmp_path / "out" / ".convert").glob("*.index.json"))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.tfrecords_tools.conftest import KILLED_AT_A_CHECKPOINT, make_ilsvrc2010
 from tests.tfrecords_tools.test_convert import _outputs
 from tfrecords_tools.convert import convert
 
@@ -144,3 +145,33 @@ def test_rerun_reads_nothing_again_and_trusts_receipts(long_archives, reference,
     summary = convert(tmp_path, long_archives.directory, processes=1, **ARGUMENTS)
     assert sum(summary.shards_kept.values()) == 5 and not summary.images
     assert _outputs(tmp_path) == _outputs(reference)
+
+
+@pytest.fixture(scope="module")
+def long_2010(tmp_path_factory):
+    """ILSVRC-2010-shaped archives with 240 train images: a pass long enough to kill."""
+    return make_ilsvrc2010(tmp_path_factory.mktemp("long2010"), train_per_class=40)
+
+
+def test_kill_9_in_an_ilsvrc2010_pass_resumes_byte_identical(long_2010, tmp_path):
+    arguments = {"num_shards": SHARDS, "image_size": 32, "processes": 1, "progress": False}
+    convert(tmp_path / "reference", long_2010.directory, **arguments)
+    output = tmp_path / "out"
+    environment = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), KILL_AFTER="64")
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_A_CHECKPOINT, "convert", str(long_2010.directory),
+         str(output), "--size", "32", "--quiet", "--checkpoint-seconds", "0", "-j", "2"]
+        + [f"--{split}-shards={count}" for split, count in SHARDS.items()],
+        env=environment, capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    position = json.loads((output / ".convert" / "train.pass.0-of-1.json")
+                          .read_text())["position"]
+    assert 64 <= position < 240, "killed too late to test resuming"
+    summary = convert(output, long_2010.directory, **arguments)
+    assert summary.images["train"] <= 240 - position
+    assert _outputs(output) == _outputs(tmp_path / "reference")
+    # The replaced image and the gzip-compressed one came through, the test split whole.
+    manifest = json.loads((output / "manifest.json").read_text())["splits"]
+    assert {r["member"] for r in manifest["train"]["repaired"]} == {
+        long_2010.replaced["train"], *(n for n in long_2010.gzipped if n.startswith("n"))}
+    assert manifest["test"]["records"] == manifest["test"]["expected"]["images"] == 12
