@@ -1,8 +1,11 @@
-"""Evaluate a checkpoint: top-1/top-5 error, centre crop and 10 patches, per class.
+"""Evaluate a checkpoint, or an ensemble: top-1/top-5 error, centre crop and 10 patches.
 
 Scores every image of a labelled split on its centre crop and on the average of the
 softmax over the paper's ten patches (four corners, centre, and their reflections),
-preprocessed as the checkpoint records it was trained (mean, sizes, classes).
+preprocessed as the checkpoint records it was trained (mean, sizes, classes), and
+prints the weakest classes.  Several checkpoints are an ensemble, as the paper's
+"5 CNNs" [paper §6, Table 2]: each is preprocessed by its own record, their softmax
+averaged, classes matched by WNID; each one's errors are printed, then the ensemble's.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint",
-                        help="a .keras checkpoint, or a training run's model directory")
+    parser.add_argument("checkpoint", nargs="+",
+                        help="a .keras checkpoint, or a training run's model directory; "
+                             "several: their ensemble")
     parser.add_argument("data_dir", help="directory of the split's shards")
     parser.add_argument("--split", default="validation", help="default: validation")
     parser.add_argument("--batch-size", type=int, default=128,

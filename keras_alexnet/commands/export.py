@@ -1,11 +1,14 @@
-"""Export a checkpoint as a TensorFlow Serving SavedModel.
+"""Export a checkpoint, or an ensemble of them, as a TensorFlow Serving SavedModel.
 
 Writes <export_base>/<model_name>/<version>/ with the `serving_default` (encoded image
 bytes), `classify` (tf.Example, TF Serving's Classify), `predict_images` (raw pixels)
 and `features` (fc7) signatures and TF Serving's warmup requests; the classes and the
-preprocessing come from the checkpoint.  Serve it with `python -m serving serve
---model_name=<model_name> --model_base_path=<export_base>/<model_name>` or
-tensorflow_model_server.
+preprocessing come from the checkpoint.  `--ensemble RUN1 RUN2 ...` writes one model
+whose signatures average the runs' softmax in the graph, as the paper's "5 CNNs"
+[paper §6], each run preprocessing the image by its own record (`features` then gives
+the runs' fc7 side by side; `predict_images` needs runs of one input size).  Serve it
+with `python -m serving serve --model_name=<model_name>
+--model_base_path=<export_base>/<model_name>` or tensorflow_model_server.
 """
 
 from __future__ import annotations
@@ -16,8 +19,12 @@ from serving import DEFAULT_MODEL_NAME
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint",
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("checkpoint", nargs="?",
                         help="a .keras checkpoint, or a training run's model directory")
+    source.add_argument("--ensemble", nargs="+", metavar="RUN",
+                        help="several checkpoints or runs, exported as one model that "
+                             "averages their probabilities")
     parser.add_argument("--data-dir", default=None,
                         help="only for a checkpoint saved without its input contract: the "
                              "shard directory it was trained on")
@@ -32,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import export
 
-    path = export(args.checkpoint, args.export_base, args.model_name, args.version,
-                  data_dir=args.data_dir)
+    path = export(args.ensemble or args.checkpoint, args.export_base, args.model_name,
+                  args.version, data_dir=args.data_dir)
     print(path)
     return 0

@@ -1,7 +1,9 @@
-"""Top-5 classes of image files, in-process, from a checkpoint or an exported SavedModel.
+"""Top-5 classes of image files, in-process, from a checkpoint, an ensemble or a SavedModel.
 
 Both paths run the exported `serving_default` computation: decode, rescale, centre
-crop and mean subtraction as in evaluation, then the network's softmax.
+crop and mean subtraction as in evaluation, then the network's softmax (for several
+checkpoints, each one's preprocessing and the mean of their softmax, as `export
+--ensemble` writes it).
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="JPEG or PNG files")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--checkpoint",
-                        help="a .keras checkpoint or a training run's model directory")
+    source.add_argument("--checkpoint", action="append",
+                        help="a .keras checkpoint or a training run's model directory; "
+                             "repeat it for an ensemble")
     source.add_argument("--saved-model",
                         help="an exported version directory, or its model directory (latest)")
     parser.add_argument("--data-dir",
