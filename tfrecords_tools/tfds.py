@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 from tfrecords_tools import schema
@@ -33,7 +32,8 @@ FEATURES_JSON = "features.json"
 SHARD_TEMPLATE = "{SPLIT}-{SHARD_X_OF_Y}"
 #: TFDS's default when a split names no template (datasets prepared before templates).
 DEFAULT_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-#: TFDS needs a version; our directories have one layout, described by this one.
+#: TFDS needs a name and a version; our directories have one layout, described by these.
+NAME = "tfrecords_tools"
 VERSION = "1.0.0"
 #: Class 0 of shards written with `--label-offset 1` (the Inception convention).
 BACKGROUND = "background"
@@ -215,38 +215,51 @@ def _features(num_classes: int) -> dict:
         "image/class/synset": text, "image/class/text": text})
 
 
-def _dataset_name(output: Path) -> str:
-    """The directory's name as a TFDS dataset name (a letter, then word characters)."""
-    name = re.sub(r"\W", "_", output.resolve().name)
-    return name if re.match(r"[A-Za-z]", name) else f"shards_{name}"
-
-
-def write_metadata(output: str | Path, manifest: dict,
-                   classes: list[tuple[str, str]]) -> None:
-    """Writes `dataset_info.json`, `features.json` and the label's names beside the
-    converter's shards, for the splits of `manifest`, so that
-    `tfds.builder_from_directory(output)` reads them.
+def metadata(manifest: dict, classes: list[tuple[str, str]]) -> dict[str, str]:
+    """The TFDS files (name: text) that describe the converter's shards of the splits of
+    `manifest`: `dataset_info.json`, `features.json` and the label's names.
 
     The ClassLabel's names are the classes' synsets (WNIDs, as imagenet2012's) in label
     order; with label offset 1 name 0 is `BACKGROUND`, so TFDS's label i still means
     name i.
     """
-    output = Path(output)
-    names = [wnid for wnid, _ in classes]
-    if manifest.get("label_offset", 0) == 1:
-        names.insert(0, BACKGROUND)
+    offset = manifest.get("label_offset", 0)
+    names = [BACKGROUND] * offset + [wnid for wnid, _ in classes]
     splits = [{"name": split, "filepathTemplate": SHARD_TEMPLATE,
                "numBytes": str(sum(s["bytes"] for s in entry["shards"])),
                "shardLengths": [str(s["records"]) for s in entry["shards"]]}
-              for split, entry in manifest["splits"].items()]
-    info = {"name": _dataset_name(output), "version": VERSION, "fileFormat": "tfrecord",
-            "description": f"ImageNet-style shards written by tfrecords_tools "
-                           f"{manifest.get('version', '')}; labels start at "
-                           f"{manifest.get('label_offset', 0)}.",
-            "moduleName": "tfrecords_tools.tfds", "splits": splits}
-    write_atomically(output / FEATURES_JSON,
-                     json.dumps(_features(len(names)), indent=1, sort_keys=True) + "\n")
-    # TFDS names a nested feature's file by its path with "-" (`convert_feature_name_to_filename`).
-    write_atomically(output / f"{schema.KEYS.label.replace('/', '-')}.labels.txt",
-                     "".join(f"{name}\n" for name in names))
-    write_atomically(output / DATASET_INFO, json.dumps(info, indent=1, sort_keys=True) + "\n")
+              for split, entry in sorted(manifest["splits"].items())]
+    info = {"name": NAME, "version": VERSION, "fileFormat": "tfrecord",
+            "description": f"Image shards written by tfrecords_tools "
+                           f"{manifest.get('version', '')}; labels start at {offset}.",
+            "moduleName": __name__, "splits": splits}
+    # TFDS names a nested feature's names file by its path with "-"
+    # (`convert_feature_name_to_filename`).
+    return {FEATURES_JSON: json.dumps(_features(len(names)), indent=1, sort_keys=True) + "\n",
+            f"{schema.KEYS.label.replace('/', '-')}.labels.txt":
+                "".join(f"{name}\n" for name in names),
+            DATASET_INFO: json.dumps(info, indent=1, sort_keys=True) + "\n"}
+
+
+def write_metadata(output: str | Path, manifest: dict,
+                   classes: list[tuple[str, str]]) -> None:
+    """Writes `metadata` beside the converter's shards, so that
+    `tfds.builder_from_directory(output)` reads them (`dataset_info.json` last: a TFDS
+    reader finds all or none)."""
+    for name, text in metadata(manifest, classes).items():
+        write_atomically(Path(output) / name, text)
+
+
+def check_metadata(output: str | Path, manifest: dict,
+                   classes: list[tuple[str, str]]) -> list[str]:
+    """The TFDS files of `output` that are missing or describe other shards than
+    `manifest` and `classes` do."""
+    problems = []
+    for name, text in metadata(manifest, classes).items():
+        path = Path(output) / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            problems.append(f"{name}: {'missing' if not path.is_file() else 'differs'}; "
+                            f"TensorFlow Datasets would not read these shards as "
+                            f"{schema.MANIFEST} and {schema.LABELS} describe them; rewrite "
+                            f"it with `python -m tfrecords_tools merge {output}`")
+    return problems

@@ -7,7 +7,9 @@ or inconsistent with its synset, and per-class counts that differ from the manif
 Then completeness: the records plus the skipped members of every class must make the
 devkit's `num_train_images` (and the val split one image per ground-truth line), as
 recorded in the manifest at conversion or read from `devkit` when it is given; a
-shortfall accepted with `--allow-incomplete` is reported too.
+shortfall accepted with `--allow-incomplete` is reported too.  And the TFDS metadata
+(`tfds.check_metadata`): TensorFlow Datasets must read the splits, counts and classes
+that the manifest and `labels.txt` give.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 import tensorflow as tf
 from PIL import Image
 
-from tfrecords_tools import schema
+from tfrecords_tools import schema, tfds
 from tfrecords_tools.archives import read_devkit
 from tfrecords_tools.manifest import file_sha256
 
@@ -127,14 +129,16 @@ def verify(output: str | Path, splits: list[str] | None = None, processes: int |
     output = Path(output)
     try:
         manifest = json.loads((output / schema.MANIFEST).read_text())
-        wnids = [w for w, _ in schema.read_labels(output / schema.LABELS)]
+        classes = schema.read_labels(output / schema.LABELS)
     except (OSError, ValueError) as error:
         return [f"{output}: cannot read {schema.MANIFEST} and {schema.LABELS} ({error})"]
+    wnids = [wnid for wnid, _ in classes]
     offset = manifest.get("label_offset", 0)
     devkit = read_devkit(devkit) if devkit else None
     splits = splits or list(manifest["splits"])
     problems = [f"{output}: {schema.MANIFEST} has no {s} split" for s in splits
                 if s not in manifest["splits"]]
+    problems += tfds.check_metadata(output, manifest, classes)
     jobs = []
     for split in (s for s in splits if s in manifest["splits"]):
         entries = manifest["splits"][split]["shards"]

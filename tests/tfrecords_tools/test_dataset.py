@@ -63,3 +63,11 @@ def test_missing_things_are_named(tmp_path):
     (tmp_path / schema.MANIFEST).write_text(json.dumps({"label_offset": 7}))
     with pytest.raises(ValueError, match=r"manifest.json: label_offset 7, expected one of"):
         DatasetInfo(tmp_path).label_offset  # noqa: B018
+
+
+def test_the_converters_output_is_read_by_its_manifest_not_its_tfds_metadata(converted_shards):
+    # The converter describes its shards to TFDS too; they are still read as ours.
+    assert (converted_shards / "dataset_info.json").is_file()
+    info = DatasetInfo(converted_shards)
+    assert info.prepared is None and info.keys == schema.KEYS
+    assert info.labels_path == converted_shards / schema.LABELS

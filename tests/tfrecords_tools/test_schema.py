@@ -46,3 +46,18 @@ def test_serialized_record_parses_back():
     assert (parsed["image/height"].numpy(), parsed["image/width"].numpy()) == (256, 300)
     assert parsed["image/class/label"].numpy() == 5
     assert parsed["image/class/text"].numpy() == b"tench"
+
+
+def test_record_keys_parse_examples_that_name_their_fields_otherwise():
+    # A TFDS imagenet2012 Example: the same fields under `image`, `label` and `file_name`.
+    example = tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"\xff\xd8jpeg"])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[7]))}))
+    keys = schema.RecordKeys(image="image", label="label", filename="file_name")
+    parsed = tf.io.parse_single_example(example.SerializeToString(), keys.spec())
+    assert parsed["image"].numpy() == b"\xff\xd8jpeg" and parsed["label"].numpy() == 7
+    assert parsed["file_name"].numpy() == b""  # absent: the default of image/filename
+    assert set(keys.spec("image", "label")) == {"image", "label"}
+    ours = tf.io.parse_single_example(schema.serialize(schema.ImageRecord(
+        b"\xff\xd8jpeg", 1, 1, "a.JPEG", 3)), schema.KEYS.spec())
+    assert (ours["image/class/label"].numpy(), ours["image/filename"].numpy()) == (3, b"a.JPEG")

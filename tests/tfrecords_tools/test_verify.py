@@ -1,3 +1,4 @@
+import json
 import shutil
 
 import pytest
@@ -42,3 +43,18 @@ def test_label_outside_the_classes(copy):
     (copy / "labels.txt").write_text("".join(lines[:-1]))
     problems = verify(copy, ["validation"], progress=False)
     assert any("label 9 outside [0, 9)" in p for p in problems), problems
+
+
+def test_tfds_metadata_that_no_longer_matches_is_reported(copy):
+    info = json.loads((copy / "dataset_info.json").read_text())
+    info["splits"][0]["shardLengths"][0] = "1"
+    (copy / "dataset_info.json").write_text(json.dumps(info))
+    (copy / "image-class-label.labels.txt").unlink()
+    problems = verify(copy, ["test"], progress=False)
+    assert problems == [
+        f"image-class-label.labels.txt: missing; TensorFlow Datasets would not read these "
+        f"shards as manifest.json and labels.txt describe them; rewrite it with `python -m "
+        f"tfrecords_tools merge {copy}`",
+        f"dataset_info.json: differs; TensorFlow Datasets would not read these shards as "
+        f"manifest.json and labels.txt describe them; rewrite it with `python -m "
+        f"tfrecords_tools merge {copy}`"]
