@@ -974,8 +974,8 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
             checkpoint_seconds: float = CHECKPOINT_SECONDS, progress: bool = True) -> Summary:
     """Converts `splits` (default: every split the source has) of `archives` into shards
     in `output`, resuming whatever an earlier run finished.  `archives` is an `Archives`
-    (ILSVRC-2012, or a tar of per-class tars), a `FolderSource` (image folders), or a
-    path that `sources.find_source` tells which of them it is.
+    (ILSVRC-2012 or ILSVRC-2010, or a tar of per-class tars), a `FolderSource` (image
+    folders), or a path that `sources.find_source` tells which of them it is.
 
     `processes` decode in parallel (default: every usable core); they are spawned, so a
     script calling this needs the usual `if __name__ == "__main__":` guard.  With

@@ -1,8 +1,11 @@
+import gzip
 import io
 import shutil
 import tarfile
 
+import numpy as np
 import pytest
+import scipy.io
 
 from tfrecords_tools.archives import (
     Archives,
@@ -155,3 +158,19 @@ def test_damaged_inner_tar_header_is_named(tmp_path):
     with pytest.raises(ArchiveError, match=r"ILSVRC2012_img_train.tar: n01440764.tar is not "
                                            r"a readable tar"):
         index_train(path, progress=False)
+
+
+def test_devkit_without_an_ilsvrc_id_field_is_named(tmp_path):
+    synsets = np.empty((1, 1), dtype=[("ID", object), ("WNID", object)])
+    synsets[0, 0] = (np.array([[1.0]]), "n01440764")
+    meta = io.BytesIO()
+    scipy.io.savemat(meta, {"synsets": synsets})
+    devkit = tmp_path / "devkit.tar.gz"
+    with gzip.GzipFile(devkit, "wb") as compressed, \
+            tarfile.open(fileobj=compressed, mode="w") as archive:
+        info = tarfile.TarInfo("devkit/data/meta.mat")
+        info.size = len(meta.getvalue())
+        archive.addfile(info, io.BytesIO(meta.getvalue()))
+    with pytest.raises(ArchiveError, match=rf"{devkit}: data/meta.mat's synsets have no "
+                                           r"ILSVRC####_ID field \(fields: ID, WNID\)"):
+        read_devkit(devkit)
