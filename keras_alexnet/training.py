@@ -20,13 +20,14 @@ import contextlib
 import dataclasses
 import functools
 import importlib.util
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from keras_alexnet import checkpoints, data, finetune, resume
+from keras_alexnet import checkpoints, data, finetune, hardware, health, resume
 from keras_alexnet.callbacks import DivideLearningRateOnPlateau, RunCallbacks, StopOnNaN
 from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
@@ -238,6 +239,19 @@ def _inputs(plan: Plan, model: keras.Model):
     return training, validation
 
 
+def _monitor(plan: Plan, model: keras.Model) -> list[keras.callbacks.Callback]:
+    """The learning monitor, while the run is in its first steps: on a few of the
+    first training images, centre-cropped (`keras_alexnet.health`)."""
+    if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) >= health.WINDOW:
+        return []
+    images = data.evaluation_dataset(plan.data, model.input_shape[1], health.PROBE_IMAGES,
+                                     num_classes=plan.num_classes, split="train",
+                                     contract=model.input_contract)
+    probe = next(iter(images.take(1)))[0]
+    return [health.LearningMonitor(plan.num_classes, probe,
+                                   new_model=not plan.options.init_from)]
+
+
 def _logs(plan: Plan) -> list[keras.callbacks.Callback]:
     """The CSV and TensorBoard logs (chief only)."""
     if not plan.chief:
@@ -285,7 +299,8 @@ def _callbacks(plan: Plan, model: keras.Model, point: resume.ResumePoint,
         keep=options.keep_checkpoints, chief=plan.chief,
         diverged=lambda: nan.failed_at is not None,
         metadata=lambda: {"seed": plan.seed, "steps_per_epoch": plan.steps_per_epoch})
-    callbacks = RunCallbacks([progress, schedule, nan, *_logs(plan), saver, *user],
+    callbacks = RunCallbacks([progress, schedule, nan, *_monitor(plan, model), *_logs(plan),
+                              saver, *user],
                              model=model, verbose=verbose if plan.chief else 0,
                              epochs=options.epochs)
     return Run(callbacks, progress, schedule, nan, saver)
@@ -381,7 +396,21 @@ def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint,
          else "; no step backups"))
 
 
-def _best_validation(rows: Sequence[dict[str, str]]) -> str:
+def _warn_slow_bfloat16(plan: Plan, model: keras.Model) -> None:
+    """bfloat16 on a CPU without bfloat16 units is emulated, far slower than float32."""
+    on_cpu = not hardware.gpus() or all("CPU" in device.upper()
+                                        for device in plan.options.devices or ("GPU",))
+    if not on_cpu or "bfloat16" not in {layer.compute_dtype for layer in model.layers} \
+            or hardware.cpu_has_fast_bfloat16() is not False:
+        return
+    warnings.warn(f"mixed_bfloat16 on a CPU without AVX512_BF16 or AMX (no avx512_bf16 or "
+                  f"amx_bf16 in {hardware.CPUINFO}): bfloat16 is emulated there, 0.12x the "
+                  f"float32 step on an AVX2-only CPU; train in float32 (leave "
+                  f"--mixed-precision out)", health.TrainingWarning, stacklevel=3)  # fit's caller
+
+
+def _best_validation(plan: Plan, rows: Sequence[dict[str, str]]) -> str:
+    """The best validation error, and whether it is no better than a guess."""
     scores = []
     for row in rows:
         try:
@@ -391,7 +420,14 @@ def _best_validation(rows: Sequence[dict[str, str]]) -> str:
     if not scores:
         return "no validation split"
     accuracy, epoch = max(scores)
-    return f"best validation top-1 error {1 - accuracy:.4f} (epoch {epoch + 1})"
+    best = f"best validation top-1 error {1 - accuracy:.4f} (epoch {epoch + 1})"
+    steps, images = plan.options.validation_steps, plan.validation_records
+    images = min(images, steps * plan.options.batch_size) if steps else images
+    if not health.at_chance(accuracy, plan.num_classes, images):
+        return best
+    return (f"{best}, at chance for {plan.num_classes} classes ({1 - 1 / plan.num_classes:.4f}"
+            f"): the network has not learned; "
+            f"{health.remedy(plan.options.initial_learning_rate, not plan.options.init_from)}")
 
 
 def _report_end(plan: Plan, run: Run) -> None:
@@ -408,7 +444,7 @@ def _report_end(plan: Plan, run: Run) -> None:
         " (stopped by a callback: rerun to continue)"
     final = run.saver.last_saved or checkpoints.latest_checkpoint(plan.model_dir)
     plan.say(f"keras_alexnet.fit: done{stopped}; final checkpoint {final}; "
-             f"{_best_validation(resume.read_log(plan.model_dir))}")
+             f"{_best_validation(plan, resume.read_log(plan.model_dir))}")
 
 
 # --- fit ---------------------------------------------------------------------------------------
@@ -457,6 +493,7 @@ def fit(data_dir: str | Path | DatasetInfo, model_dir: str | Path, *,
         return keras.callbacks.History()
     run = _callbacks(the_plan, model, point, source, callbacks, verbose)
     _report_start(the_plan, model, point, source)
+    _warn_slow_bfloat16(the_plan, model)
     _train(the_plan, model, point, run)
     _report_end(the_plan, run)
     return model.history

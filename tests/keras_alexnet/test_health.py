@@ -1,0 +1,153 @@
+"""keras_alexnet.health: a run that is not learning says so, early and once; one that
+learns does not."""
+
+import dataclasses
+import math
+import re
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from scipy import stats
+
+import keras_alexnet
+from keras_alexnet import data, hardware, health
+from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("health") / "data")
+
+
+class Losses(keras.callbacks.Callback):
+    """The loss each step logs (the epoch's running mean), by step."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_step = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.by_step.append(float(logs["loss"]))
+
+
+def cpuinfo(tmp_path, flags: str):
+    """A /proc/cpuinfo of one processor with these flags."""
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: a CPU\nflags\t\t: fpu sse2 {flags}\n\n")
+    return path
+
+
+def train(dataset, model_dir, config=REDUCED, callbacks=(), **options):
+    """fit's TrainingWarnings, the History and the logged losses."""
+    losses = Losses()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        history = keras_alexnet.fit(dataset, model_dir, config=config,
+                                    callbacks=[losses, *callbacks],
+                                    **{**FIT_ARGS, "verbose": 0, **options})
+    found = [str(w.message) for w in caught if issubclass(w.category, health.TrainingWarning)]
+    return found, history, losses.by_step
+
+
+def test_the_spread_is_zero_for_equal_outputs_and_the_total_variation_otherwise():
+    uniform = np.full((5, 4), 0.25)
+    assert health.output_spread(uniform) == 0
+    # Two images, two different classes for sure: each is 1/2 from their mean.
+    assert health.output_spread(np.eye(4)[[0, 2]]) == pytest.approx(0.5)
+    # A class for each of n images: each is 1 - 1/n from the mean, the most there is.
+    assert health.output_spread(np.eye(8)) == pytest.approx(1 - 1 / 8)
+
+
+def test_at_chance_agrees_with_the_binomial_test():
+    classes, images = 10, 1000
+    assert health.at_chance(0.1, classes, images)  # one class named for all, balanced data
+    for correct in range(80, 200):
+        # one-sided binomial test of "better than 1/classes"
+        p_value = stats.binom.sf(correct - 1, images, 1 / classes)
+        if p_value > 0.05:
+            assert health.at_chance(correct / images, classes, images), correct
+        if p_value < 0.01:
+            assert not health.at_chance(correct / images, classes, images), correct
+
+
+@pytest.mark.slow
+def test_a_run_that_blows_up_warns_once_naming_the_step_the_loss_and_ln_classes(dataset,
+                                                                             tmp_path):
+    # Ten times the tests' learning rate: the loss jumps in the first steps, then the
+    # outputs die (the probes at steps 10 and 15 see one output for all), yet one warning.
+    found, _, losses = train(dataset, tmp_path, learning_rate=0.05, epochs=1,
+                             steps_per_epoch=3 * health.PROBE_EVERY, validation_steps=1)
+    reference = [max(math.log(4), losses[0]) for _ in losses]
+    step = next(i + 1 for i, (loss, r) in enumerate(zip(losses, reference, strict=True))
+                if loss > 3 * r)
+    assert len(found) == 1, found
+    assert found[0].startswith(f"step {step}: the loss rose to {losses[step - 1]:.4g},")
+    assert "ln(4) = 1.3863" in found[0] and "--bias-init 0.1" in found[0]
+    assert "a learning rate below 0.05" in found[0]
+
+
+@pytest.mark.slow
+def test_a_run_stuck_at_ln_classes_warns_that_it_is_not_learning_and_ends_at_chance(
+        dataset, tmp_path, capsys):
+    # Weights of N(0, 1e-6): every image gives the same output and the loss wanders
+    # around ln(4) with each batch's class mix; nothing moves the network off it.
+    config = dataclasses.replace(REDUCED, init_stddev=1e-6)
+    found, history, losses = train(dataset, tmp_path, config=config, epochs=1,
+                                   steps_per_epoch=2 * health.PROBE_EVERY, verbose=2)
+    assert len(found) == 1, found
+    step = 2 * health.PROBE_EVERY
+    assert found[0].startswith(f"step {step}: every image gets the same output since step "
+                               f"{health.PROBE_EVERY} ")
+    assert f"the loss {losses[step - 1]:.4g}, ln(4) = 1.3863" in found[0]
+    assert "start again with --bias-init 0.1" in found[0]
+    # It is true of the validation images too, which the probe never saw.
+    images = np.concatenate([x for x, _ in data.evaluation_dataset(
+        dataset, REDUCED.image_size, 64, num_classes=4, contract=history.model.input_contract)])
+    outputs = history.model.predict(images, verbose=0)
+    assert np.ptp(outputs, axis=0).max() < 1e-4
+    end = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(r"best validation top-1 error 0\.7500 \(epoch 1\), at chance for 4 "
+                     r"classes \(0\.7500\): the network has not learned", end), end
+
+
+@pytest.mark.slow
+def test_a_run_that_learns_gives_no_warning_and_no_chance_remark(dataset, tmp_path, capsys,
+                                                                 monkeypatch):
+    # Past the first probes that could call it dead (steps 5, 10), in float32 on a CPU
+    # without bfloat16 units.
+    monkeypatch.setattr(hardware, "CPUINFO", cpuinfo(tmp_path, "avx2 fma"))
+    found, history, _ = train(dataset, tmp_path / "run", epochs=1,
+                              steps_per_epoch=4 * health.PROBE_EVERY, verbose=2)
+    assert found == []
+    assert history.history["val_top1"][-1] > 0.5  # it did learn
+    end = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "best validation top-1 error" in end and "chance" not in end, end
+
+
+class Started(Exception):
+    """Raised by the first callback event: training was about to begin."""
+
+
+class StopAtStart(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        raise Started
+
+
+@pytest.mark.parametrize("flags, warned", [("avx2 fma", True),
+                                           ("avx2 avx512f avx512_bf16", False)])
+def test_mixed_bfloat16_on_a_cpu_without_bfloat16_units_warns_before_training(
+        dataset, tmp_path, monkeypatch, flags, warned):
+    path = cpuinfo(tmp_path, flags)
+    monkeypatch.setattr(hardware, "CPUINFO", path)
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(Started):
+        warnings.simplefilter("always")
+        keras_alexnet.fit(dataset, tmp_path / "run", config=REDUCED,
+                          mixed_precision="mixed_bfloat16", callbacks=[StopAtStart()],
+                          **{**FIT_ARGS, "verbose": 0})
+    found = [str(w.message) for w in caught if issubclass(w.category, health.TrainingWarning)]
+    assert len(found) == warned, found
+    if warned:
+        assert "mixed_bfloat16 on a CPU without AVX512_BF16 or AMX" in found[0]
+        assert f"no avx512_bf16 or amx_bf16 in {path}" in found[0]
