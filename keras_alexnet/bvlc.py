@@ -5,7 +5,9 @@ BVLC's AlexNet is the paper's network [paper §3.5, Figure 2] with the two GPUs 
 as groups: conv2, conv4 and conv5 have `group: 2` (group g reads and writes tower g's
 channels), conv3 and the fully connected layers read both towers.  It differs from
 the paper in the geometry (227x227 inputs, no conv1 padding: `CAFFE_GEOMETRY`) and in
-Caffe's LRN, which divides alpha by the window size (`CAFFE_LRN`).  The mapping:
+Caffe's LRN, summed across both towers' maps (`CAFFE_LRN`; Caffe divides alpha by the
+window size, as the authors' cuda-convnet does).  It has no conv6: a CNN* config
+(`AlexNetConfig.conv6`) over these weights is refused, naming conv6.  The mapping:
 
 - group g of a grouped convolution, and the g-th half of a full layer's outputs, go to
   tower g (fc8's 1000 outputs split 500/500, as `build_model` splits them);
@@ -437,7 +439,7 @@ READERS: dict[str, Callable[[Path], list[Layer]]] = {".caffemodel": read_caffemo
 
 
 def bvlc_config(num_classes: int = 1000) -> AlexNetConfig:
-    """The configuration BVLC's weights imply: Caffe's geometry and LRN."""
+    """The configuration BVLC's weights imply: Caffe's geometry and LRN, no conv6."""
     return AlexNetConfig(num_classes=num_classes, **CAFFE_GEOMETRY, **CAFFE_LRN)
 
 

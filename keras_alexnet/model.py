@@ -119,6 +119,7 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     config = dataclasses.replace(config or AlexNetConfig(), **overrides)
     _validate_config(config)
     devices = _validate_devices(default_devices() if devices is None else devices)
+    source = None if weights is None else _checkpoint_of(config, weights)
     f1, f2, f3, f4, f5 = config.tower_filters()
     units = config.tower_units()
     classes = (config.num_classes - config.num_classes // 2, config.num_classes // 2)
@@ -191,16 +192,18 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
     logits = keras.layers.Concatenate(name="fc8")(logits)
     probabilities = Probabilities("softmax", dtype="float32", name=OUTPUT)(logits)
     model = AlexNet(image, probabilities, name=name)
-    if weights is not None:
-        _load_weights(model, config, weights)
+    if source is not None:
+        model.set_weights(source.get_weights())
+        model.input_contract = source.input_contract
     return model
 
 
-def _load_weights(model: AlexNet, config: AlexNetConfig, path: str | os.PathLike) -> None:
+def _checkpoint_of(config: AlexNetConfig, path: str | os.PathLike) -> keras.Model:
+    """The checkpoint at `path`, refused before anything is built when it is not the
+    network `config` describes."""
     source = checkpoints.load_model(path, compile=False)
     check_topology(source, config, path, "build_model(config) must match it")
-    model.set_weights(source.get_weights())
-    model.input_contract = source.input_contract
+    return source
 
 
 def layers_of(model: keras.Model) -> tuple[str, ...]:
@@ -227,11 +230,12 @@ def config_of(model: keras.Model) -> AlexNetConfig:
 
 
 def _topology(config: AlexNetConfig) -> dict[str, object]:
-    """What a checkpoint must share with a config to be used as that config."""
-    return {"classes": config.num_classes, "input size": config.image_size,
+    """What a checkpoint must share with a config to be used as that config (CNN*'s
+    conv6 first: a network with it and one without differ in kind, whatever else)."""
+    return {"conv6 (CNN*)": "yes" if config.conv6 else "no",
+            "classes": config.num_classes, "input size": config.image_size,
             "conv1 padding": tuple(config.conv1_pad),
             "filters per tower (conv1..conv5)": config.tower_filters(),
-            "conv6 (CNN*)": "yes" if config.conv6 else "no",
             "fc6/fc7 units per tower": config.tower_units()}
 
 

@@ -3,6 +3,8 @@ model, checked against onnxruntime running the same ONNX file."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -11,12 +13,14 @@ import keras_alexnet
 from keras_alexnet import checkpoints
 from keras_alexnet.bvlc import (
     CAFFE_MEAN_RGB,
+    bvlc_config,
     check_network,
     import_weights,
     read_caffemodel,
     read_onnx,
 )
 from keras_alexnet.commands import main
+from keras_alexnet.errors import CheckpointError
 from keras_alexnet.saved_model import classify_files
 from tests.keras_alexnet.bvlc_files import (
     random_weights,
@@ -175,6 +179,13 @@ def test_wrong_files_are_refused_naming_the_first_difference(files, tmp_path, ca
     with pytest.raises(ValueError, match=r"expected a \.caffemodel or an \.onnx file"):
         import_weights(tmp_path / "weights.h5", tmp_path / "e")
     assert not any((tmp_path / name).exists() for name in "abcde")
+
+
+def test_bvlc_weights_refuse_a_cnn_star_config_naming_conv6(imported):
+    config = dataclasses.replace(bvlc_config(), conv6=True)
+    with pytest.raises(CheckpointError, match=r"the checkpoint has conv6 \(CNN\*\) no but "
+                                              r"the config gives yes"):
+        keras_alexnet.build_model(config, weights=imported[1])
 
 
 def test_fit_fine_tunes_from_the_imported_checkpoint(imported, tmp_path):
