@@ -62,16 +62,16 @@ def test_a_tfds_dataset_trains_resumes_evaluates_and_exports(prepared, tmp_path,
                                 steps_per_epoch=1, **FIT_ARGS)
     contract = history.model.input_contract
     assert [wnid for wnid, _ in contract.classes] == list(NAMES)
-    keras_alexnet.fit(prepared, model_dir, config=REDUCED, epochs=2, steps_per_epoch=1,
-                      **FIT_ARGS)
+    model = keras_alexnet.fit(prepared, model_dir, config=REDUCED, epochs=2,
+                              steps_per_epoch=1, **FIT_ARGS).model
     assert "at epoch 2, step 1 of 1" in capsys.readouterr().out
 
-    results = keras_alexnet.evaluate(model_dir, prepared, ten_crop=False, verbose=False)
+    results = keras_alexnet.evaluate(model, prepared, ten_crop=False, verbose=False)
     counts = np.bincount(tfds_labels(prepared, "validation"), minlength=len(NAMES))
     assert [(c["wnid"], c["images"]) for c in results["per_class"]] == list(
         zip(NAMES, counts.tolist(), strict=True))
 
-    version_dir = keras_alexnet.export(model_dir, tmp_path / "export")
+    version_dir = keras_alexnet.export(model, tmp_path / "export")
     loaded = tf.saved_model.load(str(version_dir))
     image = next(iter(DatasetInfo(prepared).shards("validation")))
     record = next(iter(tf.data.TFRecordDataset(str(image))))
