@@ -161,6 +161,8 @@ def evaluate(model_or_checkpoint: ModelSource | Sequence[ModelSource],
     info = DatasetInfo.of(data_dir)
     members = load_members(model_or_checkpoint, info)
     contract, source = members[0].contract, members[0].source
+    if len(members) > 1:
+        source += " (the ensemble's first member, whose class order it takes)"
     _check_classes(info, contract, source)
     num_classes = len(contract.classes)
     data.check_shards(info, split, num_classes)

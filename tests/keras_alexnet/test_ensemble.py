@@ -117,6 +117,7 @@ def first_names(runs):
     return [name for _, name in runs[0].model.input_contract.classes]
 
 
+@pytest.mark.slow
 def test_the_ensemble_export_averages_the_members_exports(runs, singles, ensemble_base,
                                                           images):
     encoded = tf.constant(list(images.values()))
@@ -202,6 +203,7 @@ def top1_error(probabilities, labels):
     return np.mean(probabilities.argmax(axis=1) != labels)
 
 
+@pytest.mark.slow
 def test_evaluates_ensemble_error_is_the_error_of_the_mean(runs, singles, dataset, capsys):
     result = keras_alexnet.evaluate([run.path for run in runs], dataset, batch_size=8)
     encoded, labels = validation_images(dataset)
@@ -226,6 +228,7 @@ def test_evaluates_ensemble_error_is_the_error_of_the_mean(runs, singles, datase
                                     for error in ("top1_error", "top5_error")]
 
 
+@pytest.mark.slow
 def test_the_commands_take_several_runs(runs, singles, dataset, ensemble_base, images,
                                         tmp_path, capsys):
     paths = [str(run.path) for run in runs]
@@ -270,7 +273,7 @@ def test_the_local_server_serves_the_ensemble(runs, singles, ensemble_base, imag
         np.testing.assert_allclose([p for _, p in got], row[order], atol=1e-6)
 
 
-def test_a_member_lacking_a_class_is_refused(runs, dataset, tmp_path, capsys):
+def test_a_member_lacking_a_class_or_the_shards_order_is_refused(runs, dataset, tmp_path, capsys):
     classes = InputContract.from_data(dataset, 64).classes
     other = saved(network(dataset, seed=4, classes=(*classes[:3], ("n00000009", "class 9"))),
                   tmp_path / "other.keras")
@@ -283,3 +286,8 @@ def test_a_member_lacking_a_class_is_refused(runs, dataset, tmp_path, capsys):
             f"has: an ensemble's members must share their classes (matched by WNID)") in \
         capsys.readouterr().err
     assert not (tmp_path / "export").exists()
+    # The ensemble's classes are in its first member's order, which the shards' must be.
+    with pytest.raises(ValueError, match=re.escape(
+            f"classes {runs[1].path} (the ensemble's first member, whose class order it "
+            f"takes) was trained on (other WNIDs or another order)")):
+        keras_alexnet.evaluate([runs[1].path, runs[0].path], dataset)
