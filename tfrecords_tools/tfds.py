@@ -75,10 +75,10 @@ def _read_json(path: Path) -> dict:
 def _connector(node: dict) -> tuple[str, dict]:
     """(connector class name, its content) of one feature of `features.json`.
 
-    The file comes in three forms: TFDS >= 4.5 writes `pythonClassName` with the content
-    under a key of its own (`image`, `classLabel`); `FeatureConnector.to_json` wraps
-    that as `type` and `content`; older versions wrote `type` and `content` with
-    snake_case content (`encoding_format`).  All are read.
+    The file comes in three forms, all read: TFDS now writes `pythonClassName` with the
+    content under a key of its own (`image`, `classLabel`); `FeatureConnector.to_json`
+    wraps that as `type` and `content`; older versions wrote `type` and `content` with
+    snake_case content (`encoding_format`), which TFDS still reads.
     """
     if "type" in node:
         return node["type"].rpartition(".")[2], node.get("content") or {}
@@ -106,9 +106,10 @@ def _pick(connectors: dict[str, tuple[str, dict]], kind: str, preferred: str | N
     what = {"Image": "an Image feature (the JPEG)",
             "ClassLabel": "a ClassLabel feature (the label)"}[kind]
     listing = ", ".join(f"{n} ({c})" for n, (c, _) in connectors.items()) or "none"
-    raise DatasetError(f"{path}: training needs {what}"
-                       f"{'; several, name one ' + repr(usual) if of_kind else ''}; "
-                       f"this dataset's features are: {listing}")
+    several = (f" (it has several: make one a supervised key or name it {usual!r})"
+               if of_kind else "")
+    raise DatasetError(f"{path}: training needs {what}{several}; this dataset's features "
+                       f"are: {listing}")
 
 
 def _shard_paths(path: Path, name: str, split: dict, file_format: str) -> tuple[Path, ...]:
@@ -153,7 +154,9 @@ def read_prepared(path: str | Path) -> Prepared:
     encoding = (connectors[image][1].get("encodingFormat")
                 or connectors[image][1].get("encoding_format"))
     if encoding != "jpeg":
-        raise DatasetError(f"{features}: feature {image!r} holds {encoding or 'PNG'} images; "
+        # No encoding_format: TFDS encodes the pixels it is given as PNG.
+        raise DatasetError(f"{features}: feature {image!r} holds "
+                           f"{(encoding or 'png').upper()} images; "
                            f"training reads JPEG (an Image feature with "
                            f"encoding_format='jpeg', as imagenet2012's)")
     labels_path = path / f"{label}.labels.txt"
@@ -163,6 +166,7 @@ def read_prepared(path: str | Path) -> Prepared:
     names = [line.strip() for line in labels_path.read_text(encoding="utf-8").splitlines()
              if line.strip()]  # as TFDS reads them
     texts = [name for name, (cls, _) in connectors.items() if cls == "Text"]
+    # Without such a feature the key is absent from every Example: file names read "".
     filename = next((n for n in ("file_name", "filename") if n in texts), "file_name")
     shards, records = {}, {}
     for split in info.get("splits") or []:

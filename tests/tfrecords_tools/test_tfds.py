@@ -134,15 +134,33 @@ def write_info(directory: Path, features, supervised_keys=None) -> Path:
     ({"image": tfds.features.Image(encoding_format="jpeg"),
       "label": tfds.features.ClassLabel(num_classes=2)},
      r"label.labels.txt: no such file; feature 'label' has no class names"),
-], ids=["not images", "no label", "png", "no class names"])
+    ({"left": tfds.features.Image(encoding_format="jpeg"),
+      "right": tfds.features.Image(encoding_format="jpeg"),
+      "label": tfds.features.ClassLabel(names=["a", "b"])},
+     r"needs an Image feature \(the JPEG\) \(it has several: make one a supervised key or "
+     r"name it 'image'\)"),
+], ids=["not images", "no label", "png", "no class names", "two images"])
 def test_a_dataset_without_what_training_needs_names_the_feature(tmp_path, features, needed):
     directory = write_info(tmp_path / "ds", tfds.features.FeaturesDict(features))
     with pytest.raises(DatasetError, match=needed):
         DatasetInfo(directory).classes  # noqa: B018
 
 
+def test_the_supervised_keys_choose_among_several_features(tmp_path):
+    jpeg = tfds.features.Image(encoding_format="jpeg")
+    features = tfds.features.FeaturesDict({
+        "photo": jpeg, "thumbnail": jpeg, "fine": tfds.features.ClassLabel(names=["a", "b"]),
+        "coarse": tfds.features.ClassLabel(names=["x"])})
+    directory = write_info(tmp_path / "ds", features, supervised_keys=("photo", "fine"))
+    info = DatasetInfo(directory)
+    assert (info.keys.image, info.keys.label) == ("photo", "fine")
+    assert info.classes == (("a", "a"), ("b", "b"))
+    assert info.labels_path == directory / "fine.labels.txt"
+
+
 _CONNECTOR = "tensorflow_datasets.core.features."
-#: `features.json` of imagenet2012 as TFDS versions before 4.5 wrote it.
+#: `features.json` of imagenet2012 in the older form that TFDS's `from_json_content` still
+#: reads "for backwards compatibility" (snake_case content).
 OLD_FEATURES = {"type": f"{_CONNECTOR}features_dict.FeaturesDict", "content": {
     "image": {"type": f"{_CONNECTOR}image_feature.Image",
               "content": {"shape": [None, None, 3], "dtype": "uint8", "encoding_format": "jpeg"}},
@@ -151,7 +169,7 @@ OLD_FEATURES = {"type": f"{_CONNECTOR}features_dict.FeaturesDict", "content": {
     "file_name": {"type": f"{_CONNECTOR}text_feature.Text", "content": {}}}}
 
 
-@pytest.mark.parametrize("form", ["to_json", "before 4.5"])
+@pytest.mark.parametrize("form", ["to_json", "older"])
 def test_the_other_forms_of_features_json_are_read_too(tmp_path, form):
     directory = write_info(tmp_path / "ds", imagenet_like())
     features = imagenet_like().to_json() if form == "to_json" else OLD_FEATURES
