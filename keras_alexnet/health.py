@@ -43,6 +43,7 @@ PROBE_IMAGES = 16
 #: reduced network at the paper's N(0, 0.01), which sits at ln(classes)); that of a run
 #: that learns was at least 1e-2 in its first 40 steps.
 DEAD_SPREAD = 1e-4
+TOWERS = ("tower_a", "tower_b")  # [paper §3.2]
 #: A blow-up can leave the outputs equal for a few steps and then recover.
 DEAD_PROBES = 2
 
@@ -89,6 +90,7 @@ class LearningMonitor(keras.callbacks.Callback):
         self.num_classes, self.probe, self.new_model = num_classes, probe, new_model
         self.done = False
         self._first_loss = self._probe_model = None
+        self._fc7: list[str] = []  # the fc7 layers the probe reads, where the model has them
         self._dead_since: int | None = None
 
     def on_train_batch_end(self, batch, logs=None):
@@ -103,20 +105,21 @@ class LearningMonitor(keras.callbacks.Callback):
             self._first_loss = loss
         reference = max(math.log(self.num_classes), self._first_loss)
         if loss > BLOWN_UP * reference:
-            self._warn(step, f"the loss rose to {loss:.4g}, over {BLOWN_UP:g} times "
+            self._warn(step, f"the loss rose to {loss:.4g}, over {BLOWN_UP:g} times both "
                              f"{self._ln()} and the first step's {self._first_loss:.4g}: "
                              f"the run has blown up, which often leaves its units dead")
         elif step % PROBE_EVERY == 0:
             self._check_outputs(step, loss)
 
     def _ln(self) -> str:
-        return f"ln({self.num_classes}) = {math.log(self.num_classes):.4f}"
+        return f"ln({self.num_classes}) = {math.log(self.num_classes):.4f} (a uniform guess)"
 
     def _check_outputs(self, step: int, loss: float) -> None:
         if self._probe_model is None:
-            towers = [self.model.get_layer(f"{tower}_fc7").output
-                      for tower in ("tower_a", "tower_b")]
-            self._probe_model = keras.Model(self.model.input, [*towers, self.model.output])
+            names = {layer.name for layer in self.model.layers}
+            self._fc7 = [f"{tower}_fc7" for tower in TOWERS if f"{tower}_fc7" in names]
+            self._probe_model = keras.Model(self.model.input, [
+                *(self.model.get_layer(name).output for name in self._fc7), self.model.output])
         *fc7, probabilities = (keras.ops.convert_to_numpy(x) for x in
                                self._probe_model(self.probe, training=False))
         spread = output_spread(probabilities)
@@ -125,14 +128,13 @@ class LearningMonitor(keras.callbacks.Callback):
             return
         self._dead_since = self._dead_since or step
         if step - self._dead_since >= (DEAD_PROBES - 1) * PROBE_EVERY:
-            active = ", ".join(f"{tower} {int((units > 0).any(axis=0).sum())} of "
-                               f"{units.shape[-1]}" for tower, units in
-                               zip(("tower_a", "tower_b"), fc7, strict=True))
+            active = "".join(f"; {name} units active: {int((units > 0).any(axis=0).sum())} "
+                             f"of {units.shape[-1]}"
+                             for name, units in zip(self._fc7, fc7, strict=True))
             self._warn(step, f"every image gets the same output since step "
                              f"{self._dead_since} (spread {spread:.1e} over "
-                             f"{len(probabilities)} training images; fc7 units active: "
-                             f"{active}; the loss {loss:.4g}, {self._ln()} being a "
-                             f"uniform guess's): the network is not learning")
+                             f"{len(probabilities)} training images{active}): the network "
+                             f"is not learning; the loss is {loss:.4g}, {self._ln()}")
 
     def _warn(self, step: int, what: str) -> None:
         self.done = True

@@ -425,8 +425,8 @@ def _best_validation(plan: Plan, rows: Sequence[dict[str, str]]) -> str:
     images = min(images, steps * plan.options.batch_size) if steps else images
     if not health.at_chance(accuracy, plan.num_classes, images):
         return best
-    return (f"{best}, at chance for {plan.num_classes} classes ({1 - 1 / plan.num_classes:.4f}"
-            f"): the network has not learned; "
+    return (f"{best}, no better than chance ({1 - 1 / plan.num_classes:.4f} for "
+            f"{plan.num_classes} classes): the network has not learned; "
             f"{health.remedy(plan.options.initial_learning_rate, not plan.options.init_from)}")
 
 
