@@ -48,13 +48,6 @@ class Member:
     order: np.ndarray
 
 
-def sources_of(model_or_checkpoints: ModelSource | Sequence[ModelSource]) -> list[ModelSource]:
-    """One model or checkpoint, or a list or tuple of them, as a list."""
-    if isinstance(model_or_checkpoints, (list, tuple)):
-        return list(model_or_checkpoints)
-    return [model_or_checkpoints]
-
-
 def _load(source: ModelSource, place: int, count: int) -> tuple[str, Path | None, keras.Model]:
     if isinstance(source, keras.Model):
         name = f"model {source.name!r}"
@@ -71,13 +64,14 @@ def _orders(members: Sequence[tuple[str, InputContract]]) -> list[np.ndarray]:
     """Each member's columns in the first member's class order, matched by WNID."""
     first_source, first = members[0]
     keys = [_key(*pair) for pair in first.classes]
+    known = set(keys)
     orders = []
     for source, contract in members:
         columns = {_key(*pair): column for column, pair in enumerate(contract.classes)}
         missing = [(source, first_source, pair) for pair in first.classes
                    if _key(*pair) not in columns]
         extra = [(first_source, source, pair) for pair in contract.classes
-                 if _key(*pair) not in set(keys)]
+                 if _key(*pair) not in known]
         if missing or extra:
             lacking, having, (wnid, name) = (missing or extra)[0]
             label = f"{wnid} ({name})" if wnid else repr(name)
@@ -96,7 +90,8 @@ def load_members(model_or_checkpoints: ModelSource | Sequence[ModelSource],
     `data_dir` is only for checkpoints saved before input contracts were recorded: the
     shard directory they were trained on (classes, per-channel mean).
     """
-    sources = sources_of(model_or_checkpoints)
+    sources = (list(model_or_checkpoints) if isinstance(model_or_checkpoints, (list, tuple))
+               else [model_or_checkpoints])
     if not sources:
         raise AlexNetError("no model given: an ensemble needs at least one model or run")
     loaded = []

@@ -9,6 +9,7 @@ channel order (BGR) and class order.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -286,6 +287,19 @@ def test_a_member_lacking_a_class_or_the_shards_order_is_refused(runs, dataset, 
             f"has: an ensemble's members must share their classes (matched by WNID)") in \
         capsys.readouterr().err
     assert not (tmp_path / "export").exists()
+    with pytest.raises(ValueError, match="no model given"):
+        load_members([])
+    # A contract that does not fit its own network (set by hand) is named.
+    mismatched = network(dataset, seed=5)
+    contract = mismatched.input_contract
+    mismatched.input_contract = dataclasses.replace(contract, classes=contract.classes[:3])
+    with pytest.raises(ValueError, match=r"^model 'alexnet' \(member 2\): its input "
+                                         r"contract lists 3 classes but the model outputs 4"):
+        load_members([runs[0].model, mismatched])
+    mismatched.input_contract = dataclasses.replace(contract, image_size=72)
+    with pytest.raises(ValueError, match=r"^model 'alexnet': its input contract is for "
+                                         r"72x72 inputs but the model takes 64"):
+        load_members(mismatched)
     # The ensemble's classes are in its first member's order, which the shards' must be.
     with pytest.raises(ValueError, match=re.escape(
             f"classes {runs[1].path} (the ensemble's first member, whose class order it "
