@@ -35,9 +35,10 @@ def build_model(config: AlexNetConfig | None = None, *,
             ("bvlc_alexnet", downloaded once: `keras_alexnet.pretrained`).  The model
             then carries their input contract (`model.input_contract`): the classes, the
             image size and the mean its input must be made with.
-        include_top: False gives the convolutional part alone, conv1..pool5 with the
-            weights' values, ending in both towers' pool5 maps concatenated:
-            (6, 6, 256) for the paper's network (`model.convolutional_base`).
+        include_top: False gives the convolutional part alone, conv1..pool5 (and
+            CNN*'s conv6) with the weights' values, ending in both towers' last maps
+            concatenated: (6, 6, 256) for the paper's network
+            (`model.convolutional_base`).
         pooling: only with `include_top=False`: None keeps the pool5 maps, "avg" or
             "max" their global average or maximum, (256,) for the paper's network.
         classes: the number of classes.  With `weights` this gives the pretrained
