@@ -68,6 +68,7 @@ def test_a_new_top_for_other_classes_and_every_other_layer_copied(source, three_
 
 def test_the_same_classes_keep_fc8_too(source):
     original = checkpoints.load_model(source, compile=False)
+    assert lrn_alphas(original) == {PRINTED_LRN_ALPHA}  # loaded as it was written
     model = finetune.initialise_from(finetune.read_source(source),
                                      original.input_contract.classes)
     images = np.random.default_rng(0).normal(0, 50, (2, 64, 64, 3)).astype(np.float32)
