@@ -14,7 +14,7 @@ import scipy.io
 from PIL import Image
 
 from tfrecords_tools import ilsvrc2010
-from tfrecords_tools.sample import class_image, synsets
+from tfrecords_tools.sample import synsets
 
 #: Class folders whose sorted order differs from case-folded or numeric order.
 FOLDER_CLASSES = ("Zebra", "ants", "bees", "n01440764")
@@ -163,7 +163,8 @@ def _meta_mat_2010(entries: list[tuple[str, str]], per_class: int) -> bytes:
 
 
 def make_ilsvrc2010(directory: Path, num_classes: int = 6, train_per_class: int = 6,
-                    val_images: int = 12, test_images: int = 12, seed: int = 0) -> Ilsvrc2010:
+                    val_images: int = 12, test_images: int = 12, seed: int = 0,
+                    image_size: tuple[int, int] = (48, 64)) -> Ilsvrc2010:
     """The six ILSVRC-2010 files in `directory`: train (per-class tars), val and test
     tars, the devkit, the test ground truth and patch_images.tar, which replaces one
     (blank) image of each split; one image of each split is gzip-compressed."""
@@ -182,7 +183,7 @@ def make_ilsvrc2010(directory: Path, num_classes: int = 6, train_per_class: int 
         labels[split][name] = label
         if name == replaced[split]:
             return _solid(ORIGINAL_RGB)
-        data = _jpeg(class_image(label, num_classes, rng, size=(48, 64)))
+        data = _jpeg(rng.integers(0, 256, (*image_size, 3), np.uint8))  # noise: full size
         return gzip.compress(data, mtime=0) if name in gzipped else data
 
     with tarfile.open(directory / ilsvrc2010.TRAIN_TAR, "w", format=tarfile.USTAR_FORMAT) as outer:

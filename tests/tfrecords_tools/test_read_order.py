@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tfrecords_tools import ilsvrc2010
+from tests.tfrecords_tools.conftest import make_ilsvrc2010
+from tfrecords_tools import ilsvrc2010, walk
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow,
@@ -43,15 +44,22 @@ def test_each_archive_is_read_in_one_forward_pass(sample_archives, tmp_path, spl
     assert not list((tmp_path / "out" / ".convert").glob("*.index.json"))
 
 
+@pytest.fixture(scope="module")
+def large_2010(tmp_path_factory):
+    """ILSVRC-2010-shaped train and test tars of about 10 MB: several reads each."""
+    return make_ilsvrc2010(tmp_path_factory.mktemp("large2010"), train_per_class=10,
+                           test_images=60, image_size=(400, 480))
+
+
 @pytest.mark.parametrize("split", ["train", "test"])
-def test_ilsvrc2010_archives_are_read_in_one_forward_pass(ilsvrc2010_archives, tmp_path, split):
+def test_ilsvrc2010_archives_are_read_in_one_forward_pass(large_2010, tmp_path, split):
     """The labelled test tar as the val tar, the train tar with patch_images.tar's images."""
     measure = _benchmark()
-    archive = ilsvrc2010_archives.path(
-        ilsvrc2010.TRAIN_TAR if split == "train" else ilsvrc2010.TEST_TAR)
+    archive = large_2010.path(ilsvrc2010.TRAIN_TAR if split == "train" else ilsvrc2010.TEST_TAR)
+    assert archive.stat().st_size > 2 * walk.READ_BYTES
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "tfrecords_tools", "convert",
-               str(ilsvrc2010_archives.directory), str(tmp_path / "out"), "--splits", split,
+               str(large_2010.directory), str(tmp_path / "out"), "--splits", split,
                f"--{split}-shards", "3", "--size", "32", "--quiet", "-j", "2"]
     order = measure.read_order(measure.traced_reads(command, environment, archive,
                                                     tmp_path / "trace.log"))
