@@ -39,12 +39,18 @@ setup(
         "tensorboard>=2.21,<3",  # fit's TensorBoard logs; tensorflow no longer pulls it in
     ],
     extras_require={
-        # Reading ONNX zoo weights (keras_alexnet.bvlc); onnxruntime is the tests' reference.
-        "onnx": ["onnx>=1.16,<2"],
+        # Reading ONNX zoo weights (keras_alexnet.bvlc) and writing ONNX (keras_alexnet.portable,
+        # through Keras's exporter, which uses tf2onnx with TensorFlow); onnxruntime runs it.
+        "onnx": ["onnx>=1.16,<2", "tf2onnx>=1.17,<2", "onnxruntime>=1.18,<2"],
+        # OpenVINO IR: the converter and the runtime are one package.
+        "openvino": ["openvino>=2026.0,<2028"],
+        # LiteRT: TensorFlow converts; this is the interpreter that runs the .tflite file.
+        "litert": ["ai-edge-litert>=2.3,<3"],
         # NVIDIA GPUs: TensorFlow with the CUDA and cuDNN wheels it was built against.
         "gpu": ["tensorflow[and-cuda]>=2.21,<3"],
         "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42", "onnx>=1.16,<2",
-                 "onnxruntime>=1.18,<2"],
+                 "onnxruntime>=1.18,<2", "tf2onnx>=1.17,<2", "openvino>=2026.0,<2028",
+                 "ai-edge-litert>=2.3,<3"],
         "bench": ["torch==2.13.0"],
     },
     entry_points={
