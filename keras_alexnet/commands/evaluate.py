@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="+",
                         help="a .keras checkpoint, or a training run's model directory; "
                              "several: their ensemble")
-    parser.add_argument("data_dir", help="directory of the split's shards")
+    parser.add_argument("data_dir", help="directory of the split's shards, or a TFDS "
+                                         "prepared dataset")
     parser.add_argument("--split", default="validation", help="default: validation")
     parser.add_argument("--batch-size", type=int, default=128,
                         help="images per batch (each ten patches) (default: 128)")

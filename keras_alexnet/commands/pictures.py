@@ -72,7 +72,8 @@ def _checkpoint(parser):
 
 def _data(parser, count=8):
     parser.add_argument("data_dir", type=Path, metavar="DATA_DIR",
-                        help="shard directory from `python -m tfrecords_tools convert`")
+                        help="shard directory from `python -m tfrecords_tools convert`, "
+                             "or a TFDS prepared dataset")
     parser.add_argument("--split", default="validation",
                         help="split the images come from (default validation)")
     parser.add_argument("--count", type=int, default=count, help=f"images (default {count})")

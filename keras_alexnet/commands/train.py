@@ -42,7 +42,9 @@ def add_option_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data_dir", help="directory of train-*/validation-* shards "
-                                         "(python -m tfrecords_tools convert)")
+                                         "(python -m tfrecords_tools convert), or a TFDS "
+                                         "prepared dataset (e.g. "
+                                         "~/tensorflow_datasets/imagenet2012/5.1.0)")
     parser.add_argument("model_dir", help="checkpoints and logs go here; resumed if present")
     add_option_arguments(parser)
     model = parser.add_argument_group("model (a new run; a resumed one keeps its checkpoint's)")

@@ -18,7 +18,6 @@ from keras_alexnet.contract import InputContract, preprocess_input
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.preprocessing import decode_center_crop
 from tfrecords_tools.dataset import DatasetInfo
-from tfrecords_tools.schema import FEATURES
 
 
 @dataclasses.dataclass
@@ -63,20 +62,20 @@ def iterate_examples(data_dir: str | Path | DatasetInfo, split: str,
     `shards`: only these shard file names (default: all of the split's shards).
     """
     info = DatasetInfo.of(data_dir)
-    offset, files = info.label_offset, info.shards(split)
+    offset, fields, files = info.label_offset, info.keys, info.shards(split)
     if shards is not None:
         chosen = set(shards)
         files = [f for f in files if f.name in chosen]
     names = [f.name for f in files]
 
     def parse(shard_index, record_offset, record):
-        features = tf.io.parse_single_example(record, FEATURES)
-        image = tf.cast(tf.round(decode_center_crop(features["image/encoded"],
+        features = tf.io.parse_single_example(record, fields.spec())
+        image = tf.cast(tf.round(decode_center_crop(features[fields.image],
                                                     contract.image_size, contract.resize_size)),
                         tf.uint8)
-        label = features["image/class/label"]
+        label = features[fields.label]
         label = tf.where(label >= 0, label - offset, label)  # -1: unlabeled
-        return image, label, features["image/filename"], shard_index, record_offset
+        return image, label, features[fields.filename], shard_index, record_offset
 
     def records(shard_index, path):
         return tf.data.TFRecordDataset(path).enumerate().map(

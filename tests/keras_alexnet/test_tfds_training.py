@@ -80,3 +80,19 @@ def test_a_tfds_dataset_trains_resumes_evaluates_and_exports(prepared, tmp_path,
         image_bytes=tf.reshape(encoded["image"], [1]))
     labels = [label.decode() for label in outputs["top_k_labels"].numpy()[0]]
     assert sorted(labels[:len(NAMES)]) == sorted(NAMES)
+
+
+def test_the_pictures_read_tfds_labels_and_file_names(prepared):
+    from keras_alexnet.contract import contract_of
+    from keras_alexnet.figures.examples import iterate_examples
+    from keras_alexnet.model import build_model
+
+    contract = contract_of(build_model(REDUCED), prepared)
+    batches = list(iterate_examples(prepared, "validation", contract, batch_size=5))
+    builder = tfds.builder_from_directory(str(prepared))
+    reference = list(builder.as_dataset(split="validation", shuffle_files=False)
+                     .as_numpy_iterator())
+    assert [int(label) for batch in batches for label in batch.labels] == [
+        int(e["label"]) for e in reference]
+    assert [name for batch in batches for name in batch.filenames] == [
+        e["file_name"].decode() for e in reference]
