@@ -33,19 +33,19 @@ WINDOW = 50
 #: Measured on the training tests' data (`tests/keras_alexnet/training_helpers.py`,
 #: reduced network, batch 16): a run that learns never had a running mean loss above
 #: 1.02 times its first step's in 40 steps; at learning rate 0.05 it reached 3.4 times
-#: it at step 2 and died; the paper network on 10 classes of photos reached 3.4 times
-#: its first step's at step 3 (2.96, 9.92, 16.9 per step).  ln(classes) is the floor for
-#: an initial loss that happens to be low.
+#: it at step 2 and died; a run of the paper network on 10 classes of photos that died
+#: logged 2.96, 9.92, 16.9 in its first three steps.  ln(classes) is the floor for an
+#: initial loss that happens to be low.
 BLOWN_UP = 3.0
 PROBE_EVERY = 5
 PROBE_IMAGES = 16
 #: The spread (`output_spread`) of a dead network is 0 to float precision (1e-6 for the
 #: reduced network at the paper's N(0, 0.01), which sits at ln(classes)); that of a run
-#: that learns was at least 1e-2 in its first 40 steps.
+#: that learns was 1e-2 at its lowest in its first 40 steps.
 DEAD_SPREAD = 1e-4
-TOWERS = ("tower_a", "tower_b")  # [paper §3.2]
 #: A blow-up can leave the outputs equal for a few steps and then recover.
 DEAD_PROBES = 2
+TOWERS = ("tower_a", "tower_b")  # [paper §3.2]
 
 
 class TrainingWarning(UserWarning):
