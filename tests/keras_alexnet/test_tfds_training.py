@@ -11,7 +11,7 @@ import tensorflow as tf
 import keras_alexnet
 from keras_alexnet import data
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, class_image, jpeg
-from tests.tfrecords_tools.test_tfds import imagenet_like, prepare_with_tfds
+from tests.tfds_builders import imagenet_like, prepare_with_tfds
 from tfrecords_tools.dataset import DatasetInfo
 
 tfds = pytest.importorskip("tensorflow_datasets")

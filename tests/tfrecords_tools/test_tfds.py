@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tests.tfds_builders import imagenet_like, prepare_with_tfds
 from tests.tfrecords_tools.conftest import image_bytes
 from tfrecords_tools import schema
 from tfrecords_tools.convert import convert
@@ -22,38 +23,6 @@ tfds = pytest.importorskip("tensorflow_datasets")
 WNIDS = ("n01484850", "n01440764", "n01443537")  # not sorted: the names keep TFDS's order
 
 
-def prepare_with_tfds(data_dir: Path, features, splits: dict[str, list[dict]],
-                      supervised_keys: tuple[str, str] | None = ("image", "label")) -> Path:
-    """`splits` (split name: examples) written by TFDS itself, a builder's
-    `download_and_prepare`; returns the prepared directory."""
-    with tfds.core.registered.skip_registration():
-        class TinyImages(tfds.core.GeneratorBasedBuilder):
-            VERSION = tfds.core.Version("1.0.0")
-            code_path = None  # no checksums file to look for beside this test
-
-            def _info(self):
-                return tfds.core.DatasetInfo(builder=self, features=features,
-                                             supervised_keys=supervised_keys)
-
-            def _split_generators(self, dl_manager):
-                return {split: self._generate_examples(examples)
-                        for split, examples in splits.items()}
-
-            def _generate_examples(self, examples):
-                yield from enumerate(examples)
-
-    builder = TinyImages(data_dir=str(data_dir))
-    builder.download_and_prepare()
-    return Path(builder.data_dir)
-
-
-def imagenet_like(names=WNIDS) -> tfds.features.FeaturesDict:
-    """The features of TFDS's imagenet2012: a JPEG, a ClassLabel, the file name."""
-    return tfds.features.FeaturesDict({"image": tfds.features.Image(encoding_format="jpeg"),
-                                       "label": tfds.features.ClassLabel(names=list(names)),
-                                       "file_name": tfds.features.Text()})
-
-
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     rng = np.random.default_rng(0)
@@ -62,7 +31,7 @@ def prepared(tmp_path_factory):
         return [{"image": image_bytes(rng), "label": i % len(WNIDS),
                  "file_name": f"{split}_{i}.JPEG"} for i in range(count)]
 
-    return prepare_with_tfds(tmp_path_factory.mktemp("tfds"), imagenet_like(),
+    return prepare_with_tfds(tmp_path_factory.mktemp("tfds"), imagenet_like(WNIDS),
                              {"train": examples("train", 7), "validation": examples("val", 4)})
 
 
@@ -171,8 +140,8 @@ OLD_FEATURES = {"type": f"{_CONNECTOR}features_dict.FeaturesDict", "content": {
 
 @pytest.mark.parametrize("form", ["to_json", "older"])
 def test_the_other_forms_of_features_json_are_read_too(tmp_path, form):
-    directory = write_info(tmp_path / "ds", imagenet_like())
-    features = imagenet_like().to_json() if form == "to_json" else OLD_FEATURES
+    directory = write_info(tmp_path / "ds", imagenet_like(WNIDS))
+    features = imagenet_like(WNIDS).to_json() if form == "to_json" else OLD_FEATURES
     (directory / "features.json").write_text(json.dumps(features))
     reference = tfds.builder_from_directory(str(directory)).info.features  # TFDS reads it
     info = DatasetInfo(directory)
