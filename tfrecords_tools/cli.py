@@ -27,6 +27,7 @@ import signal
 import sys
 import tempfile
 import traceback
+import warnings
 from collections.abc import Callable, Iterator
 
 from tfrecords_tools.errors import UserError
@@ -89,6 +90,12 @@ def is_user_error(error: BaseException) -> bool:
     return isinstance(error, UserError)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as the tools print errors: one line of text, without the source line
+    that raised it (`--verbose` shows Python's usual form)."""
+    print(f"warning: {message}", file=file or sys.stderr, flush=True)
+
+
 class _Terminated:
     """Whether SIGTERM (rather than Ctrl-C) raised the KeyboardInterrupt."""
 
@@ -113,9 +120,12 @@ def run_command(args: argparse.Namespace, *, resume_hint: str = "",
     previous = signal.signal(signal.SIGTERM, _Terminated.handler)
     _Terminated.received = False
     try:
-        if tensorflow:
-            quiet_tensorflow(getattr(args, "verbose", False))
-        return run(args) or 0
+        with warnings.catch_warnings():
+            if not getattr(args, "verbose", False):
+                warnings.showwarning = _one_line_warning
+            if tensorflow:
+                quiet_tensorflow(getattr(args, "verbose", False))
+            return run(args) or 0
     except KeyboardInterrupt as error:
         what = "terminated" if _Terminated.received else "interrupted"
         print(f"{error}" or f"{what}{resume_hint}", file=sys.stderr)

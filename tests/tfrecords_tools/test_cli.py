@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import pytest
 
@@ -81,6 +82,19 @@ def test_user_errors_are_one_line_and_exit_1(capsys):
 
         assert run_command(namespace(fail), tensorflow=False) == 1
         assert capsys.readouterr().err == f"error: {error}\n"
+
+
+def test_a_warning_is_one_line_unless_verbose(capsys):
+    def warn(args):
+        warnings.warn("step 12: the loss 41.2 is far above ln(10) = 2.30", UserWarning,
+                      stacklevel=1)
+
+    assert run_command(namespace(warn), tensorflow=False) == 0
+    assert capsys.readouterr().err == (
+        "warning: step 12: the loss 41.2 is far above ln(10) = 2.30\n")
+    verbose = argparse.Namespace(run=warn, verbose=True)
+    with pytest.warns(UserWarning, match="step 12"):  # left to Python's own display
+        assert run_command(verbose, tensorflow=False) == 0
 
 
 @pytest.mark.parametrize("bug", [
