@@ -139,12 +139,10 @@ def torch_step(batch_size: int, threads: int):
 
 def cpu_bf16_support() -> str:
     """The bfloat16 matrix features this CPU advertises (Linux), or "none"."""
-    try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return "unknown"
-    found = sorted(flags & {"avx512_bf16", "amx_bf16", "amx_tile"})
-    return ", ".join(found) or "none"
+    from keras_alexnet import hardware
+
+    features = hardware.cpu_bf16_features()
+    return "unknown" if features is None else ", ".join(features) or "none"
 
 
 def fit_step_seconds(batch_size: int, steps: int) -> list[float]:
