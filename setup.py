@@ -50,7 +50,10 @@ setup(
         "gpu": ["tensorflow[and-cuda]>=2.21,<3"],
         "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42", "onnx>=1.16,<2",
                  "onnxruntime>=1.18,<2", "tf2onnx>=1.17,<2", "openvino>=2026.0,<2028",
-                 "ai-edge-litert>=2.3,<3"],
+                 "ai-edge-litert>=2.3,<3",
+                 # The reference of the TFDS tests; the product reads TFDS directories
+                 # from their JSON metadata without it (tfrecords_tools/tfds.py).
+                 "tensorflow-datasets>=4.9,<5"],
         "bench": ["torch==2.13.0"],
     },
     entry_points={
