@@ -90,14 +90,19 @@ def test_patch_images_by_split_and_base_name(ilsvrc2010_archives, tmp_path):
     for by_name in patches.values():
         for patch in by_name.values():
             assert patch.data == expected[patch.member]
-    stray = tmp_path / "patch_images.tar"
-    with tarfile.open(stray, "w") as tar:
-        info = tarfile.TarInfo("patch_images/extra/x.JPEG")
-        info.size = 3
-        tar.addfile(info, io.BytesIO(b"abc"))
-    with pytest.raises(ArchiveError, match=r"member patch_images/extra/x.JPEG is not in a folder "
-                                           r"named train, val, test"):
-        ilsvrc2010.read_patches(stray)
+    for names, error in ((["patch_images/extra/x.JPEG"], r"member patch_images/extra/x.JPEG "
+                                                         r"is not in a folder named train, val, "
+                                                         r"test"),
+                         (["a/val/x.JPEG", "b/val/x.JPEG"], r"member b/val/x.JPEG replaces "
+                                                            r"a/val/x.JPEG's image again")):
+        stray = tmp_path / "patch_images.tar"
+        with tarfile.open(stray, "w") as tar:
+            for name in names:
+                info = tarfile.TarInfo(name)
+                info.size = 3
+                tar.addfile(info, io.BytesIO(b"abc"))
+        with pytest.raises(ArchiveError, match=rf"{stray}: {error}"):
+            ilsvrc2010.read_patches(stray)
     damaged = tmp_path / "damaged.tar"
     with tarfile.open(path) as tar:
         second = tar.getmembers()[1].offset
