@@ -16,7 +16,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, schema, tfds
+from tfrecords_tools import __version__, schema, storage, tfds
 from tfrecords_tools.errors import OutputError
 from tfrecords_tools.files import write_atomically
 
@@ -24,8 +24,13 @@ from tfrecords_tools.files import write_atomically
 FINDINGS = ("not_images", "incomplete", "expected")
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: Path | storage.Url) -> str:
     digest = hashlib.sha256()
+    if isinstance(path, storage.Url):
+        with path.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
     # Into one buffer, unbuffered: a new 1 MiB bytes object per block costs as much again
     # as the hashing.
     block = bytearray(1 << 20)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import google_crc32c
 
+from tfrecords_tools import storage
 from tfrecords_tools.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
@@ -210,7 +211,7 @@ def __getattr__(name: str):
 def read_labels(path) -> list[tuple[str, str]]:
     """`labels.txt`: line i is `WNID<TAB>name` for label i."""
     entries = []
-    with open(path, encoding="utf-8") as lines:
+    with storage.path(path).open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, 1):
             wnid, sep, name = line.rstrip("\n").partition("\t")
             if not sep or not wnid:
@@ -219,9 +220,9 @@ def read_labels(path) -> list[tuple[str, str]]:
     return entries
 
 
-def read_manifest(directory: str | Path) -> dict:
+def read_manifest(directory: str | Path | storage.Url) -> dict:
     """`manifest.json` of a shard directory; a clear error when it is absent or damaged."""
-    path = Path(directory) / MANIFEST
+    path = storage.path(directory) / MANIFEST
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError as error:

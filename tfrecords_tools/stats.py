@@ -10,13 +10,14 @@ here, beside the decoder whose pixels they describe.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_tools import schema
+from tfrecords_tools import schema, storage
 from tfrecords_tools.errors import DatasetError
 
 # ImageNet RGB statistics on the [0, 1] scale, used when a dataset has no stats.json.
@@ -42,12 +43,12 @@ class ImageStats:
                    np.array(IMAGENET_EIGVEC, np.float32))
 
 
-def load_stats(data_dir: str | Path) -> ImageStats:
+def load_stats(data_dir: str | Path | storage.Url) -> ImageStats:
     """Reads `stats.json` (and `mean_image.npy` if present) from a shard directory.
 
     Falls back to the ImageNet values when the directory has no `stats.json`.
     """
-    data_dir = Path(data_dir)
+    data_dir = storage.path(data_dir)
     path = data_dir / schema.STATS
     if not path.exists():
         return ImageStats.imagenet()
@@ -63,7 +64,8 @@ def load_stats(data_dir: str | Path) -> ImageStats:
         raise DatasetError(f"{path}: pixel_scale must be 1.0, got {stats['pixel_scale']}")
     mean_image_path = data_dir / schema.MEAN_IMAGE
     if mean_image_path.exists():
-        values = dataclasses.replace(values, mean_image=np.load(mean_image_path))
+        values = dataclasses.replace(values, mean_image=np.load(
+            io.BytesIO(mean_image_path.read_bytes())))
     return values
 
 
@@ -105,7 +107,8 @@ def _first_image_size(path: str) -> int:
     raise DatasetError(f"{path}: an empty training shard")
 
 
-def compute_stats(output: str | Path, sample: int | None = None, progress: bool = True) -> dict:
+def compute_stats(output: str | Path | storage.Url, sample: int | None = None,
+                  progress: bool = True) -> dict:
     """Computes and writes `stats.json` and `mean_image.npy` from the training shards.
 
     `sample` limits the statistics to the first N images in shard order (the shards are
@@ -113,7 +116,7 @@ def compute_stats(output: str | Path, sample: int | None = None, progress: bool 
     """
     from tqdm import tqdm
 
-    output = Path(output)
+    output = storage.path(output)
     files = sorted(str(p) for p in output.glob(schema.shard_pattern("train")))
     if not files:
         raise FileNotFoundError(f"{output}: no training shards ({schema.shard_pattern('train')})")
@@ -150,5 +153,7 @@ def compute_stats(output: str | Path, sample: int | None = None, progress: bool 
         "image_size": [size, size],
     }
     (output / schema.STATS).write_text(json.dumps(stats, indent=1) + "\n")
-    np.save(output / schema.MEAN_IMAGE, mean_image.astype(np.float32))
+    buffer = io.BytesIO()
+    np.save(buffer, mean_image.astype(np.float32))
+    (output / schema.MEAN_IMAGE).write_bytes(buffer.getvalue())
     return stats

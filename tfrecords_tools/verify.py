@@ -25,7 +25,7 @@ from pathlib import Path
 import tensorflow as tf
 from PIL import Image
 
-from tfrecords_tools import schema, tfds
+from tfrecords_tools import schema, storage, tfds
 from tfrecords_tools.archives import read_devkit
 from tfrecords_tools.manifest import file_sha256
 
@@ -65,7 +65,7 @@ def _check_record(serialized: bytes, split: str, wnids: list[str],
     return (label if split != "test" else None), ""
 
 
-def _verify_shard(path: Path, entry: dict, split: str, wnids: list[str],
+def _verify_shard(path: Path | storage.Url, entry: dict, split: str, wnids: list[str],
                   offset: int) -> tuple[list[str], collections.Counter, int]:
     name = path.name
     problems = []
@@ -120,13 +120,14 @@ def _completeness(split: str, entry: dict, wnids: list[str], devkit) -> list[str
     return problems
 
 
-def verify(output: str | Path, splits: list[str] | None = None, processes: int | None = None,
-           progress: bool = True, devkit: str | Path | None = None) -> list[str]:
+def verify(output: str | Path | storage.Url, splits: list[str] | None = None,
+           processes: int | None = None, progress: bool = True,
+           devkit: str | Path | None = None) -> list[str]:
     """Every problem found in the shards of `splits` (default: all in the manifest);
     `devkit` checks the counts against that devkit instead of the manifest's record."""
     from tqdm import tqdm
 
-    output = Path(output)
+    output = storage.path(output)
     try:
         manifest = json.loads((output / schema.MANIFEST).read_text())
         classes = schema.read_labels(output / schema.LABELS)
