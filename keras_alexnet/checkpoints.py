@@ -10,7 +10,9 @@ own config: `keras_alexnet.network.AlexNet`), the weights and the optimiser's st
 (momentum, iteration count, learning rate), and a `keras_alexnet.json` member with
 what Keras does not keep: where in the run it was written.  So training resumes
 exactly where it stopped, and export, evaluation, prediction and the pictures need
-nothing else.  Checkpoints written before the contract was part of the model's config
+nothing else.  `model_dir` may be a `tf.io.gfile` URL (`gs://bucket/run`,
+`tfrecords_tools.storage`): each file is still written whole or not at all.  Checkpoints
+written before the contract was part of the model's config
 keep it in `keras_alexnet.json` and a member of its own; `load_model` reads those too.
 """
 
@@ -20,6 +22,7 @@ import errno
 import json
 import re
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -29,6 +32,7 @@ import numpy as np
 from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
 from keras_alexnet.errors import CheckpointError
 from keras_alexnet.network import FEATURES, OUTPUT  # registers every class a checkpoint holds
+from tfrecords_tools import storage
 from tfrecords_tools.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
@@ -40,42 +44,42 @@ KERAS_CONFIG_MEMBER = "config.json"  # Keras's: the model's serialised config
 _NAME = re.compile(r"^epoch-(\d{4,})\.keras$")
 
 
-def checkpoint_path(model_dir: str | Path, epoch: int) -> Path:
+def checkpoint_path(model_dir: str | storage.PathOrUrl, epoch: int) -> storage.PathOrUrl:
     """The checkpoint written after `epoch` epochs (1-based, as Keras counts)."""
-    return Path(model_dir) / CHECKPOINT_DIR / f"epoch-{epoch:04d}.keras"
+    return storage.path(model_dir) / CHECKPOINT_DIR / f"epoch-{epoch:04d}.keras"
 
 
-def backup_path(model_dir: str | Path) -> Path:
+def backup_path(model_dir: str | storage.PathOrUrl) -> storage.PathOrUrl:
     """The step backup: the whole training state in the middle of an epoch."""
-    return Path(model_dir) / CHECKPOINT_DIR / BACKUP_NAME
+    return storage.path(model_dir) / CHECKPOINT_DIR / BACKUP_NAME
 
 
-def list_checkpoints(model_dir: str | Path) -> list[tuple[int, Path]]:
+def list_checkpoints(model_dir: str | storage.PathOrUrl) -> list[tuple[int, storage.PathOrUrl]]:
     """(epoch, path) of every checkpoint in `model_dir`, oldest first."""
-    directory = Path(model_dir) / CHECKPOINT_DIR
+    directory = storage.path(model_dir) / CHECKPOINT_DIR
     if not directory.is_dir():
         return []
     found = ((_NAME.match(path.name), path) for path in directory.iterdir())
     return sorted((int(match.group(1)), path) for match, path in found if match)
 
 
-def latest_checkpoint(model_dir: str | Path) -> Path | None:
+def latest_checkpoint(model_dir: str | storage.PathOrUrl) -> storage.PathOrUrl | None:
     """The checkpoint of the last finished epoch, or None when there is none yet."""
     checkpoints = list_checkpoints(model_dir)
     return checkpoints[-1][1] if checkpoints else None
 
 
-def checkpoint_epoch(path: str | Path) -> int:
+def checkpoint_epoch(path: str | storage.PathOrUrl) -> int:
     """The epoch count in a checkpoint's name."""
-    match = _NAME.match(Path(path).name)
+    match = _NAME.match(storage.path(path).name)
     if not match:
         raise CheckpointError(f"{path}: not a checkpoint name (expected epoch-NNNN.keras)")
     return int(match.group(1))
 
 
-def resolve(path_or_model_dir: str | Path) -> Path:
+def resolve(path_or_model_dir: str | storage.PathOrUrl) -> storage.PathOrUrl:
     """A `.keras` file as given, or a model directory's latest checkpoint."""
-    path = Path(path_or_model_dir)
+    path = storage.path(path_or_model_dir)
     if path.is_dir():
         latest = latest_checkpoint(path)
         if latest is None:
@@ -88,7 +92,7 @@ def resolve(path_or_model_dir: str | Path) -> Path:
     return path
 
 
-def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.Model:
+def load_model(path_or_model_dir: str | storage.PathOrUrl, *, compile: bool = True) -> keras.Model:
     """A `.keras` file, or a model directory meaning its latest checkpoint.
 
     The model's `input_contract` is the contract the checkpoint records (None for one
@@ -96,7 +100,7 @@ def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.
     """
     path = resolve(path_or_model_dir)
     try:
-        model = keras.saving.load_model(path, compile=compile)
+        model = keras.saving.load_model(str(path), compile=compile)
     except Exception as error:
         raise CheckpointError(f"{path}: cannot load the checkpoint ({type(error).__name__}: "
                               f"{error})") from error
@@ -105,24 +109,24 @@ def load_model(path_or_model_dir: str | Path, *, compile: bool = True) -> keras.
     return model
 
 
-def _read_member(path: Path, name: str) -> bytes | None:
+def _read_member(path: storage.PathOrUrl, name: str) -> bytes | None:
     try:
-        with zipfile.ZipFile(path) as archive:
+        with path.open("rb") as file, zipfile.ZipFile(file) as archive:
             return archive.read(name) if name in archive.namelist() else None
     except zipfile.BadZipFile as error:
         raise CheckpointError(f"{path}: cannot load the checkpoint ({error})") from error
 
 
-def read_metadata(path: str | Path) -> dict:
+def read_metadata(path: str | storage.PathOrUrl) -> dict:
     """The `keras_alexnet.json` member of a checkpoint ({} for one written without it)."""
-    member = _read_member(Path(path), METADATA_MEMBER)
+    member = _read_member(storage.path(path), METADATA_MEMBER)
     try:
         return json.loads(member) if member is not None else {}
     except ValueError as error:
         raise CheckpointError(f"{path}: cannot load the checkpoint ({error})") from error
 
 
-def read_contract(path_or_model_dir: str | Path) -> InputContract | None:
+def read_contract(path_or_model_dir: str | storage.PathOrUrl) -> InputContract | None:
     """The input contract a checkpoint records, or None for one saved without it; read
     from the file, without loading the model."""
     path = resolve(path_or_model_dir)
@@ -137,7 +141,7 @@ def read_contract(path_or_model_dir: str | Path) -> InputContract | None:
     return InputContract.from_config(fields) if fields else _legacy_contract(path)
 
 
-def _legacy_contract(path: Path) -> InputContract | None:
+def _legacy_contract(path: storage.PathOrUrl) -> InputContract | None:
     """The contract of a checkpoint written before it was part of the model's config."""
     fields = read_metadata(path).get(METADATA_KEY)
     if fields is None:
@@ -153,8 +157,8 @@ def state_bytes(model: keras.Model) -> int:
     return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
 
 
-def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict | None = None
-                    ) -> Path:
+def save_checkpoint(model: keras.Model, path: str | storage.PathOrUrl, metadata: dict | None = None
+                    ) -> storage.PathOrUrl:
     """Writes atomically: a kill during the write leaves the previous checkpoint the latest.
 
     `metadata` goes into the `keras_alexnet.json` member (the model's `input_contract`
@@ -162,10 +166,11 @@ def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict | None 
     file behind; a full disk is an OSError naming the directory, the bytes needed and
     the bytes free.
     """
-    path = Path(path)
+    path = storage.path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        # Keras wants the .keras suffix, which the default temporary name lacks.
+        # Keras wants the .keras suffix, which the default temporary name lacks.  (For
+        # a URL the file is written locally first, then uploaded.)
         with atomic_path(path, path.with_name(f".partial-{path.name}")) as partial:
             model.save(partial)
             with zipfile.ZipFile(partial, "a") as archive:
@@ -173,9 +178,10 @@ def save_checkpoint(model: keras.Model, path: str | Path, metadata: dict | None 
     except OSError as error:
         if error.errno != errno.ENOSPC:
             raise
-        full = OSError(f"{path.parent}: no space left on the device to save {path.name} "
+        local = Path(tempfile.gettempdir()) if storage.is_url(path) else path.parent
+        full = OSError(f"{local}: no space left on the device to save {path.name} "
                        f"(it needs about {state_bytes(model):,} bytes, "
-                       f"{shutil.disk_usage(path.parent).free:,} are free); free some "
+                       f"{shutil.disk_usage(local).free:,} are free); free some "
                        f"space and rerun the same command to resume")
         full.errno = errno.ENOSPC
         raise full from error

@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras_alexnet.config import MEAN_MODES
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.preprocessing import resize_size_for
+from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
 from tfrecords_tools.stats import ImageStats
 
@@ -210,7 +211,8 @@ def contract_of(model, data_dir: str | Path | DatasetInfo | None = None,
     contract = getattr(model, "input_contract", None)
     if contract is not None:
         return contract
-    source = str(source) if isinstance(source, (str, os.PathLike)) else f"model {model.name!r}"
+    source = (str(source) if isinstance(source, (str, os.PathLike, storage.Url))
+              else f"model {model.name!r}")
     if data_dir is None:
         raise AlexNetError(f"{source} was saved without its input contract (classes, mean); "
                            f"give the shard directory it was trained on (data_dir, "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -25,6 +24,7 @@ import numpy as np
 from keras_alexnet import checkpoints
 from keras_alexnet.contract import InputContract, contract_of
 from keras_alexnet.errors import AlexNetError
+from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
 
 ModelSource = keras.Model | str | os.PathLike
@@ -42,13 +42,14 @@ class Member:
     """
 
     source: str
-    checkpoint: Path | None
+    checkpoint: storage.PathOrUrl | None
     model: keras.Model
     contract: InputContract
     order: np.ndarray
 
 
-def _load(source: ModelSource, place: int, count: int) -> tuple[str, Path | None, keras.Model]:
+def _load(source: ModelSource, place: int, count: int
+          ) -> tuple[str, storage.PathOrUrl | None, keras.Model]:
     if isinstance(source, keras.Model):
         name = f"model {source.name!r}"
         return (f"{name} (member {place + 1})" if count > 1 else name), None, source

@@ -20,6 +20,7 @@ from keras_alexnet import data
 from keras_alexnet.contract import InputContract
 from keras_alexnet.ensemble import Member, ModelSource, load_members
 from keras_alexnet.errors import AlexNetError
+from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
 
 CENTER = 4  # the centre crop among `data.ten_patches`
@@ -197,8 +198,9 @@ def evaluate(model_or_checkpoint: ModelSource | Sequence[ModelSource],
             float(accuracy[label]) for crop, accuracy in per_class.items()}}
         for label, (wnid, name) in enumerate(contract.classes)]
     if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(results, indent=2))
+        output = storage.path(output)
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(results, indent=2))
     if verbose:
         print(format_table(results))
     return results

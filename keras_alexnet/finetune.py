@@ -25,6 +25,7 @@ from keras_alexnet import checkpoints, pretrained
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import CheckpointError
 from keras_alexnet.model import build_model, check_topology, config_of, layers_of
+from tfrecords_tools import storage
 
 NEW_LAYER = "fc8"
 #: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for
@@ -37,7 +38,7 @@ TOWERS = ("tower_a", "tower_b")
 class Source:
     """The checkpoint a fine-tuning run starts from."""
 
-    path: Path
+    path: storage.PathOrUrl
     sha256: str
     model: keras.Model
 
@@ -50,7 +51,7 @@ def read_source(path_or_run: str | Path) -> Source:
     name (`keras_alexnet.pretrained`, e.g. "bvlc_alexnet"), loaded."""
     path = checkpoints.resolve(pretrained.resolve(path_or_run))
     digest = hashlib.sha256()
-    with open(path, "rb") as file:
+    with path.open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     model = checkpoints.load_model(path, compile=False)

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,11 +26,13 @@ import numpy as np
 from keras_alexnet import checkpoints
 from keras_alexnet.config import TrainingOptions
 from keras_alexnet.errors import AlexNetError
+from tfrecords_tools import storage
+from tfrecords_tools.files import atomic_path, write_atomically
 
 # --- the run file ---------------------------------------------------------------------------
 
 
-def run_seed(model_dir: Path, seed: int | None) -> tuple[int, bool]:
+def run_seed(model_dir: storage.PathOrUrl, seed: int | None) -> tuple[int, bool]:
     """The run's seed and whether it is drawn now (not recorded, not given).
 
     A resumed run takes the seed it started with (`run.json`); another seed would
@@ -45,14 +49,14 @@ def run_seed(model_dir: Path, seed: int | None) -> tuple[int, bool]:
     return (random.randrange(2**20), True) if seed is None else (seed, False)
 
 
-def recorded_source(model_dir: Path) -> str | None:
+def recorded_source(model_dir: storage.PathOrUrl) -> str | None:
     """The checkpoint a fine-tuning run in `model_dir` started from, if any."""
     path = model_dir / checkpoints.RUN_NAME
     return (json.loads(path.read_text()).get("init_from") or {}).get("path") \
         if path.exists() else None
 
 
-def write_run_file(model_dir: Path, seed: int, options: TrainingOptions,
+def write_run_file(model_dir: storage.PathOrUrl, seed: int, options: TrainingOptions,
                    source: dict | None = None) -> None:
     """`run.json`: the seed and the options of the latest call, so any run can be
     repeated (the seed never changes once recorded), and the checkpoint a fine-tuning
@@ -63,34 +67,72 @@ def write_run_file(model_dir: Path, seed: int, options: TrainingOptions,
     if source or recorded.get("init_from"):
         run["init_from"] = recorded.get("init_from") or source
     model_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(run, indent=1) + "\n")
+    write_atomically(path, json.dumps(run, indent=1) + "\n")
 
 
 # --- the training log -------------------------------------------------------------------------
 
-def read_log(model_dir: str | Path) -> list[dict[str, str]]:
+def read_log(model_dir: str | storage.PathOrUrl) -> list[dict[str, str]]:
     """The rows of `training_log.csv` (empty when there is none)."""
-    path = Path(model_dir) / checkpoints.LOG_NAME
+    path = storage.path(model_dir) / checkpoints.LOG_NAME
     if not path.exists():
         return []
-    with open(path, newline="") as file:
+    with path.open(newline="") as file:
         return list(csv.DictReader(file))
 
 
-def truncate_log(model_dir: Path, epochs_done: int) -> list[dict[str, str]]:
+def truncate_log(model_dir: storage.PathOrUrl, epochs_done: int) -> list[dict[str, str]]:
     """The rows of the epochs the checkpoint holds; newer ones (a kill between log and
     save, or an epoch a callback cut short) are dropped from the file."""
     path = model_dir / checkpoints.LOG_NAME
     rows = read_log(model_dir)
     kept = [row for row in rows if int(row["epoch"]) < epochs_done]
     if len(kept) != len(rows):
-        with open(path, newline="") as file:
+        with path.open(newline="") as file:
             header = next(csv.reader(file))
-        with open(path, "w", newline="") as file:
-            writer = csv.DictWriter(file, header)
-            writer.writeheader()
-            writer.writerows(kept)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, header)
+        writer.writeheader()
+        writer.writerows(kept)
+        write_atomically(path, text.getvalue())
     return kept
+
+
+def training_log(model_dir: storage.PathOrUrl) -> keras.callbacks.CSVLogger:
+    """Keras's CSV logger appending a row per epoch to `training_log.csv`."""
+    path = model_dir / checkpoints.LOG_NAME
+    if isinstance(path, storage.Url):
+        return _UploadedLog(path)
+    return keras.callbacks.CSVLogger(str(path), append=True)
+
+
+class _UploadedLog(keras.callbacks.CSVLogger):
+    """The log of a model directory at a URL: kept in a local copy, which replaces the
+    URL's file (atomically, `files.atomic_path`) after each epoch.  Keras 3.15's
+    CSVLogger fails on a `tf.io.gfile` file: it asks the file whether it is `closed`,
+    which a GFile cannot answer."""
+
+    def __init__(self, url: storage.Url):
+        self._scratch = tempfile.TemporaryDirectory(prefix="log-")
+        super().__init__(str(Path(self._scratch.name) / url.name), append=True)
+        self.url = url
+
+    def on_train_begin(self, logs=None):
+        # Downloaded now, after `truncate_log` has dropped the rows of undone epochs.
+        local = Path(self.filename)
+        local.unlink(missing_ok=True)
+        if self.url.exists():
+            local.write_bytes(self.url.read_bytes())
+        super().on_train_begin(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)  # writes and flushes the row
+        with atomic_path(self.url) as partial:
+            shutil.copyfile(self.filename, partial)
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        self._scratch.cleanup()
 
 
 # --- where to resume --------------------------------------------------------------------------
@@ -99,7 +141,7 @@ def truncate_log(model_dir: Path, epochs_done: int) -> list[dict[str, str]]:
 class ResumePoint:
     """The newest saved state of a model directory (`path` None for a new run)."""
 
-    path: Path | None = None
+    path: storage.PathOrUrl | None = None
     epoch: int = 0  # epochs finished
     step: int = 0  # steps done in the next epoch
     steps_per_epoch: int | None = None  # of the run that saved it, mid-epoch
@@ -110,7 +152,7 @@ class ResumePoint:
         return self.path is not None and self.path.name == checkpoints.BACKUP_NAME
 
 
-def find_resume_point(model_dir: Path) -> ResumePoint:
+def find_resume_point(model_dir: storage.PathOrUrl) -> ResumePoint:
     """The step backup when it is newer than the last epoch checkpoint, else that
     checkpoint, else a new run."""
     latest = checkpoints.latest_checkpoint(model_dir)
@@ -218,15 +260,15 @@ class Checkpoints(keras.callbacks.Callback):
     `diverged()` says the loss became NaN: then nothing is saved.
     """
 
-    def __init__(self, model_dir: Path, *, progress: Progress, backup_every: int,
+    def __init__(self, model_dir: storage.PathOrUrl, *, progress: Progress, backup_every: int,
                  keep: int, chief: bool, diverged: Callable[[], bool],
                  metadata: Callable[[], dict]):
         super().__init__()
         self.model_dir, self.progress, self.backup_every = model_dir, progress, backup_every
         self.keep, self.chief, self.diverged, self.metadata = keep, chief, diverged, metadata
-        self.last_saved: Path | None = None
+        self.last_saved: storage.PathOrUrl | None = None
 
-    def _save(self, path: Path, position: dict) -> Path:
+    def _save(self, path: storage.PathOrUrl, position: dict) -> storage.PathOrUrl:
         metadata = {**self.metadata(), **position,
                     "iterations": self.progress.iterations()}
         if not self.chief:
@@ -236,7 +278,7 @@ class Checkpoints(keras.callbacks.Callback):
         self.last_saved = checkpoints.save_checkpoint(self.model, path, metadata)
         return path
 
-    def save_backup(self) -> Path | None:
+    def save_backup(self) -> storage.PathOrUrl | None:
         """Saves the state where the run is now; None when an epoch checkpoint has it."""
         steps = self.progress.steps_done()
         if self.progress.epoch is None or steps == 0 or self.diverged():

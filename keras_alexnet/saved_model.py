@@ -23,6 +23,7 @@ contract in the graph; `features` concatenates the members' fc7 (member order), 
 
 The weights are stored once (`variables/` holds 4 bytes a parameter; Keras's
 ExportArchive stores them twice, keras-team/keras#23553).
+The export base may be a `tf.io.gfile` URL (`gs://bucket/models`, `tfrecords_tools.storage`).
 `assets.extra/tf_serving_warmup_requests` holds a `PredictionLog` TFRecord that TF
 Serving replays at load, so the first real request does not pay for tracing.
 """
@@ -32,6 +33,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from keras_alexnet.errors import AlexNetError
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import decode_center_crop
 from serving import DEFAULT_MODEL_NAME
+from tfrecords_tools import storage
 
 TOP_K = 5  # the paper reports top-1 and top-5 error [paper §1, §6]
 DEFAULT_SIGNATURE = "serving_default"
@@ -144,7 +147,7 @@ def input_signatures(image_size: int) -> dict[str, list[tf.TensorSpec]]:
             FEATURES_SIGNATURE: image_bytes}
 
 
-def next_version(model_dir: Path) -> int:
+def next_version(model_dir: storage.PathOrUrl) -> int:
     """One more than the largest integer version directory (TF Serving skips other names)."""
     versions = [int(p.name) for p in model_dir.iterdir() if _VERSION.match(p.name)] \
         if model_dir.is_dir() else []
@@ -187,6 +190,13 @@ class _Servable(tf.Module):
                           for name, function in serving_functions(members).items()}
 
 
+def _write(servable: _Servable, directory: Path, model_name: str, image_size: int) -> None:
+    """The SavedModel, its Classify method name and its warmup requests in `directory`."""
+    tf.saved_model.save(servable, str(directory), signatures=servable.functions)
+    _mark_classify_method(directory)
+    write_warmup_requests(directory, model_name, image_size)
+
+
 def _mark_classify_method(version_dir: Path) -> None:
     """Gives the `classify` signature TF Serving's Classify method name (`tf.saved_model`
     writes every signature as a Predict one)."""
@@ -199,7 +209,8 @@ def _mark_classify_method(version_dir: Path) -> None:
 
 def export(model_or_checkpoint: ModelSource | Sequence[ModelSource],
            export_base: str | os.PathLike, model_name: str = DEFAULT_MODEL_NAME,
-           version: int | None = None, *, data_dir: str | os.PathLike | None = None) -> Path:
+           version: int | None = None, *, data_dir: str | os.PathLike | None = None
+           ) -> storage.PathOrUrl:
     """Writes the model as a TF Serving SavedModel and returns its version directory.
 
     Args:
@@ -208,14 +219,15 @@ def export(model_or_checkpoint: ModelSource | Sequence[ModelSource],
             model directory (its latest checkpoint); or a list of them: an ensemble,
             one SavedModel whose signatures average the members' probabilities in the
             graph [paper §6] (`serving_functions`), each member's weights stored once.
-        export_base: TF Serving's base path is `<export_base>/<model_name>`.
+        export_base: TF Serving's base path is `<export_base>/<model_name>`; a local
+            path or a `tf.io.gfile` URL.
         model_name: the name clients put in `model_spec.name`.
         version: the integer version directory; default one more than the latest.
         data_dir: only for a checkpoint saved before input contracts were recorded:
             the shard directory it was trained on (classes, per-channel mean).
     """
     members = load_members(model_or_checkpoint, data_dir)
-    model_dir = Path(export_base) / model_name
+    model_dir = storage.path(export_base) / model_name
     version = next_version(model_dir) if version is None else int(version)
     if version < 0:
         raise AlexNetError(f"version must be a non-negative integer, got {version}")
@@ -224,23 +236,31 @@ def export(model_or_checkpoint: ModelSource | Sequence[ModelSource],
         raise FileExistsError(f"{version_dir} already exists; pick another --version")
 
     servable = _Servable(members)
+    image_size = members[0].contract.image_size
+    if isinstance(version_dir, storage.Url):
+        # An object store has no directory rename: the version is written locally and
+        # uploaded with saved_model.pb last, and a server loads a version only once its
+        # saved_model.pb is there (this package's server; TF Serving retries a load
+        # that fails).
+        with tempfile.TemporaryDirectory(prefix="export-") as scratch:
+            _write(servable, Path(scratch), model_name, image_size)
+            storage.upload_tree(Path(scratch), version_dir, last=("saved_model.pb",))
+        return version_dir
     # A server polling the base path must never see a half-written version, so the
     # version directory appears in one rename.
     staging = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        tf.saved_model.save(servable, str(staging), signatures=servable.functions)
-        _mark_classify_method(staging)
-        write_warmup_requests(staging, model_name, members[0].contract.image_size)
+        _write(servable, staging, model_name, image_size)
         staging.rename(version_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return version_dir
 
 
-def latest_version_dir(path: str | os.PathLike) -> Path:
+def latest_version_dir(path: str | os.PathLike) -> storage.PathOrUrl:
     """A version directory as given, or the latest integer version under a model directory."""
-    path = Path(path)
+    path = storage.path(path)
     if (path / "saved_model.pb").is_file():
         return path
     if not path.is_dir():
@@ -284,7 +304,7 @@ def classify_files(paths: Sequence[str | os.PathLike], *,
                                    members[0].contract.image_size)[DEFAULT_SIGNATURE])
     results = []
     for path in paths:
-        encoded = Path(path).read_bytes()
+        encoded = storage.path(path).read_bytes()
         try:
             outputs = classify(image_bytes=tf.constant([encoded]))
         except tf.errors.InvalidArgumentError as error:

@@ -5,7 +5,8 @@ under `B` (its default "latest" version policy; a model config file may ask for 
 newest N, all, or specific versions), polls `B` every `--file_system_poll_wait_seconds`,
 loads a newer version while the old one keeps serving, then retires the old one.
 Requests that already hold the old version finish on it.  Any SavedModel works, not
-only ours: the server only reads its signatures.
+only ours: the server only reads its signatures.  The base path may be a `tf.io.gfile`
+URL (`gs://bucket/models/alexnet`), as for tensorflow_model_server.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from serving.errors import (
     ServingError,
 )
 from serving.tensors import data_type, dtype_name, to_ndarray
+from tfrecords_tools import storage
 
 SERVE_TAG = "serve"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -42,7 +44,7 @@ VersionPolicy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceC
     .ServableVersionPolicy
 
 
-def list_versions(base_path: Path) -> list[int]:
+def list_versions(base_path: storage.PathOrUrl) -> list[int]:
     """Integer version directories holding a SavedModel, ascending."""
     if not base_path.is_dir():
         return []
@@ -50,7 +52,7 @@ def list_versions(base_path: Path) -> list[int]:
                   if _VERSION.match(p.name) and (p / "saved_model.pb").is_file())
 
 
-def read_meta_graph(path: Path) -> meta_graph_pb2.MetaGraphDef:
+def read_meta_graph(path: storage.PathOrUrl) -> meta_graph_pb2.MetaGraphDef:
     saved_model = saved_model_pb2.SavedModel()
     saved_model.ParseFromString((path / "saved_model.pb").read_bytes())
     for meta_graph in saved_model.meta_graphs:
@@ -71,7 +73,7 @@ def op_error_message(error: tf.errors.OpError) -> str:
 class Servable:
     """One loaded version of a SavedModel and its signatures."""
 
-    def __init__(self, name: str, version: int, path: Path):
+    def __init__(self, name: str, version: int, path: storage.PathOrUrl):
         self.name, self.version, self.path = name, version, path
         self.signature_defs = dict(read_meta_graph(path).signature_def)
         self._loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
@@ -183,7 +185,7 @@ class ServableManager:
                  policy: VersionPolicy | None = None, log=None, *,
                  max_num_load_retries: int = 5, load_retry_interval: float = 60.0):
         self.model_name = model_name
-        self.base_path = Path(base_path)
+        self.base_path = storage.path(base_path)
         self.policy = policy or VersionPolicy()
         self.max_num_load_retries = max_num_load_retries
         self.load_retry_interval = load_retry_interval
@@ -200,7 +202,7 @@ class ServableManager:
     def configure(self, base_path: str | Path, policy: VersionPolicy) -> None:
         """A new base path or policy (a config reload); applied by the next `poll`."""
         with self._poll_lock:
-            self.base_path, self.policy = Path(base_path), policy
+            self.base_path, self.policy = storage.path(base_path), policy
 
     def aspired(self) -> list[int]:
         """The versions on disk that the policy serves, ascending."""

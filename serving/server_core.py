@@ -42,6 +42,7 @@ from serving.servables import (
     describe_request,
     version_statuses,
 )
+from tfrecords_tools import storage
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 PLATFORM = "tensorflow"  # kTensorFlowModelPlatform, the only platform served here
@@ -49,12 +50,14 @@ PLATFORM = "tensorflow"  # kTensorFlowModelPlatform, the only platform served he
 
 def single_model_config(model_name: str, model_base_path: str | os.PathLike
                         ) -> model_server_config_pb2.ModelServerConfig:
-    """server.cc's `BuildSingleModelConfig` (the base path made absolute, which
-    tensorflow_model_server requires of it)."""
+    """server.cc's `BuildSingleModelConfig` (a local base path made absolute, which
+    tensorflow_model_server requires of it; a URL such as `gs://bucket/models/alexnet`
+    as given)."""
+    base_path = (str(model_base_path) if storage.is_url(str(model_base_path))
+                 else str(Path(model_base_path).absolute()))
     config = ModelServerConfig()
-    config.model_config_list.config.add(
-        name=model_name, base_path=str(Path(model_base_path).absolute()),
-        model_platform=PLATFORM)
+    config.model_config_list.config.add(name=model_name, base_path=base_path,
+                                        model_platform=PLATFORM)
     return config
 
 
@@ -73,7 +76,7 @@ def _validate(new: model_server_config_pb2.ModelConfigList,
                                        f"in config list")
         names.add(model.name)
     for model in new.config:
-        if not Path(model.base_path).is_absolute():
+        if not (storage.is_url(model.base_path) or Path(model.base_path).is_absolute()):
             raise InvalidArgumentError(f"Expected model {model.name} to have an absolute "
                                        f"path or URI; got base_path()={model.base_path}")
     old_platforms = {model.name: model.model_platform for model in old.config}

@@ -16,7 +16,6 @@ and `keys` says which Example keys hold the image, the label and the file name.
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 from tfrecords_tools import schema, storage, tfds
 from tfrecords_tools.errors import DatasetError
@@ -26,14 +25,14 @@ from tfrecords_tools.stats import ImageStats, load_stats
 class DatasetInfo:
     """What a shard directory holds, each file read at most once."""
 
-    def __init__(self, path: str | Path | storage.Url):
+    def __init__(self, path: str | storage.PathOrUrl):
         self.path = storage.path(path)
         if not self.path.is_dir():
             raise FileNotFoundError(f"data directory {self.path} does not exist; create it "
                                     f"with `python -m tfrecords_tools convert`")
 
     @classmethod
-    def of(cls, path_or_info: str | Path | storage.Url | DatasetInfo) -> DatasetInfo:
+    def of(cls, path_or_info: str | storage.PathOrUrl | DatasetInfo) -> DatasetInfo:
         """`path_or_info` itself when it is already read, else a new one for the path."""
         return path_or_info if isinstance(path_or_info, DatasetInfo) else cls(path_or_info)
 
@@ -65,7 +64,7 @@ class DatasetInfo:
         return tuple(schema.read_labels(path)) if path.exists() else None
 
     @property
-    def labels_path(self) -> Path | storage.Url:
+    def labels_path(self) -> storage.PathOrUrl:
         """The file that names the classes."""
         return self.prepared.labels_path if self.prepared else self.path / schema.LABELS
 
@@ -89,7 +88,7 @@ class DatasetInfo:
     # --- shards -----------------------------------------------------------------------------
 
     @functools.cached_property
-    def _shards(self) -> dict[str, tuple[Path | storage.Url, ...]]:
+    def _shards(self) -> dict[str, tuple[storage.PathOrUrl, ...]]:
         if self.prepared:
             return self.prepared.shards
         found = {split: [] for split in schema.SPLITS}
@@ -102,7 +101,7 @@ class DatasetInfo:
     def has_split(self, split: str) -> bool:
         return bool(self._shards.get(split))
 
-    def shards(self, split: str) -> tuple[Path | storage.Url, ...]:
+    def shards(self, split: str) -> tuple[storage.PathOrUrl, ...]:
         """The split's shard files, sorted; a clear error when there are none."""
         if not self.has_split(split) and self.prepared:
             raise DatasetError(f"{self.path / tfds.DATASET_INFO}: no {split} split (of "

@@ -28,7 +28,7 @@ def temporary_name(path: Path | storage.Url) -> Path | storage.Url:
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike | storage.Url,
-                temporary: str | os.PathLike | None = None) -> Iterator[Path]:
+                temporary: str | os.PathLike | storage.Url | None = None) -> Iterator[Path]:
     """Yields the local temporary path to write (`temporary`, default
     `temporary_name(path)`); when the block ends without an error it becomes `path`.
     For a URL the local file is `temporary`'s name in a private directory."""
@@ -52,9 +52,11 @@ def atomic_path(path: str | os.PathLike | storage.Url,
 
 
 @contextlib.contextmanager
-def _atomic_url(url: storage.Url, temporary: str | os.PathLike | None) -> Iterator[Path]:
+def _atomic_url(url: storage.Url, temporary: str | os.PathLike | storage.Url | None
+                ) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="upload-") as scratch:
-        local = Path(scratch) / (Path(temporary).name if temporary is not None else url.name)
+        local = Path(scratch) / (storage.path(temporary).name if temporary is not None
+                                  else url.name)
         yield local
         # An object store (gs://, s3://) shows an object only once its upload is whole,
         # and its rename is a server-side copy of the whole object: each file is

@@ -24,7 +24,7 @@ from tfrecords_tools.files import write_atomically
 FINDINGS = ("not_images", "incomplete", "expected")
 
 
-def file_sha256(path: Path | storage.Url) -> str:
+def file_sha256(path: storage.PathOrUrl) -> str:
     digest = hashlib.sha256()
     if isinstance(path, storage.Url):
         with path.open("rb") as handle:

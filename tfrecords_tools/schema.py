@@ -24,7 +24,6 @@ import dataclasses
 import functools
 import json
 import struct
-from pathlib import Path
 
 import google_crc32c
 
@@ -220,7 +219,7 @@ def read_labels(path) -> list[tuple[str, str]]:
     return entries
 
 
-def read_manifest(directory: str | Path | storage.Url) -> dict:
+def read_manifest(directory: str | storage.PathOrUrl) -> dict:
     """`manifest.json` of a shard directory; a clear error when it is absent or damaged."""
     path = storage.path(directory) / MANIFEST
     try:

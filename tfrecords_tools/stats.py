@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +42,7 @@ class ImageStats:
                    np.array(IMAGENET_EIGVEC, np.float32))
 
 
-def load_stats(data_dir: str | Path | storage.Url) -> ImageStats:
+def load_stats(data_dir: str | storage.PathOrUrl) -> ImageStats:
     """Reads `stats.json` (and `mean_image.npy` if present) from a shard directory.
 
     Falls back to the ImageNet values when the directory has no `stats.json`.
@@ -107,7 +106,7 @@ def _first_image_size(path: str) -> int:
     raise DatasetError(f"{path}: an empty training shard")
 
 
-def compute_stats(output: str | Path | storage.Url, sample: int | None = None,
+def compute_stats(output: str | storage.PathOrUrl, sample: int | None = None,
                   progress: bool = True) -> dict:
     """Computes and writes `stats.json` and `mean_image.npy` from the training shards.
 

@@ -178,6 +178,7 @@ class Url:
         return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> None:
+        self.unlink(missing_ok=True)  # see `upload`
         with _os_errors(self._url), self.open("wb") as file:
             file.write(data)
 
@@ -207,6 +208,9 @@ class Url:
 
 def upload(source: str | os.PathLike, target: Url) -> None:
     """Copies a local file to `target`."""
+    # Removed first: TensorFlow's ram:// file system appends to a file that exists
+    # rather than replacing it.
+    target.unlink(missing_ok=True)
     with _os_errors(str(target)):
         _gfile().copy(os.fspath(source), str(target), overwrite=True)
 
@@ -220,3 +224,7 @@ def upload_tree(source: Path, target: Url, last: tuple[str, ...] = ()) -> None:
         relative = file.relative_to(source)
         (target / relative).parent.mkdir()
         upload(file, target / relative)
+
+
+#: What `path` gives.
+PathOrUrl = Path | Url

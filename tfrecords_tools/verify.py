@@ -65,7 +65,7 @@ def _check_record(serialized: bytes, split: str, wnids: list[str],
     return (label if split != "test" else None), ""
 
 
-def _verify_shard(path: Path | storage.Url, entry: dict, split: str, wnids: list[str],
+def _verify_shard(path: storage.PathOrUrl, entry: dict, split: str, wnids: list[str],
                   offset: int) -> tuple[list[str], collections.Counter, int]:
     name = path.name
     problems = []
@@ -120,7 +120,7 @@ def _completeness(split: str, entry: dict, wnids: list[str], devkit) -> list[str
     return problems
 
 
-def verify(output: str | Path | storage.Url, splits: list[str] | None = None,
+def verify(output: str | storage.PathOrUrl, splits: list[str] | None = None,
            processes: int | None = None, progress: bool = True,
            devkit: str | Path | None = None) -> list[str]:
     """Every problem found in the shards of `splits` (default: all in the manifest);

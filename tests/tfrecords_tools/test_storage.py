@@ -5,10 +5,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.ram_files import ram_dir  # noqa: F401 (a fixture)
+from tests.ram_files import fresh_dir
 from tfrecords_tools import files, storage
 from tfrecords_tools.dataset import DatasetInfo
 from tfrecords_tools.errors import ArgumentError
+
+
+@pytest.fixture
+def ram_dir():
+    with fresh_dir() as url:
+        yield url
 
 
 def test_a_local_path_stays_a_pathlib_path(tmp_path):
@@ -39,7 +45,7 @@ def test_files_on_a_url_list_read_and_raise_as_local_ones(ram_dir):
     assert (folder / "two.bin").stat().st_size == 2
     assert (folder / "b").is_dir() and (folder / "one.txt").is_file()
     assert not (folder / "b").is_file() and not (folder / "none").exists()
-    with pytest.raises(FileNotFoundError, match="ram://.*/a/none"):
+    with pytest.raises(FileNotFoundError, match=r"ram://.*/a/none"):
         (folder / "none").read_text()
     with pytest.raises(FileNotFoundError):
         (folder / "none").unlink()
