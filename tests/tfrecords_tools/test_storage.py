@@ -1,6 +1,7 @@
 """`tfrecords_tools.storage` and the atomic write of `tfrecords_tools.files` on a URL:
 TensorFlow's in-process `ram://` file system stands in for a bucket."""
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,13 @@ def test_a_scheme_tensorflow_cannot_open_is_one_line_naming_its_package(url, say
     with pytest.raises(ArgumentError, match=says) as raised:
         DatasetInfo(url)
     assert str(raised.value).startswith(url) and "\n" not in str(raised.value)
+
+
+def test_the_package_of_a_missing_scheme_is_imported_when_installed(tmp_path, monkeypatch):
+    # tensorflow-io registers its file systems on import: a URL imports it for the user.
+    (tmp_path / "tensorflow_io.py").write_text("IMPORTED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "tensorflow_io", raising=False)
+    with pytest.raises(ArgumentError, match="s3://"):  # this stand-in registers nothing
+        storage.path("s3://bucket/shards")
+    assert sys.modules["tensorflow_io"].IMPORTED
