@@ -218,8 +218,8 @@ def upload(source: str | os.PathLike, target: Url) -> None:
 def upload_tree(source: Path, target: Url, last: tuple[str, ...] = ()) -> None:
     """Copies a local directory's files under `target`; the files named in `last`
     (relative paths) are copied after all the others."""
-    files = sorted(path for path in source.rglob("*") if path.is_file())
-    files.sort(key=lambda path: path.relative_to(source).as_posix() in last)
+    files = sorted(file for file in source.rglob("*") if file.is_file())
+    files.sort(key=lambda file: file.relative_to(source).as_posix() in last)
     for file in files:
         relative = file.relative_to(source)
         (target / relative).parent.mkdir()
