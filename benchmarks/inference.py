@@ -5,6 +5,8 @@ The same weights (one seeded paper network, exported once per format by
 crops in:
   - TensorFlow: the SavedModel's `predict_images` signature (what TF Serving runs);
   - ONNX Runtime, OpenVINO and LiteRT (the interpreter, with its XNNPACK delegate);
+  - the Keras model itself in a `tf.function`, plain and with XLA (what TensorFlow
+    could do without the SavedModel's signature);
 each with every core.  Per runtime: batch-1 latency (p50, p99) and batch-32 images/s
 (medians), timed in rounds over the runtimes in turn, beside large float32 matmuls
 (`tf.matmul` and numpy's BLAS, before and after the runtimes, the largest quoted)
@@ -84,6 +86,20 @@ def export_all(model, workdir: Path) -> dict[str, Path]:
     return paths
 
 
+def keras_runners(model) -> dict[str, Callable]:
+    """The Keras model itself in a `tf.function`, plain and XLA-compiled: where the
+    SavedModel's time goes (its signature's extras, or TensorFlow's kernels)."""
+    import tensorflow as tf
+
+    from keras_alexnet.portable import pixels_model
+
+    network = pixels_model(model, model.input_contract)
+    plain = tf.function(lambda images: network(images, training=False))
+    xla = tf.function(lambda images: network(images, training=False), jit_compile=True)
+    return {"TensorFlow, Keras model (tf.function)": lambda images: plain(images).numpy(),
+            "TensorFlow, Keras model (XLA)": lambda images: xla(images).numpy()}
+
+
 def runners(paths: dict[str, Path], threads: int) -> dict[str, Callable]:
     """Runtime name -> a function of a float32 NHWC batch giving its probabilities."""
     import numpy as np
@@ -159,8 +175,7 @@ def main() -> None:
     flops = training_flops(model, 1) / 3  # the forward pass alone
     with tempfile.TemporaryDirectory() as scratch:
         workdir = args.workdir or Path(scratch)
-        run = runners(export_all(model, workdir), args.threads)
-        del model  # the runtimes hold their own copies of the weights
+        run = {**runners(export_all(model, workdir), args.threads), **keras_runners(model)}
 
         rng = np.random.default_rng(0)
         batch = rng.uniform(0, 255, (args.batch_size, 224, 224, 3)).astype(np.float32)
