@@ -59,7 +59,11 @@ def paper_network():
     import keras_alexnet
     from keras_alexnet.contract import InputContract
 
-    model = keras_alexnet.build_model(devices=("", ""), seed=0)
+    # Zero biases and a wider spread than the paper's N(0, 0.01) with biases of 1, whose
+    # untrained output hardly depends on the input: the check of each runtime against the
+    # SavedModel (max diff) then means something.  The speed is the same.
+    model = keras_alexnet.build_model(devices=("", ""), seed=0, biases_one=(),
+                                      init_stddev=0.03)
     classes = tuple((f"n{i:08d}", f"class {i}") for i in range(1000))
     model.input_contract = InputContract(classes, 224, 256, "channel", (124.0, 116.0, 104.0))
     return model

@@ -115,8 +115,11 @@ def test_artifact_gives_the_saved_models_probabilities(network, format, tmp_path
     check_artifact(network, format, tmp_path)
 
 
+# ONNX is left out here: tf2onnx takes a minute and up to 13 GB converting the paper
+# network; benchmarks/inference.py checks its paper-network ONNX file against the
+# SavedModel (1e-4) before timing it.
 @pytest.mark.slow
-@pytest.mark.parametrize("format", sorted(FORMATS))
+@pytest.mark.parametrize("format", sorted(set(FORMATS) - {"onnx"}))
 def test_the_paper_networks_artifact(paper_network, format, tmp_path):
     check_artifact(paper_network, format, tmp_path)
 
