@@ -8,7 +8,8 @@ A run writes into `model_dir` (the layout is `keras_alexnet.checkpoints`'s):
     tensorboard/                   TensorBoard event files
 and a rerun with the same `model_dir` resumes from the newest of them
 (`keras_alexnet.resume`): the weights end bit-identical to those of a run that never
-stopped.
+stopped.  The data directory and `model_dir` may be `tf.io.gfile` URLs (`gs://...`,
+`tfrecords_tools.storage`).
 
 `fit` is four steps: plan (the options, the data and the seed), build or resume the
 model, run Keras's `fit` with the schedule and checkpoint callbacks, report.
@@ -35,6 +36,7 @@ from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_
 from keras_alexnet.errors import AlexNetError, CheckpointError, DivergedError
 from keras_alexnet.model import build_model, check_topology
 from keras_alexnet.optimizer import PaperSGD
+from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
 
 
@@ -49,7 +51,7 @@ class Plan:
     """What a call of `fit` will do, settled before any model is built."""
 
     data: DatasetInfo
-    model_dir: Path
+    model_dir: storage.PathOrUrl
     options: TrainingOptions
     config: AlexNetConfig | None  # the network asked for, its class count the data's
     strategy: tf.distribute.Strategy
@@ -81,7 +83,8 @@ def plan(data_dir: str | Path | DatasetInfo, model_dir: str | Path,
     # Multi-worker collectives must be configured before TensorFlow starts up.
     strategy = (select_strategy(options.strategy) if isinstance(options.strategy, str)
                 else options.strategy)
-    info, model_dir, chief = DatasetInfo.of(data_dir), Path(model_dir), is_chief(strategy)
+    info, model_dir = DatasetInfo.of(data_dir), storage.path(model_dir)
+    chief = is_chief(strategy)
     recorded_source = None if options.init_from else resume.recorded_source(model_dir)
     if recorded_source:
         # A fine-tuning run resumed without its flag: same source, same learning rates.
@@ -107,7 +110,7 @@ def plan(data_dir: str | Path | DatasetInfo, model_dir: str | Path,
 
 # --- 2. build or resume ---------------------------------------------------------------------
 
-def _check_compatible(model: keras.Model, path: Path, num_classes: int,
+def _check_compatible(model: keras.Model, path: storage.PathOrUrl, num_classes: int,
                       config: AlexNetConfig | None) -> None:
     """A checkpoint must match the data (classes) and any config asked for."""
     classes = model.output_shape[-1]
@@ -150,7 +153,8 @@ def _new_model(plan: Plan) -> tuple[keras.Model, finetune.Source | None]:
     return model, source
 
 
-def _contract(plan: Plan, model: keras.Model, resumed_from: Path | None) -> InputContract:
+def _contract(plan: Plan, model: keras.Model, resumed_from: storage.PathOrUrl | None
+              ) -> InputContract:
     """The model's input contract, recorded on it for its checkpoints: a resumed model's
     own (the data must have its classes, `mean` must agree), else the data's."""
     mean = plan.options.mean
@@ -256,7 +260,7 @@ def _logs(plan: Plan) -> list[keras.callbacks.Callback]:
     """The CSV and TensorBoard logs (chief only)."""
     if not plan.chief:
         return []
-    logs = [keras.callbacks.CSVLogger(str(plan.model_dir / checkpoints.LOG_NAME), append=True)]
+    logs = [resume.training_log(plan.model_dir)]
     if plan.options.tensorboard and importlib.util.find_spec("tensorboard"):
         logs.append(keras.callbacks.TensorBoard(str(plan.model_dir / "tensorboard")))
     elif plan.options.tensorboard:
@@ -466,8 +470,8 @@ def fit(data_dir: str | Path | DatasetInfo, model_dir: str | Path, *,
         data_dir: the converter's output (or its `DatasetInfo`): `train-*` shards (and
             `validation-*` for the learning-rate schedule; without them it watches the
             training error), `labels.txt`, optional `stats.json` / `mean_image.npy`.
-        model_dir: where checkpoints and logs go; resumed from if it has checkpoints
-            (with the seed in its `run.json`).
+        model_dir: where checkpoints and logs go (a local path or a `tf.io.gfile`
+            URL); resumed from if it has checkpoints (with the seed in its `run.json`).
         config: the network (`AlexNetConfig()` with the class count of `labels.txt`
             by default); must match a checkpoint being resumed.
         options, **option_values: the `TrainingOptions`.
