@@ -39,6 +39,7 @@ from keras_alexnet import bvlc, checkpoints, model
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.network import AlexNet
+from tfrecords_tools import storage
 from tfrecords_tools.files import atomic_path
 
 ENVIRONMENT_VARIABLE = "KERAS_ALEXNET_WEIGHTS_URL"
@@ -176,11 +177,13 @@ def _imported(name: str) -> Path:
     return cached
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
+def resolve(name_or_path: str | os.PathLike) -> storage.PathOrUrl:
     """A checkpoint: for a name in `PUBLISHED` its cached import (downloaded and
     imported on first use); otherwise the path as given (a `.keras` file or a run
     directory).  A bare word that is neither is refused, naming the known names."""
-    return _imported(str(name_or_path)) if _is_published(name_or_path) else Path(name_or_path)
+    if _is_published(name_or_path):
+        return _imported(str(name_or_path))
+    return storage.path(name_or_path)
 
 
 def import_weights(name_or_path: str | os.PathLike, model_dir: str | Path, *,

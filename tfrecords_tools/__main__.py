@@ -160,7 +160,7 @@ def _add_verify(sub) -> None:
     parser = sub.add_parser("verify", help="re-read every shard and check it against the "
                             "manifest", description="Checks record counts, sha256, every "
                             "image's decoding, labels and the per-class histogram.")
-    parser.add_argument("output", type=Path, help="the shard directory")
+    parser.add_argument("output", help="the shard directory (a path or a gs:// URL)")
     parser.add_argument("--splits", nargs="+", help="splits to check (default: all)")
     parser.add_argument("-j", "--processes", type=_positive,
                         help="parallel shard readers (default: one per core)")
@@ -188,7 +188,7 @@ def _add_stats(sub) -> None:
     parser = sub.add_parser("stats", help="mean image, channel means and RGB PCA for the paper's "
                             "mean subtraction and lighting", description="Writes stats.json "
                             "and mean_image.npy (pixel scale [0, 1]) from the training shards.")
-    parser.add_argument("output", type=Path, help="the shard directory")
+    parser.add_argument("output", help="the shard directory (a path or a gs:// URL)")
     parser.add_argument("--sample", type=_positive,
                         help="use the first N training images (in shard order) instead of all")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")

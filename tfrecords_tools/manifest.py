@@ -125,8 +125,12 @@ def merge(output: str | Path, splits: Sequence[str] | None = None) -> list[str]:
         entry = {
             "records": sum(r["records"] for r in receipts),
             "num_shards": job["num_shards"],
+            # The test split is unlabelled, except where its labels were released
+            # (ILSVRC-2010): then its classes are counted too.
             "class_counts": ({classes[label][0]: class_counts[label]
-                              for label in range(len(classes))} if split != "test" else {}),
+                              for label in range(len(classes))}
+                             if split != "test" or any(class_counts[label] for label in
+                                                       range(len(classes))) else {}),
             "shards": [{"name": r["shard"], "records": r["records"], "bytes": r["bytes"],
                         "sha256": r["sha256"]} for r in receipts],
             "skipped": ([dict(s, shard=None) for s in job.get("not_images", [])]

@@ -22,7 +22,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tfrecords_tools import schema
+from tfrecords_tools import schema, storage
 from tfrecords_tools.errors import DatasetError
 from tfrecords_tools.files import write_atomically
 
@@ -137,7 +137,7 @@ def _shard_paths(path: Path, name: str, split: dict, file_format: str) -> tuple[
 def read_prepared(path: str | Path) -> Prepared:
     """The Example keys, classes and shards of a TFDS prepared image-classification
     dataset; a `DatasetError` naming the file or feature when it is not one."""
-    path = Path(path)
+    path = storage.path(path)
     info = _read_json(path / DATASET_INFO)
     file_format = info.get("fileFormat") or "tfrecord"  # absent before array_record
     if file_format != "tfrecord":
@@ -251,7 +251,7 @@ def write_metadata(output: str | Path, manifest: dict,
     `tfds.builder_from_directory(output)` reads them (`dataset_info.json` last: a TFDS
     reader finds all or none)."""
     for name, text in metadata(manifest, classes).items():
-        write_atomically(Path(output) / name, text)
+        write_atomically(storage.path(output) / name, text)
 
 
 def check_metadata(output: str | Path, manifest: dict,
@@ -260,7 +260,7 @@ def check_metadata(output: str | Path, manifest: dict,
     `manifest` and `classes` do."""
     problems = []
     for name, text in metadata(manifest, classes).items():
-        path = Path(output) / name
+        path = storage.path(output) / name
         if not path.is_file() or path.read_text(encoding="utf-8") != text:
             problems.append(f"{name}: {'missing' if not path.is_file() else 'differs'}; "
                             f"TensorFlow Datasets would not read these shards as "

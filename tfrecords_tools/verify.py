@@ -30,7 +30,7 @@ from tfrecords_tools.archives import read_devkit
 from tfrecords_tools.manifest import file_sha256
 
 
-def _check_record(serialized: bytes, split: str, wnids: list[str],
+def _check_record(serialized: bytes, labelled: bool, wnids: list[str],
                   offset: int) -> tuple[int | None, str]:
     """(label, problem) of one record; problem is "" when the record is sound."""
     try:
@@ -42,7 +42,7 @@ def _check_record(serialized: bytes, split: str, wnids: list[str],
         synset = feature["image/class/synset"].bytes_list.value[0].decode()
     except (IndexError, UnicodeDecodeError, ValueError) as error:
         return None, f"unparsable example ({type(error).__name__}: {error})"
-    if split == "test":
+    if not labelled:
         if label != schema.UNLABELED:
             return None, f"label {label} in the unlabeled test split"
     elif not offset <= label < len(wnids) + offset:
@@ -62,10 +62,10 @@ def _check_record(serialized: bytes, split: str, wnids: list[str],
     if (image.format, image.mode, image.size) != ("JPEG", "RGB", (width, height)):
         return None, (f"image is {image.format} {image.mode} {image.size[0]}x{image.size[1]}, "
                       f"the record says JPEG RGB {width}x{height}")
-    return (label if split != "test" else None), ""
+    return (label if labelled else None), ""
 
 
-def _verify_shard(path: storage.PathOrUrl, entry: dict, split: str, wnids: list[str],
+def _verify_shard(path: storage.PathOrUrl, entry: dict, labelled: bool, wnids: list[str],
                   offset: int) -> tuple[list[str], collections.Counter, int]:
     name = path.name
     problems = []
@@ -75,7 +75,7 @@ def _verify_shard(path: storage.PathOrUrl, entry: dict, split: str, wnids: list[
     records = 0
     try:
         for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-            label, problem = _check_record(serialized, split, wnids, offset)
+            label, problem = _check_record(serialized, labelled, wnids, offset)
             if problem:
                 problems.append(f"{name}: record {records}: {problem}")
             elif label is not None:
@@ -154,18 +154,23 @@ def verify(output: str | storage.PathOrUrl, splits: list[str] | None = None,
             else:
                 problems.append(f"{entry['name']}: missing")
     class_counts = {s: collections.Counter() for s in splits}
+    # The test split is unlabelled, except where its labels were released (ILSVRC-2010):
+    # the manifest then counts its classes.
+    labelled = {s: s != "test" or bool(manifest["splits"][s]["class_counts"])
+                for s in splits if s in manifest["splits"]}
     # Threads suffice: sha256, TFRecord reading and JPEG decoding all release the GIL.
     with concurrent.futures.ThreadPoolExecutor(processes or os.cpu_count()) as pool, \
             tqdm(total=sum(e["records"] for _, _, e in jobs), unit="img", desc="verifying",
                  disable=not progress) as bar:
-        futures = [(split, pool.submit(_verify_shard, path, entry, split, wnids, offset))
+        futures = [(split, pool.submit(_verify_shard, path, entry, labelled[split], wnids,
+                                       offset))
                    for split, path, entry in jobs]
         for split, future in futures:
             shard_problems, counts, records = future.result()
             problems += shard_problems
             class_counts[split] += counts
             bar.update(records)
-    for split in (s for s in splits if s in manifest["splits"] and s != "test"):
+    for split in (s for s in splits if labelled.get(s)):
         expected = manifest["splits"][split]["class_counts"]
         for label, wnid in enumerate(wnids):
             if class_counts[split][label] != expected.get(wnid, 0):

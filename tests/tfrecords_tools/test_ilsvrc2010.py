@@ -20,6 +20,7 @@ from tfrecords_tools.convert import convert
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.images import MAX_GUNZIPPED, ImageOptions, reencode
 from tfrecords_tools.sources import find_source
+from tfrecords_tools.verify import verify
 
 ARGUMENTS = {"image_size": 32, "processes": 1, "progress": False}
 
@@ -281,3 +282,11 @@ def test_the_command_line_takes_the_2010_files_under_other_names(ilsvrc2010_arch
     records = _records(tmp_path / "out", "test")
     assert {r["image/filename"].decode(): r["image/class/label"] for r in records} == \
         ilsvrc2010_archives.labels["test"]
+
+
+def test_the_labelled_test_split_is_counted_by_class_and_verifies(converted):
+    output, _ = converted
+    manifest = json.loads((output / "manifest.json").read_text())
+    test = manifest["splits"]["test"]
+    assert sum(test["class_counts"].values()) == test["records"] > 0
+    assert verify(output, processes=2, progress=False) == []

@@ -3,6 +3,8 @@ import shutil
 
 import pytest
 
+from tests.ram_files import fresh_dir
+from tfrecords_tools import storage
 from tfrecords_tools.verify import verify
 
 
@@ -58,3 +60,14 @@ def test_tfds_metadata_that_no_longer_matches_is_reported(copy):
         f"dataset_info.json: differs; TensorFlow Datasets would not read these shards as "
         f"manifest.json and labels.txt describe them; rewrite it with `python -m "
         f"tfrecords_tools merge {copy}`"]
+
+
+def test_an_uploaded_copy_verifies_by_url_and_a_changed_shard_is_named(converted_shards):
+    with fresh_dir() as bucket:
+        storage.upload_tree(converted_shards, bucket)
+        assert verify(str(bucket), processes=2, progress=False) == []
+        shard = bucket / "validation-00001-of-00002"
+        shard.write_bytes(shard.read_bytes()[:-1])
+        problems = verify(str(bucket), ["validation"], progress=False)
+        assert ("validation-00001-of-00002: sha256 differs from manifest.json (the file was "
+                "changed)") in problems
