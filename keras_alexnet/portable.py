@@ -21,18 +21,18 @@ import dataclasses
 import importlib
 import json
 import os
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
+from keras_alexnet import versions
 from keras_alexnet.contract import METADATA_KEY, InputContract, preprocess_input
 from keras_alexnet.ensemble import ModelSource, load_members
 from keras_alexnet.errors import AlexNetError, MissingPackageError
-from keras_alexnet.saved_model import next_version
 from serving import DEFAULT_MODEL_NAME
+from tfrecords_tools import storage
 
 CONTRACT_FILE = f"{METADATA_KEY}.json"
 INPUT_NAME = "images"
@@ -88,13 +88,14 @@ def _require(portable: PortableFormat, format: str) -> None:
 def export_portable(model_or_checkpoint: ModelSource | Sequence[ModelSource],
                     export_base: str | os.PathLike, model_name: str = DEFAULT_MODEL_NAME,
                     version: int | None = None, *, format: str,
-                    data_dir: str | os.PathLike | None = None) -> Path:
+                    data_dir: str | os.PathLike | None = None) -> storage.PathOrUrl:
     """Writes the model for ONNX Runtime, OpenVINO or LiteRT; returns the artifact's path.
 
     Args:
         model_or_checkpoint: a Keras model with an input contract, a `.keras` checkpoint
             or a training run's model directory (its latest checkpoint).
-        export_base: the artifact goes to `<export_base>/<model_name>/<version>/`.
+        export_base: the artifact goes to `<export_base>/<model_name>/<version>/`; a
+            local path or a `tf.io.gfile` URL.
         model_name: the model's directory name.
         version: the integer version directory; default one more than the latest.
         format: "onnx", "openvino" or "litert" (`FORMATS`).
@@ -110,26 +111,15 @@ def export_portable(model_or_checkpoint: ModelSource | Sequence[ModelSource],
         raise AlexNetError(f"the {format} export takes one model; export an ensemble as a "
                            f"SavedModel")
     member = members[0]
-    model_dir = Path(export_base) / model_name
-    version = next_version(model_dir) if version is None else int(version)
-    if version < 0:
-        raise AlexNetError(f"version must be a non-negative integer, got {version}")
-    version_dir = model_dir / str(version)
-    if version_dir.exists():
-        raise AlexNetError(f"{version_dir} already exists; pick another --version")
-
+    version_dir = versions.new_version_dir(export_base, model_name, version)
     size = member.contract.image_size
     signature = [tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME)]
-    # A server polling the base path must never see a half-written version.
-    staging = model_dir / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+
+    def write(directory: Path) -> None:
         pixels_model(member.model, member.contract).export(
-            str(staging / portable.file), format=format, input_signature=signature,
+            str(directory / portable.file), format=format, input_signature=signature,
             verbose=False)
-        (staging / CONTRACT_FILE).write_text(json.dumps(member.contract.to_config()))
-        staging.rename(version_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        (directory / CONTRACT_FILE).write_text(json.dumps(member.contract.to_config()))
+
+    versions.write_version(version_dir, write, last=(portable.file,))
     return version_dir / portable.file

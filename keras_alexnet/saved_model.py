@@ -32,8 +32,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -42,11 +40,13 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
 
+from keras_alexnet import versions
 from keras_alexnet.ensemble import Member, ModelSource, load_members
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import decode_center_crop
 from serving import DEFAULT_MODEL_NAME
+from serving.servables import list_versions
 from tfrecords_tools import storage
 
 TOP_K = 5  # the paper reports top-1 and top-5 error [paper §1, §6]
@@ -56,7 +56,6 @@ CLASSIFY_METHOD = "tensorflow/serving/classify"  # TF Serving's kClassifyMethodN
 PIXELS_SIGNATURE = "predict_images"
 FEATURES_SIGNATURE = "features"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
-_VERSION = re.compile(r"^\d+$")
 
 
 def _center_crops(image_bytes: tf.Tensor, image_size: int, resize_size: int) -> tf.Tensor:
@@ -147,13 +146,6 @@ def input_signatures(image_size: int) -> dict[str, list[tf.TensorSpec]]:
             FEATURES_SIGNATURE: image_bytes}
 
 
-def next_version(model_dir: storage.PathOrUrl) -> int:
-    """One more than the largest integer version directory (TF Serving skips other names)."""
-    versions = [int(p.name) for p in model_dir.iterdir() if _VERSION.match(p.name)] \
-        if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
-
-
 def _warmup_image(image_size: int) -> bytes:
     gray = tf.fill((image_size, image_size, 3), tf.constant(128, tf.uint8))
     return tf.io.encode_jpeg(gray).numpy()
@@ -209,8 +201,8 @@ def _mark_classify_method(version_dir: Path) -> None:
 
 def export(model_or_checkpoint: ModelSource | Sequence[ModelSource],
            export_base: str | os.PathLike, model_name: str = DEFAULT_MODEL_NAME,
-           version: int | None = None, *, data_dir: str | os.PathLike | None = None
-           ) -> storage.PathOrUrl:
+           version: int | None = None, *, data_dir: str | os.PathLike | None = None,
+           format: str = "tf_saved_model") -> storage.PathOrUrl:
     """Writes the model as a TF Serving SavedModel and returns its version directory.
 
     Args:
@@ -225,36 +217,22 @@ def export(model_or_checkpoint: ModelSource | Sequence[ModelSource],
         version: the integer version directory; default one more than the latest.
         data_dir: only for a checkpoint saved before input contracts were recorded:
             the shard directory it was trained on (classes, per-channel mean).
+        format: "tf_saved_model" (this SavedModel), or "onnx", "openvino", "litert":
+            the network on 0-255 RGB crops for that runtime (`keras_alexnet.portable`);
+            then the artifact's path is returned.
     """
-    members = load_members(model_or_checkpoint, data_dir)
-    model_dir = storage.path(export_base) / model_name
-    version = next_version(model_dir) if version is None else int(version)
-    if version < 0:
-        raise AlexNetError(f"version must be a non-negative integer, got {version}")
-    version_dir = model_dir / str(version)
-    if version_dir.exists():
-        raise FileExistsError(f"{version_dir} already exists; pick another --version")
+    if format != "tf_saved_model":
+        from keras_alexnet.portable import export_portable
 
+        return export_portable(model_or_checkpoint, export_base, model_name, version,
+                               format=format, data_dir=data_dir)
+    members = load_members(model_or_checkpoint, data_dir)
+    version_dir = versions.new_version_dir(export_base, model_name, version)
     servable = _Servable(members)
     image_size = members[0].contract.image_size
-    if isinstance(version_dir, storage.Url):
-        # An object store has no directory rename: the version is written locally and
-        # uploaded with saved_model.pb last, and a server loads a version only once its
-        # saved_model.pb is there (this package's server; TF Serving retries a load
-        # that fails).
-        with tempfile.TemporaryDirectory(prefix="export-") as scratch:
-            _write(servable, Path(scratch), model_name, image_size)
-            storage.upload_tree(Path(scratch), version_dir, last=("saved_model.pb",))
-        return version_dir
-    # A server polling the base path must never see a half-written version, so the
-    # version directory appears in one rename.
-    staging = model_dir / f".tmp-{version}-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    try:
-        _write(servable, staging, model_name, image_size)
-        staging.rename(version_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    versions.write_version(
+        version_dir, lambda directory: _write(servable, directory, model_name, image_size),
+        last=("saved_model.pb",))
     return version_dir
 
 
@@ -265,11 +243,10 @@ def latest_version_dir(path: str | os.PathLike) -> storage.PathOrUrl:
         return path
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such SavedModel directory")
-    versions = sorted(int(p.name) for p in path.iterdir()
-                       if _VERSION.match(p.name) and (p / "saved_model.pb").is_file())
-    if not versions:
+    found = list_versions(path)
+    if not found:
         raise FileNotFoundError(f"{path}: no saved_model.pb and no integer version directory")
-    return path / str(versions[-1])
+    return path / str(found[-1])
 
 
 def top_k_classes(outputs: dict[str, tf.Tensor | np.ndarray]) -> list[list[tuple[str, float]]]:

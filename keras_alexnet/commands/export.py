@@ -1,4 +1,5 @@
-"""Export a checkpoint, or an ensemble of them, as a TensorFlow Serving SavedModel.
+"""Export a checkpoint, or an ensemble of them, as a TensorFlow Serving SavedModel (or,
+with --format, one model for ONNX Runtime, OpenVINO or LiteRT).
 
 Writes <export_base>/<model_name>/<version>/ with the `serving_default` (encoded image
 bytes), `classify` (tf.Example, TF Serving's Classify), `predict_images` (raw pixels)
@@ -34,12 +35,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"serves and queries by default")
     parser.add_argument("--version", type=int, default=None,
                         help="integer version directory (default: one more than the latest)")
+    parser.add_argument("--format", default="tf_saved_model",
+                        choices=("tf_saved_model", "onnx", "openvino", "litert"),
+                        help="tf_saved_model (default): TF Serving's SavedModel; onnx, "
+                             "openvino, litert: model.onnx, model.xml + model.bin or "
+                             "model.tflite in the version directory, the network on 0-255 "
+                             "RGB crops with the mean inside, input_contract.json beside it "
+                             "(needs the extra of that name: pip install -e \".[onnx]\")")
 
 
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import export
 
     path = export(args.ensemble or args.checkpoint, args.export_base, args.model_name,
-                  args.version, data_dir=args.data_dir)
+                  args.version, data_dir=args.data_dir, format=args.format)
     print(path)
     return 0

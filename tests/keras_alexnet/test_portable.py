@@ -15,6 +15,7 @@ from keras_alexnet.contract import InputContract
 from keras_alexnet.errors import AlexNetError, MissingPackageError
 from keras_alexnet.portable import CONTRACT_FILE, FORMATS, export_portable
 from keras_alexnet.preprocessing import decode_center_crop, resize_size_for
+from tests.ram_files import fresh_dir
 from tests.serving.exported_model import IMAGE_SIZE, build_test_model, make_images
 
 #: The runtime that loads each format, as a user would.
@@ -140,5 +141,26 @@ def test_bad_requests_are_refused(tmp_path):
     with pytest.raises(AlexNetError, match="ensemble"):
         export_portable([model, model], tmp_path, format="onnx")
     (tmp_path / "alexnet" / "3").mkdir(parents=True)
-    with pytest.raises(AlexNetError, match="already exists"):
+    with pytest.raises(FileExistsError, match="already exists"):
         export_portable(model, tmp_path, version=3, format="litert")
+
+
+def test_the_export_command_and_export_take_the_format(network, tmp_path):
+    from keras_alexnet.commands import main
+
+    model, crops, expected = network
+    checkpoint = tmp_path / "model.keras"
+    model.save(checkpoint)
+    assert main(["export", str(checkpoint), "--export-base", str(tmp_path / "out"),
+                 "--format", "openvino"]) == 0
+    path = tmp_path / "out" / "alexnet" / "1" / "model.xml"
+    np.testing.assert_allclose(run_artifact("openvino", path, crops), expected, atol=1e-4)
+    # keras_alexnet.export(format=), to a bucket: the file arrives whole, the contract beside.
+    with fresh_dir() as bucket:
+        path = keras_alexnet.export(model, bucket, format="litert")
+        assert path == bucket / "alexnet" / "1" / "model.tflite"
+        local = tmp_path / "model.tflite"
+        local.write_bytes(path.read_bytes())
+        np.testing.assert_allclose(run_artifact("litert", local, crops), expected, atol=1e-4)
+        assert InputContract.from_config(json.loads(
+            (path.parent / CONTRACT_FILE).read_text())).classes == model.input_contract.classes
