@@ -46,6 +46,10 @@ def test_importing_the_packages_changes_no_global_state():
     script = """
 import os, cv2
 from PIL import ImageFile
+# TensorFlow sets variables of its own when imported (TF2_BEHAVIOR, TPU_ML_PLATFORM...):
+# imported first, so that only what our packages change is compared (the test passed only
+# when an earlier test had imported TensorFlow into the environment it inherits).
+import tensorflow, tensorflow.python.keras.saving.save  # noqa: F401
 ImageFile.LOAD_TRUNCATED_IMAGES = True
 cv2.setNumThreads(3)
 environment = dict(os.environ)
