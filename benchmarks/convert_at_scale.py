@@ -150,9 +150,9 @@ def main() -> None:
     if args.child:
         child(*args.child, args.processes)
         return
-    cpu = next((line.split(":", 1)[1].strip() for line in
-                Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown CPU")
+    from keras_alexnet.hardware import cpu_model
+
+    cpu = cpu_model()
     with tempfile.TemporaryDirectory() as directory:
         workdir = Path(directory)
         make_data(workdir, args.images)

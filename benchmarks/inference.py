@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -156,15 +155,6 @@ def attainable_gflops(size: int) -> dict[str, float]:
     return {"tf.matmul": matmul_gflops(size, 3), "numpy": numpy_matmul_gflops(size, 3)}
 
 
-def cpu_model() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor()
-    return next((line.split(":", 1)[1].strip() for line in lines
-                 if line.startswith("model name")), platform.processor())
-
-
 def main() -> None:
     args = parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -201,6 +191,8 @@ def main() -> None:
                  args.batch_size / statistics.median(batch_seconds[name])) for name in run]
         peaks.append(attainable_gflops(args.matmul_size))
     peak = max(max(rates.values()) for rates in peaks)
+
+    from keras_alexnet.hardware import cpu_model
 
     print(f"\nCPU: {cpu_model()}, {os.cpu_count()} cores, {args.threads} threads; "
           f"load average at the end: {os.getloadavg()[0]:.1f}")

@@ -7,6 +7,7 @@ The CPU part reads a file and needs no TensorFlow, so that benchmarks and defaul
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 #: Where Linux lists the CPU's feature flags.
@@ -18,18 +19,30 @@ CPUINFO = Path("/proc/cpuinfo")
 BF16_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16")
 
 
-def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
-    """The feature flags of the first CPU in `cpuinfo` (default `CPUINFO`); None where
-    the file cannot be read or lists none (not Linux)."""
+def _first_cpu_field(name: str, cpuinfo: Path | None) -> str | None:
+    """The value of `name` for the first CPU in `cpuinfo` (default `CPUINFO`); None where
+    the file cannot be read or has no such field (not Linux)."""
     try:
         text = (cpuinfo or CPUINFO).read_text()
     except OSError:
         return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() == "flags":
-            return frozenset(value.split())
+        if key.strip() == name:
+            return value.strip()
     return None
+
+
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str] | None:
+    """The feature flags of the first CPU in `cpuinfo` (default `CPUINFO`); None where
+    the file cannot be read or lists none (not Linux)."""
+    flags = _first_cpu_field("flags", cpuinfo)
+    return None if flags is None else frozenset(flags.split())
+
+
+def cpu_model(cpuinfo: Path | None = None) -> str:
+    """The CPU's model name, as benchmarks report it beside their figures."""
+    return _first_cpu_field("model name", cpuinfo) or platform.processor() or "unknown CPU"
 
 
 def cpu_bf16_features(cpuinfo: Path | None = None) -> tuple[str, ...] | None:

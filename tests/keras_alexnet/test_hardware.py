@@ -47,6 +47,12 @@ def test_an_unreadable_or_flagless_cpuinfo_is_unknown_not_none_found(tmp_path):
         assert hardware.cpu_has_fast_bfloat16(path) is None
 
 
+def test_the_cpu_model_is_the_first_cpus_model_name(tmp_path):
+    (tmp_path / "flagless").write_text("processor\t: 0\nmodel name\t: Apple M2\n")
+    assert hardware.cpu_model(tmp_path / "flagless") == "Apple M2"
+    assert hardware.cpu_model(tmp_path / "missing")  # something to print, not an error
+
+
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists() or not shutil.which("lscpu"),
                     reason="needs Linux's /proc/cpuinfo and lscpu")
 def test_this_machines_flags_agree_with_lscpu():
