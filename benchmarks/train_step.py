@@ -6,7 +6,10 @@ Also measures, in the same run:
   - the step with the `mixed_bfloat16` policy against float32 (worth it on CPUs with
     AVX512_BF16 or AMX, which the run reports from /proc/cpuinfo);
   - `keras_alexnet.fit` end to end on real JPEG shards (the input pipeline with the
-    paper's augmentation feeding the step) against the bare step on fixed tensors.
+    paper's augmentation feeding the step) against the bare step on fixed tensors;
+  - the first step's seconds (tracing, and XLA's compilation), so that XLA's faster
+    steps can be set against its compile time: the steps after which XLA is ahead.
+    `--reduced` measures the reduced network of the tests and the demo instead.
 
     python benchmarks/train_step.py --batch-size 128 --steps 5 --repeats 3
 
@@ -34,7 +37,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--matmul-size", type=int, default=4096)
     parser.add_argument("--skip-torch", action="store_true")
     parser.add_argument("--fit-steps", type=int, default=6,
-                        help="steps of the fit run (the first is not timed)")
+                        help="steps of the fit run (the first is not timed); 0 skips it")
+    parser.add_argument("--reduced", action="store_true",
+                        help="the reduced network (64x64, width 1/8, 10 classes)")
     return parser.parse_args()
 
 
@@ -54,19 +59,22 @@ def training_flops(model, batch_size: int) -> float:
     return 3.0 * forward * batch_size
 
 
-def time_steps(step, steps: int, repeats: int) -> list[float]:
-    """Seconds per step for each repeat, after one warm-up step (tracing, allocation)."""
+def time_steps(step, steps: int, repeats: int) -> tuple[float, list[float]]:
+    """Seconds of the first step (tracing, compilation, allocation), and seconds per step
+    for each repeat after it."""
+    start = time.perf_counter()
     step()
+    first = time.perf_counter() - start
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         for _ in range(steps):
             step()
         times.append((time.perf_counter() - start) / steps)
-    return times
+    return first, times
 
 
-def keras_step(batch_size: int, jit_compile: bool, policy: str | None = None):
+def keras_step(config, batch_size: int, jit_compile: bool, policy: str | None = None):
     import keras
     import numpy as np
 
@@ -75,13 +83,14 @@ def keras_step(batch_size: int, jit_compile: bool, policy: str | None = None):
     previous = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(policy or "float32")
     try:
-        model = build_model()
+        model = build_model(config)
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
     model.compile(PaperSGD(), "sparse_categorical_crossentropy", jit_compile=jit_compile)
     rng = np.random.default_rng(0)
-    images = rng.normal(0, 60, (batch_size, 224, 224, 3)).astype("float32")
-    labels = rng.integers(0, 1000, batch_size)
+    size = config.image_size
+    images = rng.normal(0, 60, (batch_size, size, size, 3)).astype("float32")
+    labels = rng.integers(0, config.num_classes, batch_size)
     return model, lambda: model.train_on_batch(images, labels)
 
 
@@ -91,7 +100,7 @@ def matmul_gflops(size: int, repeats: int) -> float:
     a = tf.random.normal((size, size))
     b = tf.random.normal((size, size))
     matmul = tf.function(lambda: tf.reduce_sum(tf.matmul(a, b)))
-    times = time_steps(lambda: matmul().numpy(), 3, repeats)
+    _, times = time_steps(lambda: matmul().numpy(), 3, repeats)
     return 2 * size**3 / statistics.median(times) / 1e9
 
 
@@ -178,41 +187,56 @@ def main() -> None:
     args = parse_args()
     import tensorflow as tf
 
+    from keras_alexnet import hardware, training
+    from keras_alexnet.config import AlexNetConfig, reduced_config
+
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    config = reduced_config(num_classes=10) if args.reduced else AlexNetConfig()
     peak = matmul_gflops(args.matmul_size, args.repeats)
     rows = []
     for label, jit, policy in (("keras_alexnet (graph)", False, None),
                                ("keras_alexnet (XLA)", True, None),
                                ("keras_alexnet (mixed_bfloat16)", False, "mixed_bfloat16")):
-        model, step = keras_step(args.batch_size, jit, policy)
+        model, step = keras_step(config, args.batch_size, jit, policy)
         flops = training_flops(model, args.batch_size)
-        rows.append((label, time_steps(step, args.steps, args.repeats), flops))
-    if not args.skip_torch:
-        rows.append(("PyTorch (same network)", time_steps(
+        rows.append((label, *time_steps(step, args.steps, args.repeats), flops))
+    # The PyTorch twin is of the paper's network only.
+    with_torch = not (args.skip_torch or args.reduced)
+    if with_torch:
+        rows.append(("PyTorch (same network)", *time_steps(
             torch_step(args.batch_size, args.threads), args.steps, args.repeats), flops))
-    print(f"batch {args.batch_size}, {args.threads} threads, {args.steps} steps x "
-          f"{args.repeats} repeats; float32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s")
-    torch_rate = args.batch_size / statistics.median(rows[-1][1]) if not args.skip_torch \
-        else None
+    print(f"{'reduced' if args.reduced else 'paper'} network, batch {args.batch_size}, "
+          f"{args.threads} threads, {args.steps} steps x {args.repeats} repeats; "
+          f"{hardware.cpu_model()}; float32 matmul {args.matmul_size}^2: {peak:.1f} GFLOP/s")
+    torch_rate = args.batch_size / statistics.median(rows[-1][2]) if with_torch else None
     print(f"{'implementation':31} {'s/step':>8} {'images/s':>9} {'GFLOP/s':>8} "
-          f"{'of matmul':>9} {'vs PyTorch':>10}")
-    for label, times, flops in rows:
+          f"{'of matmul':>9} {'vs PyTorch':>10} {'first step s':>12}")
+    for label, first, times, flops in rows:
         seconds = statistics.median(times)
         rate = args.batch_size / seconds
         versus = f"{rate / torch_rate:.2f}x" if torch_rate else "-"
         print(f"{label:31} {seconds:8.3f} {rate:9.1f} {flops / seconds / 1e9:8.1f} "
-              f"{flops / seconds / 1e9 / peak:9.0%} {versus:>10}")
-    float32, bfloat16 = (statistics.median(rows[i][1]) for i in (0, 2))
-    print(f"\nmixed_bfloat16 vs float32 step: {float32 / bfloat16:.2f}x (CPU bfloat16 "
+              f"{flops / seconds / 1e9 / peak:9.0%} {versus:>10} {first:12.2f}")
+    graph_first, xla_first = rows[0][1], rows[1][1]
+    float32, xla, bfloat16 = (statistics.median(rows[i][2]) for i in (0, 1, 2))
+    saved = float32 - xla
+    print(f"\nXLA vs graph step: {float32 / xla:.2f}x (AVX-512: "
+          f"{hardware.cpu_has_avx512()}); XLA's first step costs "
+          f"{xla_first - graph_first:.2f} s more, " +
+          (f"won back after {(xla_first - graph_first) / saved:.0f} steps" if saved > 0 else
+           "never won back") +
+          f" (fit's default compiles with XLA from {training.XLA_MIN_STEPS:,} planned steps "
+          f"on a CPU without AVX-512)")
+    print(f"mixed_bfloat16 vs float32 step: {float32 / bfloat16:.2f}x (CPU bfloat16 "
           f"features: {cpu_bf16_support()})")
-    fit_times = fit_step_seconds(args.batch_size, args.fit_steps)
-    fit_seconds = statistics.median(fit_times)
-    print(f"fit end to end on JPEG shards: {args.batch_size / fit_seconds:.1f} images/s "
-          f"(median of {len(fit_times)} steps) vs the bare step "
-          f"{args.batch_size / float32:.1f} images/s: {float32 / fit_seconds:.0%} "
-          f"(goal >= 95%: {'met' if float32 / fit_seconds >= 0.95 else 'not met'})")
-
+    if args.fit_steps and not args.reduced:
+        fit_times = fit_step_seconds(args.batch_size, args.fit_steps)
+        fit_seconds = statistics.median(fit_times)
+        print(f"fit end to end on JPEG shards: {args.batch_size / fit_seconds:.1f} images/s "
+              f"(median of {len(fit_times)} steps) vs the bare step "
+              f"{args.batch_size / float32:.1f} images/s: {float32 / fit_seconds:.0%} "
+              f"(goal >= 95%: {'met' if float32 / fit_seconds >= 0.95 else 'not met'})")
 
 if __name__ == "__main__":
     main()

@@ -208,7 +208,10 @@ class TrainingOptions:
     mixed_precision: str | None = _option(None, "Keras mixed-precision policy of a new model "
                                           "(a resumed one keeps its own)", group=DEVICES,
                                           choices=("mixed_float16", "mixed_bfloat16"))
-    xla: bool = _option(False, "compile the training step with XLA", group=DEVICES)
+    xla: bool | None = _option(None, "compile the training step with XLA (default: on for a "
+                               "run of at least 1,000 steps on one CPU without AVX-512 and "
+                               "no GPU, where its step is the faster; off elsewhere; the "
+                               "choice is printed and kept in run.json)", group=DEVICES)
     # What it writes.
     keep_checkpoints: int = _option(5, "newest epoch checkpoints kept; 0 keeps all",
                                     group=OUTPUT, at_least=0)

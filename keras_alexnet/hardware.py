@@ -57,6 +57,14 @@ def cpu_has_fast_bfloat16(cpuinfo: Path | None = None) -> bool | None:
     return None if features is None else bool({"avx512_bf16", "amx_bf16"} & set(features))
 
 
+def cpu_has_avx512(cpuinfo: Path | None = None) -> bool | None:
+    """Whether the CPU has AVX-512 (`avx512f`), None where unknown.  It decides the
+    faster training step: oneDNN's AVX-512 kernels beat XLA's code there, XLA wins on
+    AVX2-only CPUs (`benchmarks/train_step.py`)."""
+    flags = cpu_flags(cpuinfo)
+    return None if flags is None else "avx512f" in flags
+
+
 def gpus() -> list[str]:
     """The GPUs TensorFlow sees, by device name (e.g. `/physical_device:GPU:0`)."""
     import tensorflow as tf

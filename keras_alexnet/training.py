@@ -63,6 +63,7 @@ class Plan:
     seed: int
     seed_drawn: bool
     say: Callable[[str], None]
+    xla_reason: str  # why the step is (not) compiled with XLA
 
 
 def _num_classes(info: DatasetInfo, config: AlexNetConfig | None) -> int:
@@ -74,6 +75,33 @@ def _num_classes(info: DatasetInfo, config: AlexNetConfig | None) -> int:
     if config is None:
         raise AlexNetError(f"{info.path}: no labels.txt; pass a config with num_classes")
     return config.num_classes
+
+
+#: Planned steps from which XLA's compile time, paid again by every process (resumes
+#: too), is won back by its faster steps; both networks break even far below it
+#: (`benchmarks/RESULTS.md`, "XLA as the default").
+XLA_MIN_STEPS = 1000
+
+
+def _xla_choice(options: TrainingOptions, strategy: tf.distribute.Strategy,
+                steps: int) -> tuple[bool, str]:
+    """`options.xla`, or where it is None the faster step on this machine as measured by
+    `benchmarks/train_step.py`; and why, for the start report."""
+    if options.xla is not None:
+        return options.xla, "asked for" if options.xla else "turned off"
+    if strategy is not tf.distribute.get_strategy() or options.devices or hardware.gpus():
+        return False, "the default on GPUs and across devices (XLA not measured there)"
+    if options.mixed_precision:
+        return False, "the default with mixed precision (XLA not measured with it)"
+    avx512 = hardware.cpu_has_avx512()
+    if avx512 is None:
+        return False, "the default on a CPU of unknown features"
+    if avx512:
+        return False, "the default on an AVX-512 CPU, where the graph step is the faster"
+    if steps < XLA_MIN_STEPS:
+        return False, (f"the default for fewer than {XLA_MIN_STEPS:,} steps: XLA's compile "
+                       f"time is not won back")
+    return True, "the default on a CPU without AVX-512, where its step is the faster"
 
 
 def plan(data_dir: str | Path | DatasetInfo, model_dir: str | Path,
@@ -101,11 +129,13 @@ def plan(data_dir: str | Path | DatasetInfo, model_dir: str | Path,
                            f"training images of {info.path}; use a batch size of at most "
                            f"{records}")
     seed, drawn = resume.run_seed(model_dir, options.seed)
+    steps_per_epoch = options.steps_per_epoch or records // options.batch_size
+    xla, xla_reason = _xla_choice(options, strategy, options.epochs * steps_per_epoch)
     quiet = verbose == 0 or not chief
-    return Plan(info, model_dir, options, config, strategy, chief, num_classes, records,
-                validation_records, options.steps_per_epoch or records // options.batch_size,
-                seed, drawn, say=(lambda line: None) if quiet else
-                functools.partial(print, flush=True))
+    return Plan(info, model_dir, options.replace(xla=xla), config, strategy, chief,
+                num_classes, records, validation_records, steps_per_epoch, seed, drawn,
+                say=(lambda line: None) if quiet else functools.partial(print, flush=True),
+                xla_reason=xla_reason)
 
 
 # --- 2. build or resume ---------------------------------------------------------------------
@@ -391,6 +421,7 @@ def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint,
         f"{options.batch_size} (global), seed {plan.seed}"
         f"{' (drawn; pass it to repeat this run)' if plan.seed_drawn else ''}"
         f"{', deterministic input' if options.deterministic else ''}\n"
+        f"  step        {'XLA' if options.xla else 'graph (no XLA)'}, {plan.xla_reason}\n"
         f"  state       " + (f"resumes {point.path} at epoch {point.epoch + 1}, step "
                              f"{point.step + 1} of {steps:,}" if point.path else
                              f"a new model from {source.path} (fine-tuning, learning rate "

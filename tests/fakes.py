@@ -17,3 +17,20 @@ def write_fake_stats(directory: Path) -> Path:
     path = directory / "stats.json"
     path.write_text(json.dumps(FAKE_STATS))
     return path
+
+
+#: The head of a real /proc/cpuinfo (one processor of two), its flags cut to the point.
+CPUINFO = """processor\t: {n}
+vendor_id\t: GenuineIntel
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: fpu vme sse sse2 avx avx2 fma {extra}
+bogomips\t: 4000.00
+
+"""
+
+
+def write_cpuinfo(directory: Path, extra: str) -> Path:
+    """A two-processor /proc/cpuinfo with AVX2 and FMA and the `extra` flags."""
+    path = directory / "cpuinfo"
+    path.write_text(CPUINFO.format(n=0, extra=extra) + CPUINFO.format(n=1, extra=extra))
+    return path

@@ -1,4 +1,5 @@
-"""keras_alexnet.hardware: the CPU's bfloat16 features from /proc/cpuinfo, the GPUs."""
+"""keras_alexnet.hardware: the CPU's bfloat16 and AVX-512 features from /proc/cpuinfo, the
+GPUs."""
 
 import shutil
 import subprocess
@@ -8,21 +9,7 @@ import pytest
 import tensorflow as tf
 
 from keras_alexnet import hardware
-
-#: The head of a real /proc/cpuinfo (one processor of two), its flags cut to the point.
-CPUINFO = """processor\t: {n}
-vendor_id\t: GenuineIntel
-model name\t: Intel(R) Xeon(R) Platinum 8480+
-flags\t\t: fpu vme sse sse2 avx avx2 fma {extra}
-bogomips\t: 4000.00
-
-"""
-
-
-def cpuinfo(tmp_path: Path, extra: str) -> Path:
-    path = tmp_path / "cpuinfo"
-    path.write_text(CPUINFO.format(n=0, extra=extra) + CPUINFO.format(n=1, extra=extra))
-    return path
+from tests.fakes import write_cpuinfo
 
 
 @pytest.mark.parametrize("extra, features, fast", [
@@ -33,10 +20,11 @@ def cpuinfo(tmp_path: Path, extra: str) -> Path:
     ("amx_tile", ("amx_tile",), False),  # AMX's base alone has no bfloat16 unit
 ])
 def test_the_bfloat16_features_are_read_from_the_flags_line(tmp_path, extra, features, fast):
-    path = cpuinfo(tmp_path, extra)
+    path = write_cpuinfo(tmp_path, extra)
     assert hardware.cpu_flags(path) >= {"avx2", "fma"}
     assert hardware.cpu_bf16_features(path) == features
     assert hardware.cpu_has_fast_bfloat16(path) is fast
+    assert hardware.cpu_has_avx512(path) is ("avx512f" in extra)
 
 
 def test_an_unreadable_or_flagless_cpuinfo_is_unknown_not_none_found(tmp_path):
@@ -45,6 +33,7 @@ def test_an_unreadable_or_flagless_cpuinfo_is_unknown_not_none_found(tmp_path):
         assert hardware.cpu_flags(path) is None
         assert hardware.cpu_bf16_features(path) is None
         assert hardware.cpu_has_fast_bfloat16(path) is None
+        assert hardware.cpu_has_avx512(path) is None
 
 
 def test_the_cpu_model_is_the_first_cpus_model_name(tmp_path):

@@ -79,7 +79,9 @@ def test_run_json_records_the_options_of_the_run(tmp_path):
     keras_alexnet.fit(data, tmp_path / "run", config=REDUCED, options=options, verbose=0)
     recorded = json.loads((tmp_path / "run" / "run.json").read_text())
     assert recorded["seed"] == options.seed
-    assert TrainingOptions(**{**recorded["options"], "devices": None}) == options
+    # xla as fit settled it: a one-step run compiles no XLA on any machine.
+    assert TrainingOptions(**{**recorded["options"], "devices": None}) == \
+        options.replace(xla=False)
 
 
 def test_a_source_given_as_a_path_is_recorded_as_its_string(tmp_path):

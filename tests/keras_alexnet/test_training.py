@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 import keras_alexnet
-from keras_alexnet import checkpoints
+from keras_alexnet import checkpoints, hardware, training
 from keras_alexnet.commands import main
+from keras_alexnet.config import TrainingOptions
+from tests.fakes import write_cpuinfo
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +55,18 @@ def assert_bit_identical(weights, reference):
     for i, (weight, expected) in enumerate(zip(weights, reference, strict=True)):
         assert np.array_equal(weight, expected), f"weight {i} differs by " \
             f"{np.max(np.abs(weight - expected))}"
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Stops training after the step that brings the optimizer to `step` iterations."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            self.model.stop_training = True
 
 
 class CountSteps(keras.callbacks.Callback):
@@ -123,13 +137,8 @@ def test_a_run_killed_at_a_random_step_resumes_bit_identical(dataset, uninterrup
 
 def test_a_callback_that_stops_mid_epoch_leaves_a_backup_the_rerun_continues(
         dataset, uninterrupted, tmp_path):
-    class StopAtStep(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if int(self.model.optimizer.iterations.numpy()) == STEPS + 2:
-                self.model.stop_training = True
-
     keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=EPOCHS, steps_per_epoch=STEPS,
-                      backup_every=0, callbacks=[StopAtStep()], **FIT_ARGS)
+                      backup_every=0, callbacks=[StopAtStep(STEPS + 2)], **FIT_ARGS)
     backup = checkpoints.backup_path(tmp_path)
     assert checkpoints.read_metadata(backup)["epoch"] == 1
     assert checkpoints.read_metadata(backup)["step"] == 2
@@ -415,14 +424,59 @@ def test_the_train_command_trains_and_reports_bad_input_without_a_traceback(data
         assert option in help_text
 
 
-def test_mixed_precision_and_xla_switches(dataset, tmp_path):
+def test_mixed_precision_switch(dataset, tmp_path):
     history = keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=1, steps_per_epoch=2,
-                                validation_steps=1, mixed_precision="mixed_bfloat16", xla=True,
+                                validation_steps=1, mixed_precision="mixed_bfloat16",
                                 **FIT_ARGS)
     assert np.isfinite(history.history["loss"][0])
-    assert history.model.jit_compile is True
     assert keras.mixed_precision.dtype_policy().name == "float32"  # left as it was
     model = checkpoints.load_model(tmp_path)
     assert model.get_layer("tower_b_fc6").layer.compute_dtype == "bfloat16"
     assert model.get_layer("tower_b_fc6").layer.variable_dtype == "float32"
     assert model.output.dtype == "float32"
+
+
+#: A run long enough for XLA's compile time to be won back: 1,000 planned steps.
+LONG_RUN = {"epochs": training.XLA_MIN_STEPS // STEPS, "steps_per_epoch": STEPS}
+
+
+@pytest.mark.parametrize(("flags", "options", "xla", "reason"), [
+    ("", LONG_RUN, True, "the default on a CPU without AVX-512, where its step is"),
+    ("", {**LONG_RUN, "epochs": LONG_RUN["epochs"] - 1}, False,
+     "the default for fewer than 1,000 steps"),
+    ("avx512f avx512bw", LONG_RUN, False, "the default on an AVX-512 CPU"),
+    (None, LONG_RUN, False, "the default on a CPU of unknown features"),
+    ("", {**LONG_RUN, "devices": ("/CPU:0", "/CPU:0")}, False, "the default on GPUs and "
+     "across devices"),
+    ("", {**LONG_RUN, "mixed_precision": "mixed_bfloat16"}, False,
+     "the default with mixed precision"),
+    ("avx512f", {"epochs": 1, "xla": True}, True, "asked for"),
+    ("", {**LONG_RUN, "xla": False}, False, "turned off"),
+])
+def test_xla_is_the_default_where_its_step_is_the_faster(dataset, tmp_path, monkeypatch,
+                                                         flags, options, xla, reason):
+    monkeypatch.setattr(hardware, "CPUINFO", tmp_path / "missing" if flags is None
+                        else write_cpuinfo(tmp_path, flags))
+    the_plan = training.plan(dataset, tmp_path / "run", REDUCED, TrainingOptions(**options))
+    assert the_plan.options.xla is xla
+    assert the_plan.xla_reason.startswith(reason), the_plan.xla_reason
+
+
+@pytest.mark.slow
+def test_a_long_run_on_a_cpu_without_avx512_compiles_with_xla_and_resumes_bit_identical(
+        dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(hardware, "CPUINFO", write_cpuinfo(tmp_path, ""))
+    run = {**FIT_ARGS, **LONG_RUN, "validation_steps": 1, "backup_every": 0}
+    reference = keras_alexnet.fit(dataset, tmp_path / "straight", config=REDUCED,
+                                  callbacks=[StopAtStep(2 * STEPS)], **run)
+    assert reference.model.jit_compile is True
+    assert "  step        XLA, the default on a CPU without AVX-512" in capsys.readouterr().out
+    recorded = json.loads((tmp_path / "straight" / "run.json").read_text())["options"]
+    assert recorded["xla"] is True
+
+    keras_alexnet.fit(dataset, tmp_path / "resumed", config=REDUCED,
+                      callbacks=[StopAtStep(STEPS + 2)], **run)  # stopped mid-epoch 2
+    resumed = keras_alexnet.fit(dataset, tmp_path / "resumed", config=REDUCED,
+                                callbacks=[StopAtStep(2 * STEPS)], **run)
+    assert resumed.model.jit_compile is True
+    assert_bit_identical(resumed.model.get_weights(), reference.model.get_weights())
