@@ -3,14 +3,19 @@
 The paper's "1 CNN*" row is this move: pre-trained on ImageNet's Fall 2011 release,
 then fine-tuned on ILSVRC-2012 [paper §6].  The new network keeps the source's
 topology, geometry, mean and channel order, and takes the new data's classes; every
-layer's weights are copied except `fc8` when the class count differs (then it is
-initialised as the paper's [paper §5], sized for the new classes).
+layer's weights are copied except `fc8` when the classes are not the source's (then it
+is initialised as the paper's [paper §5], sized for the new classes).
 
-The defaults follow Caffe's fine-tuning example (`models/finetune_flickr_style`):
-learning rate 0.001 instead of 0.01, and the new `fc8` learning 10 times faster (its
-biases 20 times), so the layer that starts from noise catches up with the ones that
-start trained.  `freeze` keeps a layer and every layer below it fixed in both towers
-(`conv5`: a new classifier on the frozen convolutional features).
+How a new `fc8` is trained is the recipe (`TrainingOptions.recipe`):
+- "lp-ft", the default: fitted first as a linear probe on the source's fc7 features of
+  the training images (`keras_alexnet.probe`), then every layer trained at the
+  fine-tuning rate 0.001 (LP-FT, Kumar et al., ICLR 2022; the two phases of Keras's
+  transfer-learning guide).  On real photos, Caffe's recipe ended at chance where this
+  one starts at the probe's accuracy (`benchmarks/RESULTS.md`, "transfer.py").
+- "caffe": Caffe's fine-tuning example (`models/finetune_flickr_style`): the new fc8
+  from noise, learning 10 times faster than the rest (its biases 20 times), rate 0.001.
+`freeze` keeps a layer and every layer below it fixed in both towers (`conv5`: a new
+classifier on the frozen convolutional features; `fc7`: the linear probe alone).
 """
 
 from __future__ import annotations
@@ -24,14 +29,13 @@ import keras
 from keras_alexnet import checkpoints, pretrained
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import CheckpointError
-from keras_alexnet.model import build_model, check_topology, config_of, layers_of
+from keras_alexnet.model import TOWERS, build_model, check_topology, config_of, layers_of
 from tfrecords_tools import storage
 
 NEW_LAYER = "fc8"
 #: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for
 #: its weights and 20 for its biases.
 NEW_LAYER_LEARNING_RATE_MULTIPLIERS = {"kernel": 10.0, "bias": 20.0}
-TOWERS = ("tower_a", "tower_b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,11 +65,17 @@ def read_source(path_or_run: str | Path) -> Source:
     return Source(path, digest.hexdigest(), model)
 
 
+def new_head(source: Source, classes: tuple[tuple[str, str], ...]) -> bool:
+    """Whether `classes` need a new fc8: they are not the source's, in its order (fc8's
+    unit i scores the source's class i, whatever the new class i is)."""
+    return tuple(map(tuple, classes)) != tuple(map(tuple, source.model.input_contract.classes))
+
+
 def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
                     devices=None, seed: int | None = None,
                     config: AlexNetConfig | None = None) -> keras.Model:
-    """A new model with `source`'s weights for `classes` (fc8 new when their count
-    differs), carrying the source's contract with these classes.
+    """A new model with `source`'s weights for `classes` (fc8 new unless they are the
+    source's classes, `new_head`), carrying the source's contract with these classes.
 
     `config`, when given, must describe the source's network (its class count aside).
     """
@@ -74,7 +84,7 @@ def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
                        "with the source's", classes=False)
     wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
     model = build_model(wanted, devices=devices, seed=seed)
-    new_top = len(classes) != source.model.output_shape[-1]
+    new_top = new_head(source, classes)
     for name in layers_of(source.model):
         if name == NEW_LAYER and new_top:
             continue

@@ -17,6 +17,12 @@ the loss and ln(classes), when
 
 A probe is one forward pass of a few images, `WINDOW / PROBE_EVERY` times per run.
 `at_chance` tells the end of a run that its best accuracy is no better than a guess.
+
+`UnitHealth` watches every epoch after: on a fixed batch of validation images, the
+fraction of dead units in conv5, fc6 and fc7 (a unit no image activates: a ReLU that
+no longer passes a gradient, [paper §3.1]) into the log and TensorBoard as
+`dead_<layer>`, and it warns once when a layer passes `DEAD_UNITS`, and once when
+the predictions collapse onto one class (over `COLLAPSED` of the images).
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ import warnings
 
 import keras
 import numpy as np
+
+from keras_alexnet.model import TOWERS
 
 #: Steps watched from the start of a run: the runs this guards against blew up within
 #: 5 steps and were dead by the 10th.
@@ -45,7 +53,19 @@ PROBE_IMAGES = 16
 DEAD_SPREAD = 1e-4
 #: A blow-up can leave the outputs equal for a few steps and then recover.
 DEAD_PROBES = 2
-TOWERS = ("tower_a", "tower_b")  # [paper §3.2]
+
+
+#: A layer with more dead units than this has lost most of its capacity: on real photos
+#: the reduced network's fc7 at biases of 1 was 74% dead on a new dataset, at 0.1 2%
+#: (`benchmarks/RESULTS.md`, "transfer.py").
+DEAD_UNITS = 0.5
+#: Predictions collapsed onto one class: more than this share of the images get it.
+COLLAPSED = 0.9
+#: The layers whose dead units `UnitHealth` reports: the last conv layer and the hidden
+#: fc layers, the ones a blow-up kills first.
+WATCHED = ("conv5", "fc6", "fc7")
+#: Validation images `UnitHealth` measures on.
+HEALTH_IMAGES = 256
 
 
 class TrainingWarning(UserWarning):
@@ -74,6 +94,79 @@ def remedy(learning_rate: float, new_model: bool = True) -> str:
     and a lower learning rate."""
     bias = "--bias-init 0.1 (the biases the paper sets to 1) or " if new_model else ""
     return f"start again with {bias}a learning rate below {learning_rate:g}"
+
+
+def remedy_dead_source() -> str:
+    """What to try when a fine-tuning source's fc7 is mostly dead on the new data."""
+    return ("fine-tune from a source trained with --bias-init 0.1 (Caffe's biases, which "
+            "kept the reduced network's fc7 alive), or from one trained on photos more like "
+            "these")
+
+
+def dead_fraction(activations: np.ndarray) -> float:
+    """The fraction of units (the last axis: a conv layer's maps, an fc layer's units)
+    that are zero or below at every position of every image."""
+    units = np.asarray(activations).reshape(-1, np.shape(activations)[-1])
+    return float(1.0 - (units > 0).any(axis=0).mean())
+
+
+class UnitHealth(keras.callbacks.Callback):
+    """Each epoch, on `images` (a fixed batch, centre crops) and their `labels`: the
+    dead fraction of conv5, fc6 and fc7 (`dead_conv5`, ... in the epoch's logs, so in
+    the CSV log and TensorBoard); a warning, once each, when a layer passes
+    `DEAD_UNITS` (a layer already past it when the run starts, a fine-tuning source's,
+    is the start report's to warn of) and when over `COLLAPSED` of the images get one
+    class."""
+
+    def __init__(self, images, labels, *, new_model: bool = True):
+        super().__init__()
+        self.images, self.new_model = images, new_model
+        self.labels = keras.ops.convert_to_numpy(labels)
+        self._probe_model = None
+        self._warned: set[str] = set()
+
+    def measure(self) -> tuple[dict[str, float], np.ndarray]:
+        """The dead fraction of each watched layer the model has, and the images'
+        predicted classes."""
+        names = {layer.name for layer in self.model.layers}
+        layers = [layer for layer in WATCHED if f"tower_a_{layer}" in names]
+        if self._probe_model is None:
+            self._probe_model = keras.Model(self.model.input, [
+                *(self.model.get_layer(f"{tower}_{layer}").output for layer in layers
+                  for tower in TOWERS), self.model.output])
+        *outputs, probabilities = (keras.ops.convert_to_numpy(x) for x in
+                                   self._probe_model(self.images, training=False))
+        dead = {layer: dead_fraction(np.concatenate(outputs[2 * i:2 * i + 2], axis=-1))
+                for i, layer in enumerate(layers)}
+        return dead, np.argmax(probabilities, axis=1)
+
+    def on_train_begin(self, logs=None):
+        self._warned.update(layer for layer, dead in self.measure()[0].items()
+                            if dead > DEAD_UNITS)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        dead, predicted = self.measure()
+        learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        for layer, fraction in dead.items():
+            logs[f"dead_{layer}"] = fraction
+            if fraction > DEAD_UNITS and layer not in self._warned:
+                self._warned.add(layer)
+                self._warn(epoch, f"{fraction:.0%} of {layer}'s units are dead (no one of "
+                                  f"{len(self.images)} validation images activates them)",
+                           learning_rate)
+        top = np.bincount(predicted).argmax()
+        share = float((predicted == top).mean())
+        if share > COLLAPSED and float((self.labels == top).mean()) <= COLLAPSED and \
+                "collapse" not in self._warned:
+            self._warned.add("collapse")
+            self._warn(epoch, f"{share:.0%} of {len(predicted)} validation images get one "
+                              f"class (label {top}): the predictions have collapsed",
+                       learning_rate)
+
+    def _warn(self, epoch: int, what: str, learning_rate: float) -> None:
+        warnings.warn(f"epoch {epoch + 1}: {what}; {remedy(learning_rate, self.new_model)}",
+                      TrainingWarning, stacklevel=1)  # Keras calls the callback
 
 
 class LearningMonitor(keras.callbacks.Callback):

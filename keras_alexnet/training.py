@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_alexnet import checkpoints, data, finetune, hardware, health, resume
+from keras_alexnet import checkpoints, data, finetune, hardware, health, probe, resume
 from keras_alexnet.callbacks import DivideLearningRateOnPlateau, RunCallbacks, StopOnNaN
 from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
@@ -164,9 +164,21 @@ def _layer_policy(options: TrainingOptions) -> Iterator[None]:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
-def _new_model(plan: Plan) -> tuple[keras.Model, finetune.Source | None]:
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """A new fine-tuning run: its source, whether fc8 is new, and what became of it."""
+
+    source: finetune.Source
+    new_head: bool
+    head: str  # for the start report and run.json
+
+    def to_json(self) -> dict:
+        return {**self.source.to_json(), "fc8": self.head}
+
+
+def _new_model(plan: Plan) -> tuple[keras.Model, FineTuning | None]:
     """The model of `plan.config` with fresh weights, or with those of
-    `options.init_from` (fine-tuning; then also the source read)."""
+    `options.init_from` (then also the fine-tuning's source and head, `_head`)."""
     options = plan.options
     with _layer_policy(options):
         if not options.init_from:
@@ -180,7 +192,42 @@ def _new_model(plan: Plan) -> tuple[keras.Model, finetune.Source | None]:
                                          seed=plan.seed, config=plan.config)
     if options.freeze:
         finetune.freeze(model, options.freeze)
-    return model, source
+    new = finetune.new_head(source, classes)
+    return model, FineTuning(source, new, _head(plan, model, new))
+
+
+def _head(plan: Plan, model: keras.Model, new: bool) -> str:
+    """Trains a new fc8 as a linear probe (recipe "lp-ft") and checks the source's fc7
+    on the new training images; what became of fc8, for the start report and run.json."""
+    options = plan.options
+    images = data.evaluation_dataset(plan.data, model.input_shape[1], options.batch_size,
+                                     num_classes=plan.num_classes, split="train",
+                                     contract=model.input_contract)
+    if new and options.recipe == "lp-ft":
+        fitted = probe.fit_head(model, images, plan.num_classes)
+        dead, seen = fitted.dead_fc7, fitted.images
+        head = (f"lp-ft: the new fc8 fitted as a linear probe on fc7 of {seen:,} training "
+                f"image{'s' * (seen != 1)} (top-1 {fitted.train_top1:.3f} on them"
+                f"{'' if fitted.converged else ', L-BFGS not converged'}), then "
+                f"{'the layers above ' + options.freeze if options.freeze else 'every layer'}"
+                f" trained")
+    else:
+        features, _ = probe.fc7_activations(model, images)
+        dead, seen = health.dead_fraction(features), len(features)
+        head = (f"caffe: a new fc8 from noise, learning {_multipliers()}" if new else
+                "the source's fc8 kept (the data has the source's classes)")
+    if dead > health.DEAD_UNITS:
+        warnings.warn(
+            f"{dead:.0%} of the source's fc7 units are dead on these photos (no one of "
+            f"{seen:,} training images activates them): a new classifier can use only the "
+            f"rest; {health.remedy_dead_source()}",
+            health.TrainingWarning, stacklevel=5)  # fit's caller
+    return head
+
+
+def _multipliers() -> str:
+    factors = finetune.NEW_LAYER_LEARNING_RATE_MULTIPLIERS
+    return f"{factors['kernel']:g}x faster, its biases {factors['bias']:g}x"
 
 
 def _contract(plan: Plan, model: keras.Model, resumed_from: storage.PathOrUrl | None
@@ -206,8 +253,17 @@ def _contract(plan: Plan, model: keras.Model, resumed_from: storage.PathOrUrl | 
     return recorded
 
 
-def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint,
-                                         finetune.Source | None]:
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """Where `fit` starts: the model (compiled, with its input contract), the saved state
+    it resumes, and for a new fine-tuning run its source and what became of fc8."""
+
+    model: keras.Model
+    point: resume.ResumePoint
+    fine_tuning: FineTuning | None = None
+
+
+def build_or_resume(plan: Plan) -> Start:
     """The newest saved state's model and where it stopped, else a new model (and the
     fine-tuning source it started from); compiled, with its input contract, its dropout
     streams where its steps left them.
@@ -219,19 +275,18 @@ def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint,
         raise CheckpointError(f"{point.path} was saved at step {point.step} of an epoch of "
                               f"{point.steps_per_epoch} steps; resume with steps_per_epoch="
                               f"{point.steps_per_epoch}")
-    source = None
+    tuning = None
     with plan.strategy.scope():
         if point.path:
             model = checkpoints.load_model(point.path)
         else:
-            model, source = _new_model(plan)
+            model, tuning = _new_model(plan)
         optimizer = getattr(model, "optimizer", None)  # momentum, iterations, rate
         if optimizer is None:  # a new model, or imported weights (`keras_alexnet.bvlc`)
-            new_top = source is not None and \
-                source.model.output_shape[-1] != plan.num_classes
+            caffe = tuning is not None and tuning.new_head and options.recipe == "caffe"
             optimizer = PaperSGD(options.initial_learning_rate, options.momentum,
                                  options.weight_decay, learning_rate_multipliers=(
-                                     finetune.new_layer_multipliers(model) if new_top
+                                     finetune.new_layer_multipliers(model) if caffe
                                      else None))
             optimizer.build(model.trainable_variables)
         model.compile(
@@ -241,10 +296,10 @@ def build_or_resume(plan: Plan) -> tuple[keras.Model, resume.ResumePoint,
             jit_compile=options.xla)
     if point.path is not None:
         _check_compatible(model, point.path, plan.num_classes, plan.config)
-    _contract(plan, model, point.path or (source.path if source else None))
+    _contract(plan, model, point.path or (tuning.source.path if tuning else None))
     resume.continue_dropout_streams(
         model, plan.seed, int(keras.ops.convert_to_numpy(model.optimizer.iterations)))
-    return model, point, source
+    return Start(model, point, tuning)
 
 
 # --- 3. run -----------------------------------------------------------------------------------
@@ -286,6 +341,17 @@ def _monitor(plan: Plan, model: keras.Model) -> list[keras.callbacks.Callback]:
                                    new_model=not plan.options.init_from)]
 
 
+def _unit_health(plan: Plan, model: keras.Model) -> health.UnitHealth:
+    """The per-epoch unit health, on the first validation images (training images
+    where there is no validation split), centre-cropped."""
+    images = data.evaluation_dataset(
+        plan.data, model.input_shape[1], health.HEALTH_IMAGES, num_classes=plan.num_classes,
+        split="validation" if plan.validation_records else "train",
+        contract=model.input_contract)
+    batch, labels = next(iter(images.take(1)))
+    return health.UnitHealth(batch, labels, new_model=not plan.options.init_from)
+
+
 def _logs(plan: Plan) -> list[keras.callbacks.Callback]:
     """The CSV and TensorBoard logs (chief only)."""
     if not plan.chief:
@@ -309,14 +375,13 @@ class Run:
     saver: resume.Checkpoints
 
 
-def _callbacks(plan: Plan, model: keras.Model, point: resume.ResumePoint,
-               source: finetune.Source | None, user: Sequence[keras.callbacks.Callback],
+def _callbacks(plan: Plan, start: Start, user: Sequence[keras.callbacks.Callback],
                verbose: int | str) -> Run:
-    options, model_dir = plan.options, plan.model_dir
+    options, model_dir, model, point = plan.options, plan.model_dir, start.model, start.point
     model_dir.mkdir(parents=True, exist_ok=True)
     if plan.chief:
-        resume.write_run_file(model_dir, plan.seed, options,
-                              source=source.to_json() if source else None)
+        resume.write_run_file(model_dir, plan.seed, options, source=(
+            start.fine_tuning.to_json() if start.fine_tuning else None))
         if point.path is not None and not point.is_backup:
             checkpoints.backup_path(model_dir).unlink(missing_ok=True)  # older than the epoch's
     trained = (resume.truncate_log(model_dir, point.epoch) if plan.chief
@@ -333,7 +398,8 @@ def _callbacks(plan: Plan, model: keras.Model, point: resume.ResumePoint,
         keep=options.keep_checkpoints, chief=plan.chief,
         diverged=lambda: nan.failed_at is not None,
         metadata=lambda: {"seed": plan.seed, "steps_per_epoch": plan.steps_per_epoch})
-    callbacks = RunCallbacks([progress, schedule, nan, *_monitor(plan, model), *_logs(plan),
+    callbacks = RunCallbacks([progress, schedule, nan, *_monitor(plan, model),
+                              _unit_health(plan, model), *_logs(plan),
                               saver, *user],
                              model=model, verbose=verbose if plan.chief else 0,
                              epochs=options.epochs)
@@ -409,9 +475,9 @@ def _placement(model: keras.Model, strategy: tf.distribute.Strategy) -> str:
     return f"towers (model parallel): tower_a on {towers[0]}, tower_b on {towers[1]}"
 
 
-def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint,
-                  source: finetune.Source | None) -> None:
-    options, steps = plan.options, plan.steps_per_epoch
+def _report_start(plan: Plan, start: Start) -> None:
+    options, steps, model, point = plan.options, plan.steps_per_epoch, start.model, start.point
+    tuning = start.fine_tuning
     plan.say(
         f"keras_alexnet.fit: {plan.model_dir}\n"
         f"  devices     {_placement(model, plan.strategy)}\n"
@@ -424,11 +490,12 @@ def _report_start(plan: Plan, model: keras.Model, point: resume.ResumePoint,
         f"  step        {'XLA' if options.xla else 'graph (no XLA)'}, {plan.xla_reason}\n"
         f"  state       " + (f"resumes {point.path} at epoch {point.epoch + 1}, step "
                              f"{point.step + 1} of {steps:,}" if point.path else
-                             f"a new model from {source.path} (fine-tuning, learning rate "
-                             f"{options.initial_learning_rate:g})" if source else
+                             f"a new model from {tuning.source.path} (fine-tuning, learning "
+                             f"rate {options.initial_learning_rate:g})" if tuning else
                              "a new model") +
         (f"; backup every {options.backup_every:,} steps" if options.backup_every
-         else "; no step backups"))
+         else "; no step backups") +
+        (f"\n  recipe      {tuning.head}" if tuning else ""))
 
 
 def _warn_slow_bfloat16(plan: Plan, model: keras.Model) -> None:
@@ -520,14 +587,15 @@ def fit(data_dir: str | Path | DatasetInfo, model_dir: str | Path, *,
     """
     options = (options or TrainingOptions()).replace(**option_values)
     the_plan = plan(data_dir, model_dir, config, options, verbose)
-    model, point, source = build_or_resume(the_plan)
+    start = build_or_resume(the_plan)
+    model, point = start.model, start.point
     if point.epoch >= options.epochs:
         the_plan.say(f"{the_plan.model_dir}: already trained for {point.epoch} epochs (asked "
                      f"for {options.epochs}); the final checkpoint is "
                      f"{checkpoints.latest_checkpoint(the_plan.model_dir)}")
         return keras.callbacks.History()
-    run = _callbacks(the_plan, model, point, source, callbacks, verbose)
-    _report_start(the_plan, model, point, source)
+    run = _callbacks(the_plan, start, callbacks, verbose)
+    _report_start(the_plan, start)
     _warn_slow_bfloat16(the_plan, model)
     _train(the_plan, model, point, run)
     _report_end(the_plan, run)

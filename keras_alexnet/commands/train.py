@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 
 from keras_alexnet.config import PRINTED_LRN, AlexNetConfig, TrainingOptions, reduced_config
 
@@ -48,18 +49,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model_dir", help="checkpoints and logs go here; resumed if present")
     add_option_arguments(parser)
     model = parser.add_argument_group("model (a new run; a resumed one keeps its checkpoint's)")
+    paper, reduced = AlexNetConfig(), {name: parameter.default for name, parameter in
+                                       inspect.signature(reduced_config).parameters.items()}
     model.add_argument("--reduced", action="store_true",
-                       help="the reduced network of the tests and demo (64x64, width 1/8)")
-    model.add_argument("--image-size", type=int, default=None, help="default: 224 (64 reduced)")
+                       help=f"the reduced network of the tests and demo ("
+                            f"{reduced['image_size']}x{reduced['image_size']}, width "
+                            f"{reduced['width']:g}), for a few hundred photos of your own")
+    model.add_argument("--image-size", type=int, default=None,
+                       help=f"default: {paper.image_size} ({reduced['image_size']} reduced)")
     model.add_argument("--width", type=float, default=None,
-                       help="filter/unit multiplier (default: 1, 0.125 reduced)")
+                       help=f"filter/unit multiplier (default: {paper.width:g}, "
+                            f"{reduced['width']:g} reduced)")
     model.add_argument("--init-stddev", type=float, default=None,
-                       help="weight init stddev (default: the paper's 0.01)")
+                       help=f"weight init stddev (default: the paper's "
+                            f"{paper.init_stddev:g}, {reduced['init_stddev']:g} reduced)")
     model.add_argument("--bias-init", type=float, default=None,
                        help=f"initial bias of conv2, conv4, conv5 (conv6) and fc6, fc7 "
-                            f"(default: the paper's {AlexNetConfig.bias_init:g} [paper §5]; "
-                            f"0.1, Caffe's bvlc_alexnet, for a few classes of your own "
-                            f"trained from scratch)")
+                            f"(default: the paper's {paper.bias_init:g} [paper §5]; "
+                            f"{reduced['bias_init']:g} reduced, as Caffe's bvlc_alexnet)")
     model.add_argument("--conv6", action="store_true",
                        help="the CNN* network: a sixth conv layer over pool5 [paper §6] "
                             "(3x3, as wide as conv5, in each tower)")

@@ -12,7 +12,7 @@ import pytest
 from scipy import stats
 
 import keras_alexnet
-from keras_alexnet import data, hardware, health
+from keras_alexnet import data, hardware, health, probe
 from tests.fakes import write_cpuinfo
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 
@@ -144,3 +144,101 @@ def test_mixed_bfloat16_on_a_cpu_without_bfloat16_units_warns_before_training(
     if warned:
         assert "mixed_bfloat16 on a CPU without AVX512_BF16 or AMX" in found[0]
         assert f"no avx512_bf16 or amx_bf16 in {path}" in found[0]
+
+
+def test_dead_fraction_counts_the_units_that_no_image_activates():
+    maps = np.zeros((2, 3, 3, 4), np.float32)  # two images, 3x3 maps, four channels
+    maps[1, 2, 0, 0] = 0.5  # channel 0: one position of one image
+    maps[..., 2] = -1.0  # channel 2: negative everywhere (a dead ReLU's input)
+    maps[..., 3] = 2.0  # channel 3: everywhere; channel 1: nowhere
+    assert health.dead_fraction(maps) == 0.5
+    assert health.dead_fraction(np.ones((5, 7))) == 0
+
+
+def training_warnings(caught):
+    return [str(w.message) for w in caught if issubclass(w.category, health.TrainingWarning)]
+
+
+def _layer_outputs(model, images, layer):
+    towers = keras.Model(model.input, [model.get_layer(f"{tower}_{layer}").output
+                                       for tower in ("tower_a", "tower_b")])
+    return np.concatenate([np.asarray(x) for x in towers(images, training=False)], axis=-1)
+
+
+def _kill(model, layer):
+    for tower in ("tower_a", "tower_b"):
+        kernel, bias = model.get_layer(f"{tower}_{layer}").get_weights()
+        model.get_layer(f"{tower}_{layer}").set_weights([np.zeros_like(kernel),
+                                                         np.full_like(bias, -1.0)])
+
+
+def test_unit_health_logs_each_layer_and_warns_once_when_a_layer_dies(dataset):
+    from keras_alexnet.optimizer import PaperSGD
+
+    model = keras_alexnet.build_model(REDUCED, devices=("", ""), seed=0)
+    model.compile(optimizer=PaperSGD(0.02), loss="sparse_categorical_crossentropy")
+    images, labels = next(iter(data.evaluation_dataset(dataset, 64, 32,
+                                                       num_classes=4).take(1)))
+    # A network that tells the images apart from the start: fc8 as a linear probe.
+    probe.fit_head(model, data.evaluation_dataset(dataset, 64, 32, num_classes=4), 4)
+    monitor = health.UnitHealth(images, labels)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    logs = {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor.on_epoch_end(0, logs)
+    assert not training_warnings(caught)
+    for layer in health.WATCHED:  # numpy's count on the towers' own outputs
+        units = _layer_outputs(model, images, layer)
+        alive = [(units[..., unit] > 0).any() for unit in range(units.shape[-1])]
+        assert logs[f"dead_{layer}"] == pytest.approx(1 - np.mean(alive)), layer
+    _kill(model, "fc7")  # every image then gets the one class fc8's biases favour
+    for epoch in (1, 2):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            monitor.on_epoch_end(epoch, logs)
+        found = training_warnings(caught)
+        if epoch == 2:
+            assert not found  # once each
+            continue
+        assert logs["dead_fc7"] == 1.0
+        assert len(found) == 2, found
+        assert found[0].startswith("epoch 2: 100% of fc7's units are dead (no one of 32 "
+                                   "validation images activates them); start again with "
+                                   "--bias-init 0.1")
+        assert found[0].endswith("a learning rate below 0.02")
+        assert re.match(r"epoch 2: 100% of 32 validation images get one class \(label \d\): "
+                        r"the predictions have collapsed; start again", found[1])
+
+
+def test_a_layer_dead_from_the_start_is_left_to_the_start_report(dataset):
+    model = keras_alexnet.build_model(REDUCED, devices=("", ""), seed=0)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    images, labels = next(iter(data.evaluation_dataset(dataset, 64, 32,
+                                                       num_classes=4).take(1)))
+    _kill(model, "fc6")
+    monitor = health.UnitHealth(images, labels, new_model=False)
+    monitor.set_model(model)
+    monitor.on_train_begin()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monitor.on_epoch_end(0, logs := {})
+    assert logs["dead_fc6"] == 1.0
+    assert [w for w in training_warnings(caught) if "fc6" in w] == []
+
+
+def test_the_dead_fractions_reach_the_csv_log_and_tensorboard(dataset, tmp_path):
+    import tensorflow as tf
+
+    from keras_alexnet.resume import read_log
+
+    train(dataset, tmp_path, epochs=1, steps_per_epoch=2, validation_steps=1,
+          tensorboard=True)
+    row = read_log(tmp_path)[0]
+    assert {f"dead_{layer}" for layer in health.WATCHED} <= set(row)
+    assert 0 <= float(row["dead_fc7"]) <= 1
+    tags = {value.tag for path in (tmp_path / "tensorboard").rglob("*tfevents*")
+            for event in tf.compat.v1.train.summary_iterator(str(path))
+            for value in event.summary.value}
+    assert {f"epoch_dead_{layer}" for layer in health.WATCHED} <= tags
