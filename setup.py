@@ -53,8 +53,12 @@ setup(
                  "ai-edge-litert>=2.3,<3",
                  # The reference of the TFDS tests; the product reads TFDS directories
                  # from their JSON metadata without it (tfrecords_tools/tfds.py).
-                 "tensorflow-datasets>=4.9,<5"],
-        "bench": ["torch==2.13.0"],
+                 "tensorflow-datasets>=4.9,<5",
+                 # The reference of the linear probe (keras_alexnet/probe.py).
+                 "scikit-learn>=1.4,<2"],
+        # The benchmarks: the grouped PyTorch AlexNet (train_step.py), the probe floor
+        # of the transfer benchmark (scikit-learn).
+        "bench": ["torch==2.13.0", "scikit-learn>=1.4,<2"],
     },
     entry_points={
         "console_scripts": [

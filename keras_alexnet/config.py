@@ -60,6 +60,10 @@ class AlexNetConfig:
     # (see `CAFFE_GEOMETRY`).
     image_size: int = 224
     conv1_pad: tuple[int, int] = (0, 3)
+    # conv1's 11x11 kernels with a stride of 4 pixels [paper §3.5]; `SMALL_PHOTOS` reads
+    # 32x32 photos with 5x5 kernels at stride 1, as the authors' CIFAR-10 layer files do.
+    conv1_size: int = 11
+    conv1_stride: int = 4
     width: float = 1.0
     # Per-tower filter counts conv1..conv5 and units fc6, fc7 [paper §3.5, Figure 2].
     conv_filters: tuple[int, int, int, int, int] = (48, 128, 192, 192, 128)
@@ -99,7 +103,7 @@ class AlexNetConfig:
         return max(0, round(self.fc_units * self.width))
 
     def conv1_output_size(self) -> int:
-        return (self.image_size + sum(self.conv1_pad) - 11) // 4 + 1
+        return (self.image_size + sum(self.conv1_pad) - self.conv1_size) // self.conv1_stride + 1
 
     def layers(self) -> tuple[str, ...]:
         """The learned layers this network has, from the input up (`LAYERS`, conv6
@@ -135,6 +139,25 @@ def reduced_config(num_classes: int = 10, image_size: int = 64, width: float = 0
     """
     return AlexNetConfig(num_classes=num_classes, image_size=image_size, width=width,
                          init_stddev=init_stddev, bias_init=bias_init, **overrides)
+
+
+def small_photos_config(num_classes: int = 10, image_size: int = 28, width: float = 0.25,
+                        **overrides) -> AlexNetConfig:
+    """The paper's layers for small photos such as CIFAR-10's 32x32: conv1 with 5x5
+    kernels at stride 1 and a 2-pixel pad (the first layer of cuda-convnet's CIFAR-10
+    layer files, `example-layers/layers-18pct.cfg`) instead of 11x11 at stride 4 [paper
+    §3.5], then the paper's layers unchanged at `width` 1/4; 28x28 random crops of
+    32x32 photos (stored with `--image-size 32`), as the 224 crops of 256 [paper §4.1].
+    The maps go 28 -> pool1 13 -> pool2 6 -> pool5 2.  Weights N(0, 0.05) and biases
+    0.1, as the reduced network (`reduced_config`).
+    """
+    return reduced_config(num_classes=num_classes, image_size=image_size, width=width,
+                          conv1_size=5, conv1_stride=1, conv1_pad=(2, 2), **overrides)
+
+
+#: The networks a user picks by name (`train --network`).
+NETWORKS = {"paper": AlexNetConfig, "reduced": reduced_config,
+            "small-photos": small_photos_config}
 
 
 # --- training ------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ def feature_map_sizes(config: AlexNetConfig) -> dict[str, int]:
 
 def min_image_size(config: AlexNetConfig) -> int:
     """The smallest input size for which every pooling still has an output."""
-    size = 11
+    size = config.conv1_size
     while feature_map_sizes(dataclasses.replace(config, image_size=size))["pool5"] < 1:
         size += 1
     return size
@@ -170,7 +170,8 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
         return each_tower(inputs, lambda i: lrn(name, channels, i))
 
     x = [padded, padded]
-    x = each_tower(x, lambda i: conv("conv1", f1, 11, 4, "valid"))
+    x = each_tower(x, lambda i: conv("conv1", f1, config.conv1_size, config.conv1_stride,
+                                     "valid"))
     x = normalise(x, "lrn1", f1)
     x = each_tower(x, lambda i: pool("pool1"))
     x = each_tower(x, lambda i: conv("conv2", f2, 5))
@@ -219,7 +220,9 @@ def config_of(model: keras.Model) -> AlexNetConfig:
     lrn = model.get_layer("tower_a_lrn1").layer
     return AlexNetConfig(
         num_classes=model.output_shape[-1], image_size=model.input_shape[1],
-        conv1_pad=tuple(model.get_layer("conv1_pad").padding[0]), width=1.0,
+        conv1_pad=tuple(model.get_layer("conv1_pad").padding[0]),
+        conv1_size=inner["conv1"].kernel_size[0], conv1_stride=inner["conv1"].strides[0],
+        width=1.0,
         conv_filters=tuple(inner[f"conv{i}"].filters for i in range(1, 6)),
         fc_units=inner["fc6"].units, conv6="conv6" in inner,
         dropout=model.get_layer("tower_a_dropout6").layer.rate,
@@ -235,6 +238,7 @@ def _topology(config: AlexNetConfig) -> dict[str, object]:
     return {"conv6 (CNN*)": "yes" if config.conv6 else "no",
             "classes": config.num_classes, "input size": config.image_size,
             "conv1 padding": tuple(config.conv1_pad),
+            "conv1 kernel and stride": (config.conv1_size, config.conv1_stride),
             "filters per tower (conv1..conv5)": config.tower_filters(),
             "fc6/fc7 units per tower": config.tower_units()}
 

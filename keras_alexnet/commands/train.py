@@ -14,7 +14,14 @@ import argparse
 import dataclasses
 import inspect
 
-from keras_alexnet.config import PRINTED_LRN, AlexNetConfig, TrainingOptions, reduced_config
+from keras_alexnet.config import (
+    NETWORKS,
+    PRINTED_LRN,
+    AlexNetConfig,
+    TrainingOptions,
+    reduced_config,
+    small_photos_config,
+)
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,10 +58,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (a new run; a resumed one keeps its checkpoint's)")
     paper, reduced = AlexNetConfig(), {name: parameter.default for name, parameter in
                                        inspect.signature(reduced_config).parameters.items()}
-    model.add_argument("--reduced", action="store_true",
-                       help=f"the reduced network of the tests and demo ("
-                            f"{reduced['image_size']}x{reduced['image_size']}, width "
-                            f"{reduced['width']:g}), for a few hundred photos of your own")
+    small = small_photos_config()
+    model.add_argument("--network", choices=NETWORKS, default=None,
+                       help=f"a network by name: paper (the default, 224x224 [paper §3.5]); "
+                            f"reduced ({reduced['image_size']}x{reduced['image_size']}, "
+                            f"width {reduced['width']:g}: the tests, the demo, a few hundred "
+                            f"photos of your own); small-photos ({small.image_size}x"
+                            f"{small.image_size} crops, conv1 {small.conv1_size}x"
+                            f"{small.conv1_size} at stride {small.conv1_stride}, width "
+                            f"{small.width:g}: CIFAR-10's 32x32 photos, converted with "
+                            f"--image-size 32)")
+    model.add_argument("--reduced", action="store_true", help="the same as --network reduced")
     model.add_argument("--image-size", type=int, default=None,
                        help=f"default: {paper.image_size} ({reduced['image_size']} reduced)")
     model.add_argument("--width", type=float, default=None,
@@ -95,8 +109,9 @@ def _config(args: argparse.Namespace) -> AlexNetConfig | None:
                  if value is not None}
     if args.printed_lrn:
         overrides.update(PRINTED_LRN)
-    if args.reduced:
-        return reduced_config(**overrides)
+    network = "reduced" if args.reduced else args.network
+    if network:
+        return NETWORKS[network](**overrides)
     return AlexNetConfig(**overrides) if overrides else None
 
 

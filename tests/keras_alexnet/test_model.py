@@ -9,8 +9,9 @@ import pytest
 from keras_alexnet import AlexNetConfig, build_model, fc7_features, reduced_config
 from keras_alexnet.commands import build_parser
 from keras_alexnet.commands.train import _config
-from keras_alexnet.config import CAFFE_GEOMETRY, PRINTED_LRN_ALPHA
-from keras_alexnet.model import TOWERS, config_of, min_image_size
+from keras_alexnet.config import CAFFE_GEOMETRY, PRINTED_LRN_ALPHA, small_photos_config
+from keras_alexnet.errors import CheckpointError
+from keras_alexnet.model import TOWERS, check_topology, config_of, min_image_size
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +89,10 @@ def test_the_model_flags_give_the_config():
     assert (config.bias_init, config.lrn_alpha, config.conv6) == (0.1, PRINTED_LRN_ALPHA, True)
     assert config.image_size == 64  # still the reduced network
     defaults = _config(build_parser().parse_args(["train", "data", "run", "--reduced"]))
-    assert (defaults.bias_init, defaults.conv6) == (1.0, False)  # the paper's [paper §5]
+    # The reduced network's biases start at Caffe's 0.1, the paper network's at 1 [paper §5].
+    assert (defaults.bias_init, defaults.conv6) == (0.1, False)
+    assert _config(build_parser().parse_args(["train", "data", "run", "--image-size",
+                                              "227"])).bias_init == 1.0
     assert defaults.lrn_alpha == pytest.approx(PRINTED_LRN_ALPHA / 5)  # the authors' code
 
 
@@ -99,6 +103,34 @@ def test_reduced_config_keeps_topology():
     assert {layer.name for layer in model.layers} == paper_names
     assert model.output.shape[1:] == (config.num_classes,)
     assert model.get_layer("tower_a_conv1").layer.filters == 6  # 48 / 8
+
+
+def test_the_small_photos_network_reads_32x32_photos_with_a_5x5_conv1():
+    config = _config(build_parser().parse_args(["train", "data", "run", "--network",
+                                                "small-photos"]))
+    assert config == small_photos_config()
+    model = build_model(config, devices=("", ""))
+    conv1 = model.get_layer("tower_a_conv1").layer
+    assert (conv1.kernel_size, conv1.strides) == ((5, 5), (1, 1))
+
+    def out(size, kernel, stride, pad=0):  # the output size of a valid window, by hand
+        return (size + pad - kernel) // stride + 1
+
+    conv1_size = out(28, 5, 1, pad=4)  # 28: a 2-pixel pad on each side keeps it
+    pool1 = out(conv1_size, 3, 2)
+    pool2 = out(pool1, 3, 2)
+    pool5 = out(pool2, 3, 2)
+    assert (conv1_size, pool1, pool2, pool5) == (28, 13, 6, 2)
+    for layer, size in (("conv1", conv1_size), ("pool1", pool1), ("conv2", pool1),
+                        ("pool2", pool2), ("conv5", pool2), ("pool5", pool5)):
+        assert model.get_layer(f"tower_a_{layer}").output.shape[1:3] == (size, size), layer
+    assert model.get_layer("tower_a_conv1").output.shape[-1] == 12  # 48 / 4
+    assert config_of(model) == dataclasses.replace(config, width=1.0, conv_filters=(
+        12, 32, 48, 48, 32), fc_units=512)  # the width folded into the counts
+    # The paper network is not this one: a checkpoint of it is refused by name.
+    with pytest.raises(CheckpointError, match="conv1 kernel and stride"):
+        check_topology(model, dataclasses.replace(config, conv1_size=11, conv1_stride=4),
+                       "small.keras", "use another")
 
 
 def test_odd_class_count_splits_fc8_between_towers():
