@@ -116,8 +116,11 @@ def runners(paths: dict[str, Path], threads: int) -> dict[str, Callable]:
     options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(paths["onnx"]), options,
                                            providers=["CPUExecutionProvider"])
+    # float32, as every other runtime here: on a CPU with AVX512_BF16 or AMX, OpenVINO
+    # computes in bfloat16 unless told.
     compiled = openvino.Core().compile_model(
-        str(paths["openvino"]), "CPU", {"INFERENCE_NUM_THREADS": threads})
+        str(paths["openvino"]), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                        "INFERENCE_PRECISION_HINT": "f32"})
     interpreters = {}
 
     def litert(images):

@@ -18,6 +18,8 @@ keep it in `keras_alexnet.json` and a member of its own; `load_model` reads thos
 
 from __future__ import annotations
 
+import csv
+import dataclasses
 import errno
 import json
 import re
@@ -77,28 +79,108 @@ def checkpoint_epoch(path: str | storage.PathOrUrl) -> int:
     return int(match.group(1))
 
 
-def resolve(path_or_model_dir: str | storage.PathOrUrl) -> storage.PathOrUrl:
-    """A `.keras` file as given, or a model directory's latest checkpoint."""
+def read_log(model_dir: str | storage.PathOrUrl) -> list[dict[str, str]]:
+    """The rows of `training_log.csv` (empty when there is none)."""
+    path = storage.path(model_dir) / LOG_NAME
+    if not path.exists():
+        return []
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
+@dataclasses.dataclass(frozen=True)
+class Best:
+    """The best epoch of a run (1-based) by `metric`, the top-1 accuracy logged."""
+
+    epoch: int
+    metric: str  # "val_top1", or "top1" for a run without a validation split
+    accuracy: float
+    epochs: int  # epochs logged
+
+    def __str__(self) -> str:
+        split = "validation" if self.metric.startswith("val_") else "training"
+        return (f"the best {split} top-1 error, {1 - self.accuracy:.4f} at epoch "
+                f"{self.epoch} of {self.epochs}")
+
+
+def best_epoch(model_dir: str | storage.PathOrUrl) -> Best | None:
+    """The epoch of `training_log.csv` with the best validation top-1 (training top-1
+    without a validation split), the earliest of equals; None with no scored epoch."""
+    rows = read_log(model_dir)
+    metric = "val_top1" if any(_number(row.get("val_top1")) is not None for row in rows) \
+        else "top1"
+    scored = [(_number(row.get(metric)), int(row["epoch"]) + 1) for row in rows]
+    scored = [(accuracy, epoch) for accuracy, epoch in scored if accuracy is not None]
+    if not scored:
+        return None
+    accuracy, epoch = max(scored, key=lambda pair: (pair[0], -pair[1]))
+    return Best(epoch, metric, accuracy, len(rows))
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):  # no column, or CSVLogger's "NA"
+        return None
+
+
+#: Which checkpoint of a model directory to use (`resolve`): the best epoch's is the
+#: default for everything but resuming, which takes the latest.
+CHOICES = ("best", "latest")
+
+
+def resolve(path_or_model_dir: str | storage.PathOrUrl, which: str | int = "best"
+            ) -> storage.PathOrUrl:
+    """A `.keras` file as given, or a model directory's checkpoint: `which` is "best"
+    (the best epoch's, `best_epoch`, where it is kept; else the latest), "latest", or
+    an epoch number."""
     path = storage.path(path_or_model_dir)
-    if path.is_dir():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            raise FileNotFoundError(f"{path}: no checkpoints (expected "
-                                    f"{path / CHECKPOINT_DIR}/epoch-NNNN.keras); train one "
-                                    f"with `python -m keras_alexnet train`")
-        path = latest
-    elif not path.exists():
-        raise FileNotFoundError(f"{path}: no such checkpoint or model directory")
-    return path
+    if not path.is_dir():
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no such checkpoint or model directory")
+        return path
+    kept = dict(list_checkpoints(path))
+    if not kept:
+        raise FileNotFoundError(f"{path}: no checkpoints (expected "
+                                f"{path / CHECKPOINT_DIR}/epoch-NNNN.keras); train one "
+                                f"with `python -m keras_alexnet train`")
+    if which == "latest":
+        return kept[max(kept)]
+    if which == "best":
+        best = best_epoch(path)
+        return kept.get(best.epoch, kept[max(kept)]) if best else kept[max(kept)]
+    if str(which).isdigit() and int(which) in kept:
+        return kept[int(which)]
+    raise CheckpointError(f"{path}: no checkpoint of epoch {which!r}; kept: best, latest, "
+                          f"epochs {', '.join(map(str, sorted(kept)))}")
 
 
-def load_model(path_or_model_dir: str | storage.PathOrUrl, *, compile: bool = True) -> keras.Model:
-    """A `.keras` file, or a model directory meaning its latest checkpoint.
+def describe(path_or_model_dir: str | storage.PathOrUrl, which: str | int = "best") -> str:
+    """Which checkpoint `resolve` takes, and why, in a line."""
+    path = resolve(path_or_model_dir, which)
+    directory = storage.path(path_or_model_dir)
+    if not directory.is_dir():
+        return f"checkpoint {path}"
+    epoch, best = checkpoint_epoch(path), best_epoch(directory)
+    latest = max(dict(list_checkpoints(directory)))
+    if best is not None and best.epoch == epoch:
+        why = str(best) + ("" if epoch == latest else f"; the latest is epoch {latest}")
+    elif which == "best":
+        why = "the latest; the best epoch's is not kept" if best else "the latest"
+    else:
+        why = "the latest" if epoch == latest else f"epoch {epoch}, as asked"
+    return f"checkpoint {path} ({why})"
+
+
+def load_model(path_or_model_dir: str | storage.PathOrUrl, *, compile: bool = True,
+               which: str | int = "best") -> keras.Model:
+    """A `.keras` file, or a model directory's checkpoint (`which`: the best epoch's by
+    default, `resolve`).
 
     The model's `input_contract` is the contract the checkpoint records (None for one
     saved before contracts were recorded).
     """
-    path = resolve(path_or_model_dir)
+    path = resolve(path_or_model_dir, which)
     try:
         model = keras.saving.load_model(str(path), compile=compile)
     except Exception as error:

@@ -243,7 +243,9 @@ class TrainingOptions:
                                "no GPU, where its step is the faster; off elsewhere; the "
                                "choice is printed and kept in run.json)", group=DEVICES)
     # What it writes.
-    keep_checkpoints: int = _option(5, "newest epoch checkpoints kept; 0 keeps all",
+    keep_checkpoints: int = _option(5, "newest epoch checkpoints kept, besides the best "
+                                    "epoch's (which evaluate, export and features use); 0 "
+                                    "keeps all",
                                     group=OUTPUT, at_least=0)
     # Not a paper number: about a minute of one current GPU on the paper's network, ten
     # backups in an ImageNet epoch of 10,009 steps at batch 128, each about 0.5 GB.

@@ -85,14 +85,48 @@ def at_chance(accuracy: float, num_classes: int, images: int) -> bool:
     """Whether a top-1 accuracy on `images` images is no better than naming one class
     for all: within two binomial standard errors above 1 / num_classes."""
     chance = 1 / num_classes
-    return accuracy <= chance + 2 * math.sqrt(chance * (1 - chance) / images)
+    return accuracy <= chance + _two_errors(chance, images)
 
 
-def remedy(learning_rate: float, new_model: bool = True) -> str:
-    """What to try for a run that does not learn: the biases the paper sets to 1 at 0.1,
-    Caffe's choice in its `bvlc_alexnet` model (only for a network trained from scratch),
-    and a lower learning rate."""
-    bias = "--bias-init 0.1 (the biases the paper sets to 1) or " if new_model else ""
+def _two_errors(chance: float, images: int) -> float:
+    """Two binomial standard errors of an accuracy of `chance` on `images` images."""
+    return 2 * math.sqrt(chance * (1 - chance) / images)
+
+
+#: How `chance_verdict` ends when the network is no better than its guess.
+NOT_LEARNED = "the network has not learned"
+
+
+def chance_verdict(accuracy: float, images: int, chance: float, guess: str) -> str | None:
+    """None when a top-1 accuracy on `images` validation images is clearly (two binomial
+    standard errors) above `chance`, the accuracy of `guess` (e.g. "always naming bees,
+    the most frequent class"); else what can be said, in words."""
+    margin = _two_errors(chance, images)
+    chance_error, plural = 1 - chance, "s" * (images != 1)
+    if chance + margin >= 1:  # not even a perfect score would tell
+        return (f"{images} validation image{plural} {'are' if plural else 'is'} too few to "
+                f"tell it from chance "
+                f"({chance_error:.4f} error, {guess}); hold out more")
+    if accuracy > chance + margin:
+        return None
+    if accuracy <= chance:
+        return f"no better than chance ({chance_error:.4f} error, {guess}): {NOT_LEARNED}"
+    return (f"not clearly better than chance ({chance_error:.4f} error, {guess}; two "
+            f"standard errors on {images} image{plural} are {margin:.4f})")
+
+
+#: Caffe's initial biases in its bvlc_alexnet ("initializing non-zero biases to 0.1
+#: instead of 1 (found necessary for training, as initialization to 1 gave flat loss)",
+#: its readme).
+CAFFE_BIAS = 0.1
+
+
+def remedy(learning_rate: float, bias_advice: bool = True) -> str:
+    """What to try for a run that does not learn: the biases the paper sets to 1 at
+    Caffe's 0.1 (`bias_advice`: a network trained from scratch with larger ones), and a
+    lower learning rate."""
+    bias = (f"--bias-init {CAFFE_BIAS:g} (the biases the paper sets to 1) or "
+            if bias_advice else "")
     return f"start again with {bias}a learning rate below {learning_rate:g}"
 
 
@@ -115,12 +149,14 @@ class UnitHealth(keras.callbacks.Callback):
     dead fraction of conv5, fc6 and fc7 (`dead_conv5`, ... in the epoch's logs, so in
     the CSV log and TensorBoard); a warning, once each, when a layer passes
     `DEAD_UNITS` (a layer already past it when the run starts, a fine-tuning source's,
-    is the start report's to warn of) and when over `COLLAPSED` of the images get one
-    class."""
+    is the start report's to warn of) and when, past the first `WINDOW` steps, over
+    `COLLAPSED` of the images get one class (unless `monitor`, the run's
+    `LearningMonitor`, has said it died)."""
 
-    def __init__(self, images, labels, *, new_model: bool = True):
+    def __init__(self, images, labels, *, bias_advice: bool = True,
+                 monitor: LearningMonitor | None = None):
         super().__init__()
-        self.images, self.new_model = images, new_model
+        self.images, self.bias_advice, self.monitor = images, bias_advice, monitor
         self.labels = keras.ops.convert_to_numpy(labels)
         self._probe_model = None
         self._warned: set[str] = set()
@@ -147,6 +183,10 @@ class UnitHealth(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         dead, predicted = self.measure()
+        if self.monitor is not None and self.monitor.warned:
+            # It blew up or died in its first steps, and said so: dead units and one
+            # class for all are the same news.
+            self._warned.update([*dead, "collapse"])
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
         for layer, fraction in dead.items():
             logs[f"dead_{layer}"] = fraction
@@ -157,15 +197,18 @@ class UnitHealth(keras.callbacks.Callback):
                            learning_rate)
         top = np.bincount(predicted).argmax()
         share = float((predicted == top).mean())
+        steps = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        # In its first `WINDOW` steps a network often names one class for all; the
+        # learning monitor judges those steps.
         if share > COLLAPSED and float((self.labels == top).mean()) <= COLLAPSED and \
-                "collapse" not in self._warned:
+                steps >= WINDOW and "collapse" not in self._warned:
             self._warned.add("collapse")
             self._warn(epoch, f"{share:.0%} of {len(predicted)} validation images get one "
                               f"class (label {top}): the predictions have collapsed",
                        learning_rate)
 
     def _warn(self, epoch: int, what: str, learning_rate: float) -> None:
-        warnings.warn(f"epoch {epoch + 1}: {what}; {remedy(learning_rate, self.new_model)}",
+        warnings.warn(f"epoch {epoch + 1}: {what}; {remedy(learning_rate, self.bias_advice)}",
                       TrainingWarning, stacklevel=1)  # Keras calls the callback
 
 
@@ -174,14 +217,14 @@ class LearningMonitor(keras.callbacks.Callback):
     died (see the module's doc).
 
     `probe`: a batch of preprocessed training images (centre crops) the model's outputs
-    and fc7 are measured on; `new_model`: the network started from fresh weights (so a
-    different bias initialisation is worth trying).
+    and fc7 are measured on; `bias_advice`: the network started from fresh weights with
+    biases above Caffe's 0.1 (so that initialisation is worth trying, `remedy`).
     """
 
-    def __init__(self, num_classes: int, probe, *, new_model: bool = True):
+    def __init__(self, num_classes: int, probe, *, bias_advice: bool = True):
         super().__init__()
-        self.num_classes, self.probe, self.new_model = num_classes, probe, new_model
-        self.done = False
+        self.num_classes, self.probe, self.bias_advice = num_classes, probe, bias_advice
+        self.done = self.warned = False
         self._first_loss = self._probe_model = None
         self._fc7: list[str] = []  # the fc7 layers the probe reads, where the model has them
         self._dead_since: int | None = None
@@ -230,7 +273,7 @@ class LearningMonitor(keras.callbacks.Callback):
                              f"is not learning; the loss is {loss:.4g}, {self._ln()}")
 
     def _warn(self, step: int, what: str) -> None:
-        self.done = True
+        self.done = self.warned = True
         learning_rate = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        warnings.warn(f"step {step}: {what}; {remedy(learning_rate, self.new_model)}",
+        warnings.warn(f"step {step}: {what}; {remedy(learning_rate, self.bias_advice)}",
                       TrainingWarning, stacklevel=1)  # Keras calls the callback: no caller of ours

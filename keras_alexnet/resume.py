@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_alexnet import checkpoints
+from keras_alexnet.checkpoints import read_log
 from keras_alexnet.config import TrainingOptions
 from keras_alexnet.errors import AlexNetError
 from tfrecords_tools import storage
@@ -72,15 +73,6 @@ def write_run_file(model_dir: storage.PathOrUrl, seed: int, options: TrainingOpt
 
 # --- the training log -------------------------------------------------------------------------
 
-def read_log(model_dir: str | storage.PathOrUrl) -> list[dict[str, str]]:
-    """The rows of `training_log.csv` (empty when there is none)."""
-    path = storage.path(model_dir) / checkpoints.LOG_NAME
-    if not path.exists():
-        return []
-    with path.open(newline="") as file:
-        return list(csv.DictReader(file))
-
-
 def truncate_log(model_dir: storage.PathOrUrl, epochs_done: int) -> list[dict[str, str]]:
     """The rows of the epochs the checkpoint holds; newer ones (a kill between log and
     save, or an epoch a callback cut short) are dropped from the file."""
@@ -99,11 +91,24 @@ def truncate_log(model_dir: storage.PathOrUrl, epochs_done: int) -> list[dict[st
 
 
 def training_log(model_dir: storage.PathOrUrl) -> keras.callbacks.CSVLogger:
-    """Keras's CSV logger appending a row per epoch to `training_log.csv`."""
+    """Keras's CSV logger appending a row per epoch to `training_log.csv`, in the
+    columns the file already has (a run resumed by a version that logs more keeps its
+    header; Keras would append longer rows under it)."""
     path = model_dir / checkpoints.LOG_NAME
     if isinstance(path, storage.Url):
         return _UploadedLog(path)
-    return keras.callbacks.CSVLogger(str(path), append=True)
+    logger = keras.callbacks.CSVLogger(str(path), append=True)
+    logger.keys = _columns(path)
+    return logger
+
+
+def _columns(path: Path) -> list[str] | None:
+    """The metric columns of an existing log (its header after "epoch"), else None."""
+    if not path.exists():
+        return None
+    with path.open(newline="") as file:
+        header = next(csv.reader(file), None)
+    return header[1:] if header else None
 
 
 class _UploadedLog(keras.callbacks.CSVLogger):
@@ -123,6 +128,7 @@ class _UploadedLog(keras.callbacks.CSVLogger):
         local.unlink(missing_ok=True)
         if self.url.exists():
             local.write_bytes(self.url.read_bytes())
+        self.keys = _columns(local)
         super().on_train_begin(logs)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -247,8 +253,9 @@ class Progress(keras.callbacks.Callback):
 
 
 class Checkpoints(keras.callbacks.Callback):
-    """`epoch-NNNN.keras` after every epoch (the newest `keep` kept; 0 keeps all), and
-    the whole training state in `backup.keras` every `backup_every` steps (0: never)
+    """`epoch-NNNN.keras` after every epoch (the newest `keep` and the best epoch's kept;
+    0 keeps all), and the whole training state in `backup.keras` every `backup_every`
+    steps (0: never)
     and on demand (`save_backup`, for Ctrl-C or a callback that stops the run
     mid-epoch).
 
@@ -311,6 +318,8 @@ class Checkpoints(keras.callbacks.Callback):
                    {"epoch": epoch + 1, "step": 0})
         if self.chief:
             checkpoints.backup_path(self.model_dir).unlink(missing_ok=True)
-            if self.keep:
-                for _, old in checkpoints.list_checkpoints(self.model_dir)[:-self.keep]:
-                    old.unlink()
+            if self.keep:  # the newest `keep`, and the best epoch's (`checkpoints.resolve`)
+                best = checkpoints.best_epoch(self.model_dir)
+                for number, old in checkpoints.list_checkpoints(self.model_dir)[:-self.keep]:
+                    if best is None or number != best.epoch:
+                        old.unlink()

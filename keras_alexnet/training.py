@@ -34,7 +34,7 @@ from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
 from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_strategy
 from keras_alexnet.errors import AlexNetError, CheckpointError, DivergedError
-from keras_alexnet.model import build_model, check_topology
+from keras_alexnet.model import build_model, check_topology, config_of
 from keras_alexnet.optimizer import PaperSGD
 from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
@@ -328,20 +328,21 @@ def _inputs(plan: Plan, model: keras.Model):
     return training, validation
 
 
-def _monitor(plan: Plan, model: keras.Model) -> list[keras.callbacks.Callback]:
+def _monitor(plan: Plan, model: keras.Model) -> health.LearningMonitor | None:
     """The learning monitor, while the run is in its first steps: on a few of the
     first training images, centre-cropped (`keras_alexnet.health`)."""
     if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) >= health.WINDOW:
-        return []
+        return None
     images = data.evaluation_dataset(plan.data, model.input_shape[1], health.PROBE_IMAGES,
                                      num_classes=plan.num_classes, split="train",
                                      contract=model.input_contract)
     probe = next(iter(images.take(1)))[0]
-    return [health.LearningMonitor(plan.num_classes, probe,
-                                   new_model=not plan.options.init_from)]
+    return health.LearningMonitor(plan.num_classes, probe,
+                                  bias_advice=_bias_advice(plan, model))
 
 
-def _unit_health(plan: Plan, model: keras.Model) -> health.UnitHealth:
+def _unit_health(plan: Plan, model: keras.Model, monitor: health.LearningMonitor | None
+                 ) -> health.UnitHealth:
     """The per-epoch unit health, on the first validation images (training images
     where there is no validation split), centre-cropped."""
     images = data.evaluation_dataset(
@@ -349,7 +350,14 @@ def _unit_health(plan: Plan, model: keras.Model) -> health.UnitHealth:
         split="validation" if plan.validation_records else "train",
         contract=model.input_contract)
     batch, labels = next(iter(images.take(1)))
-    return health.UnitHealth(batch, labels, new_model=not plan.options.init_from)
+    return health.UnitHealth(batch, labels, bias_advice=_bias_advice(plan, model),
+                             monitor=monitor)
+
+
+def _bias_advice(plan: Plan, model: keras.Model) -> bool:
+    """Whether "start again with --bias-init 0.1" is advice for this run: a network
+    trained from fresh weights whose biases started above Caffe's 0.1."""
+    return not plan.options.init_from and config_of(model).bias_init > health.CAFFE_BIAS
 
 
 def _logs(plan: Plan) -> list[keras.callbacks.Callback]:
@@ -373,6 +381,7 @@ class Run:
     schedule: DivideLearningRateOnPlateau
     nan: StopOnNaN
     saver: resume.Checkpoints
+    bias_advice: bool  # `_bias_advice`
 
 
 def _callbacks(plan: Plan, start: Start, user: Sequence[keras.callbacks.Callback],
@@ -398,12 +407,13 @@ def _callbacks(plan: Plan, start: Start, user: Sequence[keras.callbacks.Callback
         keep=options.keep_checkpoints, chief=plan.chief,
         diverged=lambda: nan.failed_at is not None,
         metadata=lambda: {"seed": plan.seed, "steps_per_epoch": plan.steps_per_epoch})
-    callbacks = RunCallbacks([progress, schedule, nan, *_monitor(plan, model),
-                              _unit_health(plan, model), *_logs(plan),
+    monitor = _monitor(plan, model)
+    callbacks = RunCallbacks([progress, schedule, nan, *filter(None, [monitor]),
+                              _unit_health(plan, model, monitor), *_logs(plan),
                               saver, *user],
                              model=model, verbose=verbose if plan.chief else 0,
                              epochs=options.epochs)
-    return Run(callbacks, progress, schedule, nan, saver)
+    return Run(callbacks, progress, schedule, nan, saver, _bias_advice(plan, model))
 
 
 def _finish_epoch(model: keras.Model, run: RunCallbacks, epoch: int, steps: int,
@@ -511,7 +521,7 @@ def _warn_slow_bfloat16(plan: Plan, model: keras.Model) -> None:
                   f"--mixed-precision out)", health.TrainingWarning, stacklevel=3)  # fit's caller
 
 
-def _best_validation(plan: Plan, rows: Sequence[dict[str, str]]) -> str:
+def _best_validation(plan: Plan, run: Run, rows: Sequence[dict[str, str]]) -> str:
     """The best validation error, and whether it is no better than a guess."""
     scores = []
     for row in rows:
@@ -525,11 +535,26 @@ def _best_validation(plan: Plan, rows: Sequence[dict[str, str]]) -> str:
     best = f"best validation top-1 error {1 - accuracy:.4f} (epoch {epoch + 1})"
     steps, images = plan.options.validation_steps, plan.validation_records
     images = min(images, steps * plan.options.batch_size) if steps else images
-    if not health.at_chance(accuracy, plan.num_classes, images):
+    chance, guess = _chance(plan)
+    verdict = health.chance_verdict(accuracy, images, chance, guess)
+    if verdict is None:
         return best
-    return (f"{best}, no better than chance ({1 - 1 / plan.num_classes:.4f} for "
-            f"{plan.num_classes} classes): the network has not learned; "
-            f"{health.remedy(plan.options.initial_learning_rate, not plan.options.init_from)}")
+    if verdict.endswith(health.NOT_LEARNED):
+        verdict += f"; {health.remedy(plan.options.initial_learning_rate, run.bias_advice)}"
+    return f"{best}, {verdict}"
+
+
+def _chance(plan: Plan) -> tuple[float, str]:
+    """The validation accuracy of a guess, and the guess: always the most frequent class
+    where the manifest counts them, else one of the classes at random."""
+    counts = plan.data.class_counts("validation")
+    if not counts or len(set(counts.values())) == 1:
+        return 1 / plan.num_classes, f"a guess among {plan.num_classes} classes"
+    majority = max(counts, key=counts.get)
+    names = dict(plan.data.classes or ())
+    name = names.get(majority, majority)
+    return (counts[majority] / sum(counts.values()),
+            f"always naming {name}, the most frequent class")
 
 
 def _report_end(plan: Plan, run: Run) -> None:
@@ -546,7 +571,7 @@ def _report_end(plan: Plan, run: Run) -> None:
         " (stopped by a callback: rerun to continue)"
     final = run.saver.last_saved or checkpoints.latest_checkpoint(plan.model_dir)
     plan.say(f"keras_alexnet.fit: done{stopped}; final checkpoint {final}; "
-             f"{_best_validation(plan, resume.read_log(plan.model_dir))}")
+             f"{_best_validation(plan, run, resume.read_log(plan.model_dir))}")
 
 
 # --- fit ---------------------------------------------------------------------------------------

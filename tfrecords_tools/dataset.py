@@ -130,6 +130,13 @@ class DatasetInfo:
                    for shard in tqdm(shards, desc=f"counting {split} records", unit="shard",
                                      leave=False))
 
+    def class_counts(self, split: str) -> dict[str, int] | None:
+        """Images a class in a split, by synset (the class folder's name for folders),
+        from `manifest.json`; None where it does not count them."""
+        counts = (((self.manifest or {}).get("splits") or {}).get(split) or {}).get(
+            "class_counts")
+        return dict(counts) if isinstance(counts, dict) and counts else None
+
     # --- stats.json and mean_image.npy ----------------------------------------------------
 
     @functools.cached_property

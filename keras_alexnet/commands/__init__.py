@@ -32,6 +32,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_epoch_argument(parser: argparse.ArgumentParser) -> None:
+    """`--epoch`: which checkpoint of a training run's model directory a command uses."""
+    parser.add_argument("--epoch", default="best", metavar="best|latest|N",
+                        help="which checkpoint of a model directory: best (the best "
+                             "validation top-1 epoch's, kept whatever --keep-checkpoints "
+                             "says), latest, or an epoch number (default: best)")
+
+
+def chosen_checkpoints(sources: list[str], epoch: str) -> list[str]:
+    """Each source (a model directory, a .keras file, weights by name) as the checkpoint
+    it means, a model directory's by `--epoch`; each choice said on stderr."""
+    import sys
+
+    from keras_alexnet import checkpoints, pretrained
+
+    chosen = []
+    for source in sources:
+        path = pretrained.resolve(source)
+        print(f"{source}: {checkpoints.describe(path, epoch)}", file=sys.stderr)
+        chosen.append(str(checkpoints.resolve(path, epoch)))
+    return chosen
+
+
 def main(argv: list[str] | None = None) -> int:
     return run_command(build_parser().parse_args(argv))
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", nargs="+",
@@ -25,11 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--center-only", action="store_true",
                         help="skip the 10-patch average (10x faster)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
+    add_epoch_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.evaluation import evaluate
 
-    evaluate(args.checkpoint, args.data_dir, args.split, batch_size=args.batch_size,
-             ten_crop=not args.center_only, output=args.output)
+    evaluate(chosen_checkpoints(args.checkpoint, args.epoch), args.data_dir, args.split,
+             batch_size=args.batch_size, ten_crop=not args.center_only, output=args.output)
     return 0

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 
+from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints
 from serving import DEFAULT_MODEL_NAME
 
 
@@ -42,12 +43,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "model.tflite in the version directory, the network on 0-255 "
                              "RGB crops with the mean inside, input_contract.json beside it "
                              "(needs the extra of that name: pip install -e \".[onnx]\")")
+    add_epoch_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from keras_alexnet.saved_model import export
 
-    path = export(args.ensemble or args.checkpoint, args.export_base, args.model_name,
-                  args.version, data_dir=args.data_dir, format=args.format)
+    sources = chosen_checkpoints(args.ensemble or [args.checkpoint], args.epoch)
+    path = export(sources if args.ensemble else sources[0], args.export_base,
+                  args.model_name, args.version, data_dir=args.data_dir, format=args.format)
     print(path)
     return 0

@@ -29,6 +29,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints
 from keras_alexnet.errors import AlexNetError
 
 #: What a directory's images end with (compared lower-cased).
@@ -50,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir",
                         help="only for a checkpoint saved without its input contract: the "
                              "shard directory it was trained on")
+    add_epoch_argument(parser)
 
 
 def find_images(arguments: Sequence[str | os.PathLike]) -> list[Path]:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import tensorflow as tf
     from tqdm import tqdm
 
-    from keras_alexnet import checkpoints, pretrained
+    from keras_alexnet import checkpoints
     from keras_alexnet.contract import contract_of, preprocess_input
     from keras_alexnet.model import fc7_features
     from keras_alexnet.preprocessing import decode_center_crop
@@ -96,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise AlexNetError(f"--batch-size must be at least 1, got {args.batch_size}")
     paths = find_images(args.images)
-    model = checkpoints.load_model(pretrained.resolve(args.source), compile=False)
+    model = checkpoints.load_model(chosen_checkpoints([args.source], args.epoch)[0],
+                                   compile=False)
     contract = contract_of(model, args.data_dir, source=args.source)
     network = fc7_features(model)
     decode = tf.function(

@@ -92,8 +92,9 @@ def test_fine_tuning_run_freezes_records_its_source_and_resumes(source, three_cl
     run = tmp_path / "tuned"
     source_file = checkpoints.resolve(source)
     options = {k: v for k, v in QUICK.items() if k != "learning_rate"}
+    # Caffe's recipe: the new fc8 at 10x the rate (the default's probe: test_probe.py).
     history = keras_alexnet.fit(three_classes, run, init_from=str(source), freeze="conv5",
-                                **options)
+                                recipe="caffe", **options)
     model = history.model
     original = checkpoints.load_model(source, compile=False)
     for layer in ("conv1", "conv5"):  # frozen: unchanged by two steps
@@ -107,7 +108,8 @@ def test_fine_tuning_run_freezes_records_its_source_and_resumes(source, three_cl
     assert sorted(multipliers.values()) == [10.0, 10.0, 20.0, 20.0]
     recorded = json.loads((run / "run.json").read_text())
     assert recorded["init_from"] == {
-        "path": str(source_file), "sha256": hashlib.sha256(source_file.read_bytes()).hexdigest()}
+        "path": str(source_file), "sha256": hashlib.sha256(source_file.read_bytes()).hexdigest(),
+        "fc8": "caffe: a new fc8 from noise, learning 10x faster, its biases 20x"}
     # A rerun resumes the fine-tuning run, not the source: its own checkpoint, kept frozen.
     history = keras_alexnet.fit(three_classes, run, **{**options, "epochs": 2})
     assert history.epoch == [1]

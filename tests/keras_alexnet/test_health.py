@@ -2,6 +2,7 @@
 learns does not."""
 
 import dataclasses
+import json
 import math
 import re
 import warnings
@@ -69,10 +70,12 @@ def test_at_chance_agrees_with_the_binomial_test():
 @pytest.mark.slow
 def test_a_run_that_blows_up_warns_once_naming_the_step_the_loss_and_ln_classes(dataset,
                                                                              tmp_path):
-    # Ten times the tests' learning rate: the loss jumps in the first steps, then the
-    # outputs die (the probes at steps 10 and 15 see one output for all), yet one warning.
+    # Ten times the tests' learning rate with the paper's biases of 1: the loss jumps in
+    # the first steps, then the outputs die (the probes at steps 10 and 15 see one output
+    # for all), yet one warning (the collapse at the epoch's end is the same news).
     found, _, losses = train(dataset, tmp_path, learning_rate=0.05, epochs=1,
-                             steps_per_epoch=3 * health.PROBE_EVERY, validation_steps=1)
+                             steps_per_epoch=3 * health.PROBE_EVERY, validation_steps=1,
+                             config=dataclasses.replace(REDUCED, bias_init=1.0))
     reference = [max(math.log(4), losses[0]) for _ in losses]
     step = next(i + 1 for i, (loss, r) in enumerate(zip(losses, reference, strict=True))
                 if loss > 3 * r)
@@ -87,10 +90,10 @@ def test_a_run_stuck_at_ln_classes_warns_that_it_is_not_learning_and_ends_at_cha
         dataset, tmp_path, capsys):
     # Weights of N(0, 1e-6): every image gives the same output and the loss wanders
     # around ln(4) with each batch's class mix; nothing moves the network off it.
-    config = dataclasses.replace(REDUCED, init_stddev=1e-6)
+    config = dataclasses.replace(REDUCED, init_stddev=1e-6, bias_init=1.0)  # the paper's biases
     found, history, losses = train(dataset, tmp_path, config=config, epochs=1,
                                    steps_per_epoch=2 * health.PROBE_EVERY, verbose=2)
-    assert len(found) == 1, found
+    assert len(found) == 1, found  # the collapse at the epoch's end is the same news
     step = 2 * health.PROBE_EVERY
     assert found[0].startswith(f"step {step}: every image gets the same output since step "
                                f"{health.PROBE_EVERY} ")
@@ -103,7 +106,8 @@ def test_a_run_stuck_at_ln_classes_warns_that_it_is_not_learning_and_ends_at_cha
     assert np.ptp(outputs, axis=0).max() < 1e-4
     end = capsys.readouterr().out.strip().splitlines()[-1]
     assert re.search(r"best validation top-1 error 0\.7500 \(epoch 1\), no better than "
-                     r"chance \(0\.7500 for 4 classes\): the network has not learned", end), end
+                     r"chance \(0\.7500 error, a guess among 4 classes\): the network has "
+                     r"not learned; start again with --bias-init 0\.1", end), end
 
 
 @pytest.mark.slow
@@ -144,6 +148,56 @@ def test_mixed_bfloat16_on_a_cpu_without_bfloat16_units_warns_before_training(
     if warned:
         assert "mixed_bfloat16 on a CPU without AVX512_BF16 or AMX" in found[0]
         assert f"no avx512_bf16 or amx_bf16 in {path}" in found[0]
+
+
+def test_the_verdict_never_says_not_learned_beside_an_error_below_chances():
+    bees = 83 / 153  # the ants/bees photos: always "bees" is right on 54.2%
+    guess = "always naming bees, the most frequent class"
+    assert health.chance_verdict(0.9, 153, bees, guess) is None  # clearly learned
+    # 0.4575 error is below chance's 0.4575163: not clearly better, never "not learned".
+    near = health.chance_verdict(1 - 0.4575, 153, bees, guess)
+    assert near == ("not clearly better than chance (0.4575 error, always naming bees, the "
+                    "most frequent class; two standard errors on 153 images are 0.0806)")
+    assert health.chance_verdict(0.5, 153, bees, guess) == (
+        "no better than chance (0.4575 error, always naming bees, the most frequent "
+        "class): the network has not learned")
+    # Four images: even four right out of four would not tell (binomial: 1/16 by luck).
+    for accuracy in (0.0, 0.5, 1.0):
+        assert health.chance_verdict(accuracy, 4, 0.5, "a guess among 2 classes") == (
+            "4 validation images are too few to tell it from chance (0.5000 error, a "
+            "guess among 2 classes); hold out more")
+    # The threshold agrees with the binomial test where the normal approximation holds.
+    for correct in range(83, 153):
+        p_value = stats.binom.sf(correct - 1, 153, bees)
+        verdict = health.chance_verdict(correct / 153, 153, bees, guess)
+        if p_value < 0.01:
+            assert verdict is None, correct
+        if p_value > 0.05:
+            assert verdict is not None, correct
+
+
+def test_a_run_with_four_validation_images_says_they_are_too_few(tmp_path, capsys):
+    # Two classes, as the ants and bees: even 4 right of 4 happens by luck 1 time in 16.
+    data_dir = make_dataset(tmp_path / "data", num_classes=2, train_per_class=8,
+                            validation_per_class=2)
+    train(data_dir, tmp_path / "run", config=dataclasses.replace(REDUCED, num_classes=2),
+          epochs=1, steps_per_epoch=1, verbose=2)
+    end = capsys.readouterr().out.strip().splitlines()[-1]
+    assert end.endswith("), 4 validation images are too few to tell it from chance (0.5000 "
+                        "error, a guess among 2 classes); hold out more"), end
+
+
+def test_chance_is_the_most_frequent_validation_class_where_the_manifest_counts_them(
+        tmp_path):
+    from keras_alexnet.config import TrainingOptions
+    from keras_alexnet.training import _chance, plan
+
+    data_dir = make_dataset(tmp_path / "data", train_per_class=4, validation_per_class=1)
+    (data_dir / "manifest.json").write_text(json.dumps({"splits": {"validation": {
+        "class_counts": {"n00000000": 1, "n00000001": 5, "n00000002": 2, "n00000003": 2}}}}))
+    chance, guess = _chance(plan(data_dir, tmp_path / "run", REDUCED,
+                                 TrainingOptions(batch_size=16)))
+    assert (chance, guess) == (0.5, "always naming class 1, the most frequent class")
 
 
 def test_dead_fraction_counts_the_units_that_no_image_activates():
@@ -194,6 +248,7 @@ def test_unit_health_logs_each_layer_and_warns_once_when_a_layer_dies(dataset):
         alive = [(units[..., unit] > 0).any() for unit in range(units.shape[-1])]
         assert logs[f"dead_{layer}"] == pytest.approx(1 - np.mean(alive)), layer
     _kill(model, "fc7")  # every image then gets the one class fc8's biases favour
+    model.optimizer.iterations.assign(health.WINDOW)  # past the learning monitor's steps
     for epoch in (1, 2):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -218,7 +273,7 @@ def test_a_layer_dead_from_the_start_is_left_to_the_start_report(dataset):
     images, labels = next(iter(data.evaluation_dataset(dataset, 64, 32,
                                                        num_classes=4).take(1)))
     _kill(model, "fc6")
-    monitor = health.UnitHealth(images, labels, new_model=False)
+    monitor = health.UnitHealth(images, labels, bias_advice=False)
     monitor.set_model(model)
     monitor.on_train_begin()
     with warnings.catch_warnings(record=True) as caught:

@@ -33,7 +33,10 @@ def run_artifact(format: str, path, images: np.ndarray) -> np.ndarray:
     if format == "openvino":
         import openvino
 
-        return openvino.Core().compile_model(str(path), "CPU")({"images": images})[0]
+        # float32 asked for: on a CPU with AVX512_BF16 or AMX, OpenVINO computes in
+        # bfloat16 unless told (its CPU plugin's default inference precision there).
+        return openvino.Core().compile_model(str(path), "CPU", {
+            "INFERENCE_PRECISION_HINT": "f32"})({"images": images})[0]
     from ai_edge_litert.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))

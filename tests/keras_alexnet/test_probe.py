@@ -146,5 +146,5 @@ def test_a_source_whose_fc7_is_dead_on_the_new_photos_is_warned_of(source, six_c
     _, found = fine_tune(tmp_path / "dead.keras", six_classes, tmp_path / "run")
     dead = [w for w in found if "of the source's fc7 units are dead" in w]
     assert len(dead) == 1, found
-    assert dead[0].startswith("7") and "of 72 training images" in dead[0]  # 75%, or more
+    assert int(dead[0].split("%")[0]) >= 75 and "of 72 training images" in dead[0]
     assert "--bias-init 0.1" in dead[0]
