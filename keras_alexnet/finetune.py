@@ -29,7 +29,15 @@ import keras
 from keras_alexnet import checkpoints, pretrained
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import CheckpointError
-from keras_alexnet.model import TOWERS, build_model, check_topology, config_of, layers_of
+from keras_alexnet.model import (
+    TOWERS,
+    build_model,
+    check_topology,
+    classifier,
+    config_of,
+    layers_of,
+    set_classifier,
+)
 from tfrecords_tools import storage
 
 NEW_LAYER = "fc8"
@@ -65,32 +73,48 @@ def read_source(path_or_run: str | Path) -> Source:
     return Source(path, digest.hexdigest(), model)
 
 
+def _keys(classes: tuple[tuple[str, str], ...]) -> list[str]:
+    """Each class's identity: its WNID, or its name where it has none."""
+    return [wnid or name for wnid, name in classes]
+
+
 def new_head(source: Source, classes: tuple[tuple[str, str], ...]) -> bool:
-    """Whether `classes` need a new fc8: they are not the source's, in its order (fc8's
-    unit i scores the source's class i, whatever the new class i is)."""
-    return tuple(map(tuple, classes)) != tuple(map(tuple, source.model.input_contract.classes))
+    """Whether `classes` need a new fc8: they are not the source's classes (matched by
+    WNID, else by name; in any order, `initialise_from` reorders fc8's units)."""
+    return sorted(_keys(classes)) != sorted(_keys(source.model.input_contract.classes))
 
 
 def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
                     devices=None, seed: int | None = None,
                     config: AlexNetConfig | None = None) -> keras.Model:
     """A new model with `source`'s weights for `classes` (fc8 new unless they are the
-    source's classes, `new_head`), carrying the source's contract with these classes.
+    source's classes, `new_head`; then its units in the order of `classes`), carrying
+    the source's contract with these classes.
 
     `config`, when given, must describe the source's network (its class count aside).
     """
+    layers = layers_of(source.model)
+    if not {"fc6", "fc7", NEW_LAYER} <= set(layers):
+        raise CheckpointError(f"{source.path}: the convolutional part of a network (its "
+                              f"layers: {', '.join(layers)}; no fc6, fc7, fc8), which "
+                              f"cannot classify; fine-tune from a whole network's "
+                              f"checkpoint")
     if config is not None:
         check_topology(source.model, config, source.path, "fine-tune without a config, or "
                        "with the source's", classes=False)
     wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
     model = build_model(wanted, devices=devices, seed=seed)
-    new_top = new_head(source, classes)
-    for name in layers_of(source.model):
-        if name == NEW_LAYER and new_top:
+    for name in layers:
+        if name == NEW_LAYER:
             continue
         for tower in TOWERS:
             layer = f"{tower}_{name}"
             model.get_layer(layer).set_weights(source.model.get_layer(layer).get_weights())
+    if not new_head(source, classes):
+        kernel, bias = classifier(source.model)
+        order = [_keys(source.model.input_contract.classes).index(key)
+                 for key in _keys(classes)]
+        set_classifier(model, kernel[:, order], bias[order])
     model.input_contract = dataclasses.replace(source.model.input_contract,
                                                classes=tuple(classes))
     return model

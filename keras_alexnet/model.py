@@ -9,6 +9,7 @@ import os
 from collections.abc import Sequence
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_alexnet import checkpoints
@@ -266,6 +267,26 @@ def fc7_features(model: keras.Model) -> keras.Model:
     towers = [model.get_layer(f"{tower}_fc7").output for tower in TOWERS]
     features = keras.layers.Concatenate(name="fc7_features")(towers)
     return keras.Model(model.input, features, name=f"{model.name}_fc7")
+
+
+def classifier(model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """fc8's weights over all classes: kernel (fc7 units of both towers, classes) and
+    bias (classes,); tower_a holds the first classes, tower_b the rest [paper §3.5]."""
+    weights = [model.get_layer(f"{tower}_fc8").get_weights() for tower in TOWERS]
+    return (np.concatenate([kernel for kernel, _ in weights], axis=-1),
+            np.concatenate([bias for _, bias in weights]))
+
+
+def set_classifier(model: keras.Model, kernel: np.ndarray, bias: np.ndarray) -> None:
+    """Writes a (fc7 units, classes) kernel and its bias into both towers' fc8, each
+    tower's share of the classes (`classifier`'s layout)."""
+    start = 0
+    for tower in TOWERS:
+        layer = model.get_layer(f"{tower}_fc8")
+        width = layer.layer.units
+        layer.set_weights([kernel[:, start:start + width].astype(np.float32),
+                           bias[start:start + width].astype(np.float32)])
+        start += width
 
 
 def convolutional_base(model: keras.Model, pooling: str | None = None) -> AlexNet:

@@ -27,7 +27,7 @@ import tensorflow as tf
 
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.health import dead_fraction
-from keras_alexnet.model import TOWERS, fc7_features
+from keras_alexnet.model import fc7_features, set_classifier
 
 #: At most this many training images feed the probe: fc7 of the paper's network is 4,096
 #: values, so 20,000 images are 330 MB of float32 and seconds of L-BFGS; with more images
@@ -98,25 +98,13 @@ def softmax_regression(features: np.ndarray, labels: np.ndarray, num_classes: in
             bool(result.success))
 
 
-def set_head(model: keras.Model, kernel: np.ndarray, bias: np.ndarray) -> None:
-    """Writes a (fc7 units, classes) kernel and its bias into both towers' fc8: tower_a
-    holds the first classes, tower_b the rest, each reading both towers' fc7."""
-    start = 0
-    for tower in TOWERS:
-        layer = model.get_layer(f"{tower}_fc8")
-        width = layer.layer.units
-        layer.set_weights([kernel[:, start:start + width].astype(np.float32),
-                           bias[start:start + width].astype(np.float32)])
-        start += width
-
-
 def fit_head(model: keras.Model, batches: tf.data.Dataset, num_classes: int,
              max_images: int = MAX_IMAGES) -> ProbeResult:
     """Fits `model`'s fc8 as a linear probe on its fc7 features of `batches` (centre
     crops of training images and their labels), in place."""
     features, labels = fc7_activations(model, batches, max_images)
     kernel, bias, converged = softmax_regression(features, labels, num_classes)
-    set_head(model, kernel, bias)
+    set_classifier(model, kernel, bias)
     predicted = np.argmax(features @ kernel + bias, axis=1)
     return ProbeResult(images=len(labels), train_top1=float((predicted == labels).mean()),
                        dead_fc7=dead_fraction(features), converged=converged)

@@ -14,7 +14,7 @@ import pytest
 import keras_alexnet
 from keras_alexnet import checkpoints, finetune
 from keras_alexnet.config import FINE_TUNING_LEARNING_RATE, PRINTED_LRN, PRINTED_LRN_ALPHA
-from keras_alexnet.model import config_of, layers_of
+from keras_alexnet.model import config_of, convolutional_base, layers_of
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 
 QUICK = {**FIT_ARGS, "epochs": 1, "steps_per_epoch": 2, "validation_steps": 1,
@@ -74,6 +74,26 @@ def test_the_same_classes_keep_fc8_too(source):
     images = np.random.default_rng(0).normal(0, 50, (2, 64, 64, 3)).astype(np.float32)
     np.testing.assert_allclose(model.predict(images, verbose=0),
                                original.predict(images, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_the_same_classes_in_another_order_keep_fc8_with_its_units_reordered(source):
+    original = checkpoints.load_model(source, compile=False)
+    reordered = tuple(reversed(original.input_contract.classes))
+    model = finetune.initialise_from(finetune.read_source(source), reordered)
+    images = np.random.default_rng(1).normal(0, 50, (3, 64, 64, 3)).astype(np.float32)
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               original.predict(images, verbose=0)[:, ::-1], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_a_convolutional_base_is_refused_as_a_source_naming_what_it_lacks(source, tmp_path):
+    base = convolutional_base(checkpoints.load_model(source, compile=False))
+    base.save(tmp_path / "base.keras")
+    with pytest.raises(ValueError, match=r"base\.keras: the convolutional part of a network "
+                                         r"\(its layers: conv1, conv2, conv3, conv4, conv5; "
+                                         r"no fc6, fc7, fc8\), which cannot classify"):
+        finetune.initialise_from(finetune.read_source(tmp_path / "base.keras"),
+                                 (("a", "a"), ("b", "b")))
 
 
 @pytest.mark.slow
