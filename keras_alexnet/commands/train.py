@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import sys
 
 from keras_alexnet.config import (
     NETWORKS,
@@ -125,5 +126,8 @@ def run(args: argparse.Namespace) -> int:
     if config is not None and info.classes is not None:  # the class count is the data's
         config = dataclasses.replace(config, num_classes=len(info.classes))
     # Ctrl-C and SIGTERM (tfrecords_tools.cli) save a backup, then say how to resume.
-    fit(info, args.model_dir, config=config, options=options)
+    # A progress bar redraws one line with control characters, which a log file keeps
+    # every time: a line per epoch there instead.
+    fit(info, args.model_dir, config=config, options=options,
+        verbose="auto" if sys.stdout.isatty() else 2)
     return 0
