@@ -3,6 +3,7 @@ importing program's state alone."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import tomllib
 from importlib.metadata import distribution, requires
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
@@ -66,3 +68,29 @@ assert not changed, changed
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("command", [
+    ["keras_alexnet", "train", "{missing}", "{tmp}/run", "--reduced"],
+    ["keras_alexnet", "evaluate", "{missing}/run", "{tmp}"],
+    ["keras_alexnet", "export", "{missing}/run", "--export-base", "{tmp}/export"],
+    ["keras_alexnet", "features", "{missing}/run", "{tmp}"],
+    ["keras_alexnet", "predict", "{missing}.jpg", "--checkpoint", "{tmp}"],
+    ["tfrecords_tools", "convert", "{missing}", "{tmp}/shards"],
+    ["tfrecords_tools", "verify", "{missing}"],
+    ["tfrecords_tools", "stats", "{missing}"],
+])
+def test_a_missing_path_fails_before_tensorflow_loads(command, tmp_path):
+    # Run with an interpreter that cannot import TensorFlow: the check must come first.
+    missing = tmp_path / "missing"
+    args = [part.format(missing=missing, tmp=tmp_path) for part in command]
+    blocker = tmp_path / "blocker"
+    blocker.mkdir()
+    (blocker / "tensorflow.py").write_text("raise ImportError('TensorFlow was imported')\n")
+    result = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                            cwd=ROOT, env={**os.environ, "PYTHONPATH": str(blocker)},
+                            timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"error: {missing}"), result.stderr
+    assert ": no such " in result.stderr and len(result.stderr.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blocker"]  # nothing created

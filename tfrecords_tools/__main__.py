@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfrecords_tools.cli import add_verbose_argument, run_command
+from tfrecords_tools.cli import add_verbose_argument, require_paths, run_command
 from tfrecords_tools.errors import ArgumentError
 from tfrecords_tools.schema import SPLITS  # free of TensorFlow at import
 
@@ -105,7 +105,9 @@ def _add_convert(sub) -> None:
     parser.add_argument("--worker-index", type=int, default=0,
                         help="this machine's index in [0, --num-workers)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_run_convert)
+    parser.set_defaults(run=_run_convert, check=lambda args: require_paths(
+        args.archives, *(getattr(args, f"{split}_tar") for split in SPLITS),
+        what="archive, directory or image folder"))
 
 
 def _run_convert(args) -> int:
@@ -169,7 +171,8 @@ def _add_verify(sub) -> None:
                              "(ILSVRC2012_devkit_t12.tar.gz) instead of the counts the "
                              "manifest recorded from it at conversion")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_run_verify)
+    parser.set_defaults(run=_run_verify, check=lambda args: require_paths(
+        args.output, args.devkit, what="shard directory or devkit"))
 
 
 def _run_verify(args) -> int:
@@ -192,7 +195,8 @@ def _add_stats(sub) -> None:
     parser.add_argument("--sample", type=_positive,
                         help="use the first N training images (in shard order) instead of all")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.set_defaults(run=_run_stats)
+    parser.set_defaults(run=_run_stats,
+                        check=lambda args: require_paths(args.output, what="shard directory"))
 
 
 def _run_stats(args) -> int:

@@ -29,7 +29,9 @@ import tempfile
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+from tfrecords_tools import storage
 from tfrecords_tools.errors import UserError
 
 BUG = 70  # sysexits.h EX_SOFTWARE
@@ -109,11 +111,23 @@ class _Terminated:
         raise KeyboardInterrupt
 
 
+def require_paths(*values: str | os.PathLike | None, what: str = "file or directory",
+                  hint: str = "") -> None:
+    """A UserError naming the first of `values` that is a local path with nothing there
+    (URLs and None pass: their checks need their libraries); `hint` says what to do.
+    Commands call it in their `check`, before TensorFlow loads."""
+    for value in values:
+        if value is None or storage.is_url(value) or Path(value).exists():
+            continue
+        raise UserError(f"{value}: no such {what}{hint}")
+
+
 def run_command(args: argparse.Namespace, *, resume_hint: str = "",
                 tensorflow: bool = True) -> int:
-    """Runs `args.run(args)` as every tool does: TensorFlow imported quietly (unless
-    `tensorflow` is false: a command that never loads it), the exit status mapped as
-    the module docstring says.
+    """Runs `args.run(args)` as every tool does: first `args.check(args)` where the
+    command has one (its arguments checked before TensorFlow loads, so a mistyped path
+    fails at once), TensorFlow imported quietly (unless `tensorflow` is false: a
+    command that never loads it), the exit status mapped as the module docstring says.
     Ctrl-C prints "interrupted" and SIGTERM "terminated", followed by `resume_hint`,
     unless the code raised its KeyboardInterrupt with a message of its own."""
     run: Callable[[argparse.Namespace], int | None] = args.run
@@ -123,6 +137,8 @@ def run_command(args: argparse.Namespace, *, resume_hint: str = "",
         with warnings.catch_warnings():
             if not getattr(args, "verbose", False):
                 warnings.showwarning = _one_line_warning
+            if getattr(args, "check", None):
+                args.check(args)
             if tensorflow:
                 quiet_tensorflow(getattr(args, "verbose", False))
             return run(args) or 0

@@ -1,7 +1,8 @@
 """`python -m keras_alexnet`: one subcommand per module of this package.
 
-Each module has a docstring (its first line is the help), `add_arguments(parser)` and
-`run(args) -> int`; heavy imports stay inside `run` so that `--help` is fast.  Errors,
+Each module has a docstring (its first sentence is the help), `add_arguments(parser)`,
+`run(args) -> int` and optionally `check(args)` (its paths, checked before TensorFlow
+loads); heavy imports stay inside `run` so that `--help` and mistakes are fast.  Errors,
 Ctrl-C and SIGTERM end a command as `tfrecords_tools.cli` says, for all three tools.
 """
 
@@ -9,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 
-from tfrecords_tools.cli import add_verbose_argument, run_command
+from tfrecords_tools.cli import add_verbose_argument, require_paths, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
         add_verbose_argument(sub)
-        sub.set_defaults(run=module.run)
+        sub.set_defaults(run=module.run, check=getattr(module, "check", None))
     return parser
 
 
@@ -38,6 +40,14 @@ def add_epoch_argument(parser: argparse.ArgumentParser) -> None:
                         help="which checkpoint of a model directory: best (the best "
                              "validation top-1 epoch's, kept whatever --keep-checkpoints "
                              "says), latest, or an epoch number (default: best)")
+
+
+def require_checkpoints(sources: list[str | None]) -> None:
+    """Each source that is a path (not a bare word, which may name published weights)
+    exists: a run directory or a .keras file."""
+    require_paths(*(source for source in sources if source and (
+        os.sep in source or "." in os.path.basename(source) or os.path.exists(source))),
+        what="checkpoint or model directory")
 
 
 def chosen_checkpoints(sources: list[str], epoch: str) -> list[str]:

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints
+from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, require_checkpoints
+from tfrecords_tools.cli import require_paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip the 10-patch average (10x faster)")
     parser.add_argument("--output", default=None, help="write the results as JSON here")
     add_epoch_argument(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    require_checkpoints(args.checkpoint)
+    require_paths(args.data_dir, what="data directory")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import argparse
 
-from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints
+from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, require_checkpoints
 from serving import DEFAULT_MODEL_NAME
 
 
@@ -44,6 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "RGB crops with the mean inside, input_contract.json beside it "
                              "(needs the extra of that name: pip install -e \".[onnx]\")")
     add_epoch_argument(parser)
+
+
+def check(args: argparse.Namespace) -> None:
+    require_checkpoints(args.ensemble or [args.checkpoint])
 
 
 def run(args: argparse.Namespace) -> int:

@@ -29,8 +29,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints
+from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, require_checkpoints
 from keras_alexnet.errors import AlexNetError
+from tfrecords_tools.cli import require_paths
 
 #: What a directory's images end with (compared lower-cased).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -78,6 +79,11 @@ def _directory_images(directory: Path) -> list[Path]:
         images.extend(Path(root) / name for name in files
                       if not name.startswith(".") and name.lower().endswith(IMAGE_SUFFIXES))
     return images
+
+
+def check(args: argparse.Namespace) -> None:
+    require_checkpoints([args.source])
+    require_paths(*args.images, what="image file or directory")
 
 
 def run(args: argparse.Namespace) -> int:

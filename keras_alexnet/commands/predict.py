@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import argparse
 
+from keras_alexnet.commands import require_checkpoints
+from tfrecords_tools.cli import require_paths
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", nargs="+", help="JPEG or PNG files")
@@ -22,6 +25,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir",
                         help="only for a checkpoint saved without its input contract: the "
                              "shard directory it was trained on")
+
+
+def check(args: argparse.Namespace) -> None:
+    require_paths(*args.images, what="image file")
+    require_checkpoints(args.checkpoint or [])
+    require_paths(args.saved_model, what="SavedModel directory")
 
 
 def run(args: argparse.Namespace) -> int:

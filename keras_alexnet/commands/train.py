@@ -15,6 +15,7 @@ import dataclasses
 import inspect
 import sys
 
+from keras_alexnet.commands import require_checkpoints
 from keras_alexnet.config import (
     NETWORKS,
     PRINTED_LRN,
@@ -23,6 +24,7 @@ from keras_alexnet.config import (
     reduced_config,
     small_photos_config,
 )
+from tfrecords_tools.cli import require_paths
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -114,6 +116,13 @@ def _config(args: argparse.Namespace) -> AlexNetConfig | None:
     if network:
         return NETWORKS[network](**overrides)
     return AlexNetConfig(**overrides) if overrides else None
+
+
+def check(args: argparse.Namespace) -> None:
+    require_paths(args.data_dir, what="data directory",
+                  hint="; create it with `python -m tfrecords_tools convert`")
+    if args.init_from:
+        require_checkpoints([args.init_from])
 
 
 def run(args: argparse.Namespace) -> int:

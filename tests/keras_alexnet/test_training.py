@@ -412,9 +412,11 @@ def test_the_train_command_trains_and_reports_bad_input_without_a_traceback(data
     assert model.output_shape == (None, 4) and model.input_shape == (None, 64, 64, 3)
     assert int(model.optimizer.iterations.numpy()) == 2
 
-    assert main(["train", str(tmp_path / "absent"), str(tmp_path / "model"), "--reduced"]) == 1
-    assert f"error: data directory {tmp_path / 'absent'} does not exist" in \
-        capsys.readouterr().err
+    assert main(["train", str(tmp_path / "absent"), str(tmp_path / "model2"), "--reduced"]) == 1
+    # Said before TensorFlow loads (`check`), and nothing created.
+    assert f"error: {tmp_path / 'absent'}: no such data directory; create it with `python " \
+        f"-m tfrecords_tools convert`" in capsys.readouterr().err
+    assert not (tmp_path / "model2").exists()
     assert main(["train", str(dataset), str(tmp_path / "other"), "--reduced",
                  "--learning-rate", "0"]) == 1
     assert "error: learning_rate must be more than 0, got 0.0" in capsys.readouterr().err

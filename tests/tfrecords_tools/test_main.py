@@ -21,7 +21,8 @@ def test_convert_verify_stats_from_the_command_line(sample_archives, tmp_path, c
 
 def test_errors_name_the_culprit_and_exit_1(sample_archives, tmp_path, capsys):
     assert main(["convert", str(tmp_path / "absent"), str(tmp_path / "out")]) == 1
-    assert "absent: no such directory of ILSVRC archives" in capsys.readouterr().err
+    assert "absent: no such archive, directory or image folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
     assert main(["convert", str(sample_archives.directory), str(tmp_path / "out"),
                  "--splits", "validation", "--validation-shards", "51"]) == 1
     assert "--validation-shards 51" in capsys.readouterr().err
