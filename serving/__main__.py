@@ -42,23 +42,30 @@ def serve(args: argparse.Namespace) -> int:
 
     server = ModelServer(options=ServerOptions.from_args(args))
     server.start()
-    stopping = threading.Event()
+    stopping, received = threading.Event(), []
+
+    def stop(signum, frame) -> None:
+        received.append(signum)
+        stopping.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):  # a clean stop, as tensorflow_model_server
-        signal.signal(signum, lambda *_: stopping.set())
+        signal.signal(signum, stop)
     if server.rest is not None:  # before the ready line, which ServerProcess waits for
         print(REST_LINE.format(address=f"{server.rest.host}:{server.rest.port}"), flush=True)
     print(READY_LINE.format(address=server.address), flush=True)
     stopping.wait()
     server.stop(grace=5.0)
     print("Server stopped", flush=True)
-    return 0
+    # As every tool here (and a shell's status for a process a signal ended): 130 after
+    # Ctrl-C, 143 after SIGTERM.
+    return 128 + received[0]
 
 
 def add_client_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server", default="127.0.0.1:8500", help="host:port of the server")
     parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
-                        help=f"default {DEFAULT_MODEL_NAME}")
-    parser.add_argument("--version", type=int, help="model version (default the latest)")
+                        help="the served model's name")
+    parser.add_argument("--version", type=int, help="model version (none given: the latest)")
     parser.add_argument("--version_label", help="model version label")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
     parser.add_argument("--root_certificates", help="PEM file to verify a TLS server")
@@ -105,11 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser = commands.add_parser("serve", help="run a local TF Serving-compatible server")
     add_serve_arguments(serve_parser)
     serve_parser.set_defaults(run=serve)
-    query_parser = commands.add_parser("query", help="top-5 classes of image files")
+    query_parser = commands.add_parser(
+        "query", help="top-5 classes of image files",
+        description="Sends image files to a TF Serving server (this package's or "
+                    "tensorflow_model_server) and prints each one's top-5 classes.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_client_arguments(query_parser)
     query_parser.add_argument("images", nargs="+", help="JPEG or PNG files")
     query_parser.set_defaults(run=query)
-    status_parser = commands.add_parser("status", help="health and model version states")
+    status_parser = commands.add_parser(
+        "status", help="health and model version states",
+        description="Prints the server's health and the state of each version of a model.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_client_arguments(status_parser)
     status_parser.set_defaults(run=status)
     for command in (serve_parser, query_parser, status_parser):

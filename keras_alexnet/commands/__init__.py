@@ -24,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{module_info.name}")
-        summary = (module.__doc__ or "").strip().splitlines()[0]
+        # The docstring's first sentence, whole (its first line may end mid-sentence).
+        paragraph = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+        summary = paragraph.split(". ")[0].rstrip(".") + "."
         sub = subparsers.add_parser(module_info.name.replace("_", "-"), help=summary,
                                     description=module.__doc__,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
