@@ -93,7 +93,7 @@ def _member_scores(member: Member, info: DatasetInfo, split: str, batch_size: in
     """One network's softmax on every image of the split, preprocessed by its own
     contract, in the ensemble's class order: {"center": (N, C), "ten_crop": (N, C)} and
     the labels."""
-    from tqdm import tqdm
+    from tfrecords_tools.progress import tqdm
 
     model = member.model
     image_size, num_classes = model.input_shape[1], model.output_shape[-1]

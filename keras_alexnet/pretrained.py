@@ -33,14 +33,13 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
-
 from keras_alexnet import bvlc, checkpoints, model
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.network import AlexNet
 from tfrecords_tools import storage
 from tfrecords_tools.files import atomic_path
+from tfrecords_tools.progress import tqdm
 
 ENVIRONMENT_VARIABLE = "KERAS_ALEXNET_WEIGHTS_URL"
 #: Seconds to wait for a connection, and then for each block of data: an offline

@@ -986,7 +986,7 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
     there and records the shortfall in the manifest.  A split missing from `num_shards`
     gets `schema.default_num_shards` for its image count.
     """
-    from tqdm import tqdm
+    from tfrecords_tools.progress import tqdm
 
     started = time.monotonic()
     unknown = [s for s in splits or () if s not in schema.SPLITS]

@@ -123,7 +123,8 @@ class DatasetInfo:
         if isinstance(count, int):
             return count
         import tensorflow as tf
-        from tqdm import tqdm
+
+        from tfrecords_tools.progress import tqdm
 
         return sum(int(tf.data.TFRecordDataset(str(shard)).reduce(
             tf.constant(0, tf.int64), lambda n, _: n + 1))

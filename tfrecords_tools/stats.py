@@ -113,7 +113,7 @@ def compute_stats(output: str | storage.PathOrUrl, sample: int | None = None,
     `sample` limits the statistics to the first N images in shard order (the shards are
     already shuffled, so these are a random sample of every class).
     """
-    from tqdm import tqdm
+    from tfrecords_tools.progress import tqdm
 
     output = storage.path(output)
     files = sorted(str(p) for p in output.glob(schema.shard_pattern("train")))

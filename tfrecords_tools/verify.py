@@ -125,7 +125,7 @@ def verify(output: str | storage.PathOrUrl, splits: list[str] | None = None,
            devkit: str | Path | None = None) -> list[str]:
     """Every problem found in the shards of `splits` (default: all in the manifest);
     `devkit` checks the counts against that devkit instead of the manifest's record."""
-    from tqdm import tqdm
+    from tfrecords_tools.progress import tqdm
 
     output = storage.path(output)
     try:

@@ -89,13 +89,13 @@ def check(args: argparse.Namespace) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import tensorflow as tf
-    from tqdm import tqdm
 
     from keras_alexnet import checkpoints
     from keras_alexnet.contract import contract_of, preprocess_input
     from keras_alexnet.model import fc7_features
     from keras_alexnet.preprocessing import decode_center_crop
     from tfrecords_tools.files import atomic_path, write_atomically
+    from tfrecords_tools.progress import tqdm
 
     output = Path(args.output)
     if output.suffix != ".npy":

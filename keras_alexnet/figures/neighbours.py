@@ -21,7 +21,6 @@ from pathlib import Path
 
 import keras
 import numpy as np
-import tqdm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
@@ -36,6 +35,7 @@ from keras_alexnet.figures.examples import (
 )
 from keras_alexnet.model import fc7_features
 from tfrecords_tools.dataset import DatasetInfo
+from tfrecords_tools.progress import tqdm
 
 INDEX_VERSION = 1
 QUERY_COLOUR = "#d62728"
@@ -113,8 +113,8 @@ def build_index(model: keras.Model, data_dir: str | Path | DatasetInfo,
     image_size = model.input_shape[1]
     shards, offsets, labels, filenames = [], [], [], []
     count = 0
-    progress = tqdm.tqdm(desc=f"fc7 index of {split}", unit="img",
-                         total=data_dir.records(split))
+    progress = tqdm(desc=f"fc7 index of {split}", unit="img",
+                    total=data_dir.records(split))
     with open(index_dir / "features.f32", "wb") as out, progress:
         for batch in iterate_examples(data_dir, split, contract, batch_size):
             features = np.asarray(extractor.predict_on_batch(batch.network_input(contract)),
