@@ -46,6 +46,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import shutil
 import socket
 import time
 from collections.abc import Sequence
@@ -1003,6 +1004,8 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
     options = ImageOptions(image_size, crop, quality)
     processes = processes or _usable_cpus()
     output = Path(output)
+    # What this call creates, removed again if it refuses the source before any work.
+    created = [d for d in (output, manifest.state_dir(output)) if not d.exists()]
     manifest.state_dir(output).mkdir(parents=True, exist_ok=True)
     slots = 2 * processes + 2  # enough read-ahead to keep every worker busy
     shared = (multiprocessing.get_context("spawn").RawArray(ctypes.c_ubyte, slots * SLOT_BYTES)
@@ -1010,6 +1013,7 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
     summary = Summary(output=output)
 
     # The workers start while the archives are indexed.
+    planned = False
     try:
         with (Pool(processes, worker.initialize, (shared,)) if processes > 1
               else InlinePool(worker.initialize, (shared, False))) as pool:
@@ -1027,6 +1031,7 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
                 _claim_output(output, plan, allow_incomplete)
                 if "incomplete" in plan.job:
                     summary.incomplete.append(f"{plan.split}: {json.dumps(plan.job['incomplete'])}")
+            planned = True
 
             ours = [(plan, shard) for plan in plans for shard in plan.shards]
             ours = ours[worker_index::num_workers]
@@ -1072,6 +1077,11 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
     except WorkerError as error:
         raise WorkerError(f"{error}; the finished shards are kept and a rerun of the same "
                           f"command resumes from the last checkpoint") from error
+    except Exception:  # not Ctrl-C: an index being built is kept for the rerun
+        if not planned:  # refused before any work: leave no directory of ours behind
+            for directory in reversed(created):
+                shutil.rmtree(directory, ignore_errors=True)
+        raise
     _remove_our_temporaries(output, [shard for _, shard in ours])
     summary.merged = manifest.merge(output)
     summary.seconds = time.monotonic() - started

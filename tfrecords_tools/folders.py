@@ -4,9 +4,11 @@ files make each split, and the classes.
 Layouts of `root` (a directory, or a tar whose members may all sit under one top folder,
 as `tar -cf photos.tar photos` makes):
 
-- `root/train/<class>/...` with `root/val/<class>/...` (or `validation/`) and an
-  unlabelled `root/test/...`; files beside the split folders (a README) are listed as
-  skipped, any other folder there is an error;
+- `root/train/<class>/...` with `root/val/<class>/...` (or `validation/`) and
+  `root/test/...`: labelled when every test image is in a folder of a training class
+  (`root/test/<class>/...`, as CIFAR-10's folders), unlabelled when they sit in
+  `test/` itself; files beside the split folders (a README) are listed as skipped, any
+  other folder there is an error;
 - `root/<class>/...`: the train split.  `validation_fraction` F holds out, in every
   class, round(F x its images) of them (at least one, never all) as the validation
   split: the class's paths sorted, then shuffled with the seed, the first ones held out.
@@ -23,9 +25,10 @@ Images in subfolders of a class folder belong to the class, as both readers walk
 A member is named by its path under `root` (`train/ants/1.jpg`; base names repeat across
 classes): that is its `image/filename` and how the manifest lists it.  Hidden files and
 symbolic links are listed as skipped (`archives.index_tree`), and files that do not
-decode as images when converted.  Errors, each naming the path or class: a file beside
-the class folders, a class folder without files, a validation class unknown to train, a
-class file's class without a folder or a folder the class file lacks.
+decode as images when converted.  Errors, each naming the path or class: one class
+folder only (a classifier needs two), a file beside the class folders, a class folder
+without files, a validation or test class unknown to train, a class file's class without
+a folder or a folder the class file lacks.
 """
 
 from __future__ import annotations
@@ -126,6 +129,16 @@ def _classes_under(where: str, files: list[tuple], directories: list[str], root:
     return by_class
 
 
+def _labelled_test(files: list[tuple], directories: list[str], root: str
+                   ) -> dict[str, list[tuple]] | None:
+    """{class folder: its files} of `root/test/` when every image there is in a class
+    folder (CIFAR-10's and Kaggle's layout: a labelled test split); None when any sits in
+    `test/` itself (an unlabelled test split)."""
+    if not files or any("/" not in entry[1][len("test/"):] for entry in files):
+        return None
+    return _classes_under("test/", files, directories, root)
+
+
 def _class_index(folders: list[str], class_file: list[tuple[str, str]] | None,
                  where: str, class_path: Path | None) -> ClassIndex:
     if class_file is None:
@@ -196,13 +209,18 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         train = _classes_under("train/", by_split["train"], directories, root)
         validation = (_classes_under(f"{validation_folder}/", by_split["validation"],
                                      directories, root) if validation_folder in tops else None)
-        if "test" in tops:
+        test = _labelled_test(by_split["test"], directories, root) if "test" in tops else None
+        if "test" in tops and test is None:
             members["test"] = [Member(f[1], f[2], f[3], schema.UNLABELED, f[4])
                                for f in by_split["test"]]
         where = {"train": "train/", "validation": f"{validation_folder}/", "test": "test/"}
     else:  # root/<class>
-        train, validation = _classes_under("", files, directories, root), None
+        train, validation, test = _classes_under("", files, directories, root), None, None
         where = {"train": "", "validation": ""}
+    if len(train) == 1:
+        raise ArchiveError(f"{root}{where['train']}: one class folder ({next(iter(train))}/); "
+                           f"a classifier needs at least two: put each class's images in a "
+                           f"folder of its own under {root}{where['train']}")
     classes = _class_index(list(train), class_file, f"{root}{where['train']}", source.classes)
     label_of = classes.label_of
 
@@ -210,6 +228,13 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         return {folder: [Member(f[1], f[2], f[3], label_of[folder], f[4]) for f in entries]
                 for folder, entries in by_class.items()}
 
+    if test is not None:
+        unknown = sorted(set(test) - set(label_of))
+        if unknown:
+            raise ArchiveError(f"{root}test/{unknown[0]}: class {unknown[0]!r} is not a class "
+                               f"of {root}{where['train']} ({len(unknown)} such classes); "
+                               f"add its training images, or remove it")
+        members["test"] = [m for ms in labelled(test).values() for m in ms]
     if validation is not None:
         unknown = sorted(set(validation) - set(label_of))
         if unknown:

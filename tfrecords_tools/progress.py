@@ -26,7 +26,7 @@ class tqdm(_tqdm):
         if self._lines:
             kwargs["mininterval"] = max(kwargs.get("mininterval", 0.1), LINE_INTERVAL)
         super().__init__(*args, **kwargs)
-        if self._lines:
+        if self._lines and not self.disable:  # a disabled bar has no stream
             self.fp = _OwnLines(self.fp)
 
     def display(self, msg: str | None = None, pos: int | None = None) -> bool:

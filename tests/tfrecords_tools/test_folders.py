@@ -174,6 +174,40 @@ def test_bad_input_is_a_one_line_error_naming_it_with_nothing_written(tmp_path, 
     assert not list(out.glob("*-of-*")) and not (out / schema.LABELS).exists()
 
 
+def test_class_folders_under_test_make_a_labelled_test_split(tmp_path):
+    # CIFAR-10's layout: test/<class>/ beside train/<class>/ (and here no val/).
+    root = make_image_folders(tmp_path / "photos")
+    shutil.rmtree(root / "val")
+    shutil.rmtree(root / "test")
+    for name in ("bees", "ants"):
+        shutil.copytree(root / "train" / "bees", root / "test" / name)
+    convert(tmp_path / "out", root, **ARGUMENTS)
+    labels = [synset for synset, _ in schema.read_labels(tmp_path / "out" / schema.LABELS)]
+    test = _records(tmp_path / "out", "test")
+    assert len(test) == 10
+    for record in test:
+        folder = record["image/filename"].decode().split("/")[1]  # test/<class>/<file>
+        assert labels[record["image/class/label"]] == folder
+    manifest = json.loads((tmp_path / "out" / schema.MANIFEST).read_text())
+    assert manifest["splits"]["test"]["class_counts"] == {"Zebra": 0, "ants": 5, "bees": 5,
+                                                          "n01440764": 0}
+
+
+def test_one_class_and_an_unknown_test_class_are_refused_naming_them(tmp_path, capsys):
+    root = make_image_folders(tmp_path / "photos")
+    (root / "test" / "wasps").mkdir()
+    (root / "test" / "wasps" / "0.jpg").write_bytes((root / "test" / "0.jpg").read_bytes())
+    for number in range(3):
+        (root / "test" / f"{number}.jpg").unlink()
+    assert f"{root}/test/wasps: class 'wasps' is not a class of {root}/train/" in _error(
+        capsys, root, tmp_path / "out")
+    single = tmp_path / "single"
+    shutil.copytree(root / "train" / "bees", single / "bees")
+    assert f"{single}/: one class folder (bees/); a classifier needs at least two" in _error(
+        capsys, single, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_finished_shards_are_kept_when_a_later_split_fails(tmp_path, capsys):
     root = make_image_folders(tmp_path / "photos")
     out = tmp_path / "out"

@@ -37,3 +37,10 @@ def test_a_terminal_gets_tqdms_redrawn_bar():
     with tqdm(total=3, desc="stats", file=terminal, mininterval=0) as bar:
         bar.update(3)
     assert "\r" in terminal.getvalue()
+
+
+def test_a_disabled_bar_writes_nothing():
+    log = io.StringIO()
+    with tqdm(total=3, file=log, disable=True) as bar:
+        bar.update(3)
+    assert log.getvalue() == ""
