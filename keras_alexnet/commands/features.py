@@ -135,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
 
     features = np.concatenate(rows).astype(np.float32)
     names = output.with_suffix(".txt")
+    output.parent.mkdir(parents=True, exist_ok=True)  # -o feats/val.npy makes feats/
     with atomic_path(output) as partial, open(partial, "wb") as file:
         np.save(file, features)
     write_atomically(names, "".join(f"{path}\n" for path in kept))

@@ -66,7 +66,7 @@ def test_an_image_that_does_not_decode_is_skipped_and_named(exported, photos, tm
                                                             capsys):
     broken = photos / "b" / "broken.jpg"
     broken.write_text("no pixels here")
-    output = tmp_path / "features.npy"
+    output = tmp_path / "feats" / "features.npy"  # feats/ made for it
     # Batches of two: the progress bar shows, and a batch keeps one image of two.
     assert main(["features", str(exported.checkpoint), str(photos / "b"), "-o",
                  str(output), "--batch-size", "2"]) == 1  # not 0: an image was left out
