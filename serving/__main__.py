@@ -86,8 +86,18 @@ def query(args: argparse.Namespace) -> int:
     for path in args.images:
         with open(path, "rb") as file:
             images.append(file.read())
+    from serving.errors import InvalidArgumentError, decoder_refusal
+
     with _client(args) as client:
-        results = client.classify(images)
+        try:
+            results = client.classify(images)
+        except InvalidArgumentError as error:
+            index = getattr(error, "index", None)
+            if index is None:
+                raise
+            reason = decoder_refusal(error.message) or error.message
+            raise InvalidArgumentError(f"{args.images[index]}: refused by the server: "
+                                       f"{reason}") from error
     for path, top5 in zip(args.images, results, strict=True):
         print(format_top5(path, top5))
     return 0

@@ -206,8 +206,10 @@ class Client:
                     try:
                         self._top5([images[index]], version, version_label, timeout)
                     except InvalidArgumentError as single:
-                        raise InvalidArgumentError(
-                            f"image {index} of {len(images)}: {single.message}") from error
+                        failure = InvalidArgumentError(
+                            f"image {index} of {len(images)}: {single.message}")
+                        failure.index = index  # for a caller that knows the images' names
+                        raise failure from error
                 raise error
         return results
 

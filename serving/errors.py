@@ -6,6 +6,8 @@ Both are `tfrecords_tools.errors.UserError`s: the command line prints them as on
 
 from __future__ import annotations
 
+import re
+
 import grpc
 
 from tfrecords_tools.errors import UserError
@@ -65,6 +67,14 @@ class InternalError(ServingError):
 _BY_CODE = {cls.code: cls for cls in (
     InvalidArgumentError, NotFoundError, FailedPreconditionError, UnavailableError,
     DeadlineExceededError, ResourceExhaustedError, UnimplementedError, InternalError)}
+
+
+def decoder_refusal(message: str) -> str | None:
+    """The reason our SavedModel's image decoder gives when it refuses an image (it
+    refuses with a TensorFlow assertion naming it, `keras_alexnet.preprocessing`), from
+    an error message; None when the message holds none."""
+    refused = re.search(r"assertion failed: \[(.*?)\]", message)
+    return refused.group(1) if refused else None
 
 
 def error_for(code: grpc.StatusCode, message: str) -> ServingError:

@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, require_checkpoints
 from keras_alexnet.errors import AlexNetError
+from serving.errors import decoder_refusal
 from tfrecords_tools.cli import require_paths
 
 #: What a directory's images end with (compared lower-cased).
@@ -149,6 +149,4 @@ def _reason(error: Exception) -> str:
     """Why an image file was not read: the OS's reason, or the decoder's refusal."""
     if isinstance(error, OSError):
         return error.strerror or str(error)
-    # `preprocessing.decode_bounded` refuses with an assertion naming the reason.
-    refused = re.search(r"assertion failed: \[(.*?)\]", error.message)
-    return refused.group(1) if refused else "not a decodable JPEG or PNG image"
+    return decoder_refusal(error.message) or "not a decodable JPEG or PNG image"

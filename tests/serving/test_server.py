@@ -438,6 +438,11 @@ def test_query_and_status_commands(server, exported, expected, tmp_path, capsys)
     assert main(["query", "--server", server.address, "--model_name", "resnet",
                  str(tmp_path / name)]) == 1
     assert "NOT_FOUND: Servable not found for request: Latest(resnet)" in capsys.readouterr().err
+    (tmp_path / "notes.jpg").write_text("not a photo")
+    assert main(["query", "--server", server.address, str(tmp_path / name),
+                 str(tmp_path / "notes.jpg")]) == 1
+    assert capsys.readouterr().err == (f"error: INVALID_ARGUMENT: {tmp_path / 'notes.jpg'}: "
+                                       f"refused by the server: not a JPEG or PNG image\n")
 
 
 def test_32_concurrent_clients(server, exported, expected):
