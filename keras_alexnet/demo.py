@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_alexnet.checkpoints import LOG_NAME, latest_checkpoint, load_model
+from keras_alexnet.checkpoints import LOG_NAME, load_model, resolve
 from keras_alexnet.config import reduced_config
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.evaluation import evaluate
@@ -187,7 +187,8 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
             fit(paths["data"], paths["model"], config=config, epochs=epochs,
                 batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                 seed=settings.seed, tensorboard=False, verbose=2)
-            accuracy = read_training_log(paths["model"])["val_top1"][-1]
+            # The best epoch's (its checkpoint is kept and used below), not the last's.
+            accuracy = max(read_training_log(paths["model"])["val_top1"])
             if settings.target_top1 is None or accuracy >= settings.target_top1:
                 break
             log(f"    validation top-1 accuracy {accuracy:.0%} < {settings.target_top1:.0%}: "
@@ -196,7 +197,7 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
     accuracy = stages.run("train", "Training the reduced two-tower AlexNet until it learns",
                           train)
     learned = bool(settings.target_top1 is None or accuracy >= settings.target_top1)
-    checkpoint = latest_checkpoint(paths["model"])
+    checkpoint = resolve(paths["model"])  # the best epoch's
     model = load_model(checkpoint, compile=False)
 
     evaluation = stages.run(
@@ -255,8 +256,8 @@ def summary(result: DemoResult) -> str:
     """The closing summary: results, then where everything was written."""
     lines = ["", "Summary"]
     epochs = len(result.history.get("epoch", []))
-    accuracy = result.history["val_top1"][-1] if epochs else float("nan")
-    lines.append(f"  trained {epochs} epochs: validation top-1 accuracy {accuracy:.0%}"
+    accuracy = max(result.history["val_top1"]) if epochs else float("nan")
+    lines.append(f"  trained {epochs} epochs: best validation top-1 accuracy {accuracy:.0%}"
                  + ("" if result.learned else "  (DID NOT LEARN: see the curves)"))
     for key, crops in (("center", "centre crop"), ("ten_crop", "10 patches")):
         if key in result.evaluation:
@@ -287,7 +288,9 @@ def next_steps(result: DemoResult) -> str:
     """What to open and what to run next, with the demo's own paths."""
     paths, python = result.paths, _python()
     pictures = {"kernels": "the first layer's filters (the paper's Figure 3)",
-                "predictions": "validation images with their top-5 (Figure 4, left)",
+                "predictions": "validation images with their top-5 (Figure 4, left; the "
+                               "demo's images are generated, not photos, under ILSVRC's "
+                               "class names)",
                 "neighbours": "nearest neighbours in fc7 space (Figure 4, right)",
                 "curves": "loss, error and learning rate by epoch"}
     width = max(len(str(paths[f"picture:{name}"])) for name in pictures)
