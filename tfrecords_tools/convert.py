@@ -432,9 +432,7 @@ def _claim_output(output: Path, plan: SplitPlan, allow_incomplete: bool = False)
                 plan.job.update(theirs)
             return
         if theirs != plan.job:
-            differences = ", ".join(f"{k}: {theirs.get(k)!r} there, {v!r} here"
-                                    for k, v in plan.job.items()
-                                    if theirs.get(k) != v and k not in manifest.FINDINGS)
+            differences = ", ".join(_differences(theirs, plan.job))
             raise OutputError(f"{output} holds {plan.split} shards of another conversion "
                               f"({differences or 'the archive changed'}); choose another output "
                               f"directory or remove them")
@@ -562,9 +560,26 @@ def _batches(order: list[tuple], start: int):
         position = end
 
 
+def _differences(theirs: dict, ours: dict) -> list[str]:
+    """How a recorded conversion's job differs from this one's, key by key (a nested
+    record, as the archive's, by its own keys)."""
+    found = []
+    for key, value in ours.items():
+        old = theirs.get(key)
+        if key in manifest.FINDINGS or old == value:
+            continue
+        if isinstance(old, dict) and isinstance(value, dict):
+            found += [f"{key} {part}: {old.get(part)!r} there, {value.get(part)!r} here"
+                      for part in sorted(set(old) | set(value)) if old.get(part) != value.get(part)]
+        else:
+            found.append(f"{key}: {old!r} there, {value!r} here")
+    return found
+
+
 def _count_batch(pool, ticket, bucket_dir: str, summary: Summary, split: str) -> None:
-    """Waits for a batch of the forward pass and counts its skipped and repaired images;
-    a bucket that cannot grow stops the run naming it."""
+    """Waits for a batch of the forward pass and counts its images, skipped members
+    (not images) and repaired images; a bucket that cannot grow stops the run naming
+    it."""
     try:
         kinds = pool.result(ticket)
     except WorkerError as error:
@@ -574,7 +589,9 @@ def _count_batch(pool, ticket, bucket_dir: str, summary: Summary, split: str) ->
                               f"same command to resume from the last checkpoint "
                               f"after fixing this (a full disk?)") from error
         raise
-    summary.skipped[split] += kinds.count(worker.SKIPPED)
+    skipped = kinds.count(worker.SKIPPED)
+    summary.images[split] += len(kinds) - skipped
+    summary.skipped[split] += skipped
     summary.repaired[split] += kinds.count(worker.REPAIRED)
 
 
@@ -646,7 +663,6 @@ def _forward_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], positi
             ticket, slot, begin, end = in_flight.popleft()
             _count_batch(pool, ticket, bucket_dir, summary, split)
             free.append(slot)
-            summary.images[split] += end - begin
             bar.update(end - begin)
             position = end
             checkpoint_due = time.monotonic() - last_checkpoint >= checkpoint_seconds
@@ -795,7 +811,6 @@ def _walk_pass(output: Path, plan: SplitPlan, shards: list[ShardPlan], state: di
             ticket, slot, count = in_flight.popleft()
             _count_batch(pool, ticket, bucket_dir, summary, split)
             free.append(slot)
-            summary.images[split] += count
             bar.update(count)
             position += count
             checkpoint_due = (checkpoint_due

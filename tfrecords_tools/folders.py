@@ -111,6 +111,10 @@ def _classes_under(where: str, files: list[tuple], directories: list[str], root:
     for directory in directories:
         if directory.startswith(where) and "/" not in directory[len(where):]:
             by_class.setdefault(directory[len(where):], [])
+    if files and not by_class and not any("/" in entry[1][len(where):] for entry in files):
+        raise ArchiveError(f"{root}{where}: image files and no class folders; a folder "
+                           f"dataset has each class's images in a folder of its own, "
+                           f"{root}{where}<class>/")
     for entry in files:
         inside = entry[1][len(where):]
         folder, slash, _ = inside.partition("/")

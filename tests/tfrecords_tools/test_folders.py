@@ -193,6 +193,21 @@ def test_class_folders_under_test_make_a_labelled_test_split(tmp_path):
                                                           "n01440764": 0}
 
 
+def test_the_summary_counts_images_apart_from_skipped_files_and_names_a_changed_source(
+        tmp_path, capsys):
+    root = make_image_folders(tmp_path / "photos")
+    summary = convert(tmp_path / "out", root, splits=["train"], **ARGUMENTS)
+    # train/ants/cut.jpg and notes.txt do not decode: skipped, not images of the count.
+    assert summary.images["train"] == sum(FOLDER_TRAIN_COUNTS.values())
+    assert summary.skipped["train"] == 2
+    assert str(summary).splitlines()[1].split()[:3] == [
+        "train", str(sum(FOLDER_TRAIN_COUNTS.values())), "2"]
+    other = shutil.copytree(root, tmp_path / "other")
+    err = _error(capsys, other, tmp_path / "out", "--splits", "train")
+    assert "holds train shards of another conversion (archive name: 'photos' there, " \
+           "'other' here" in err and "{" not in err
+
+
 def test_one_class_and_an_unknown_test_class_are_refused_naming_them(tmp_path, capsys):
     root = make_image_folders(tmp_path / "photos")
     (root / "test" / "wasps").mkdir()
@@ -201,6 +216,14 @@ def test_one_class_and_an_unknown_test_class_are_refused_naming_them(tmp_path, c
         (root / "test" / f"{number}.jpg").unlink()
     assert f"{root}/test/wasps: class 'wasps' is not a class of {root}/train/" in _error(
         capsys, root, tmp_path / "out")
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for number in range(2):
+        (flat / f"n01440764_{number}.JPEG").write_bytes((root / "val" / "bees" / "0.jpg")
+                                                        .read_bytes())
+    assert f"{flat}/: image files and no class folders; a folder dataset has each class's " \
+           f"images in a folder of its own, {flat}/<class>/" in _error(capsys, flat,
+                                                                      tmp_path / "out")
     single = tmp_path / "single"
     shutil.copytree(root / "train" / "bees", single / "bees")
     assert f"{single}/: one class folder (bees/); a classifier needs at least two" in _error(
