@@ -79,6 +79,17 @@ def _client(args: argparse.Namespace):
                   root_certificates=args.root_certificates)
 
 
+def _not_served(args: argparse.Namespace, error: Exception) -> Exception:
+    """A NOT_FOUND with what to do: TF Serving's message names the model asked for, not
+    the ones served (no API lists them)."""
+    from serving.errors import NotFoundError
+
+    return NotFoundError(f"{error.message}; {args.server} serves no model named "
+                         f"{args.model_name!r}: pass --model_name with the name the server "
+                         f"was started with (`serve --model_name`; TF Serving's default is "
+                         f"'default')")
+
+
 def query(args: argparse.Namespace) -> int:
     from serving.client import format_top5
 
@@ -86,11 +97,13 @@ def query(args: argparse.Namespace) -> int:
     for path in args.images:
         with open(path, "rb") as file:
             images.append(file.read())
-    from serving.errors import InvalidArgumentError, decoder_refusal
+    from serving.errors import InvalidArgumentError, NotFoundError, decoder_refusal
 
     with _client(args) as client:
         try:
             results = client.classify(images)
+        except NotFoundError as error:
+            raise _not_served(args, error) from error
         except InvalidArgumentError as error:
             index = getattr(error, "index", None)
             if index is None:
@@ -104,9 +117,14 @@ def query(args: argparse.Namespace) -> int:
 
 
 def status(args: argparse.Namespace) -> int:
+    from serving.errors import NotFoundError
+
     with _client(args) as client:
         health = client.health()
-        versions = client.status(version=args.version)
+        try:
+            versions = client.status(version=args.version)
+        except NotFoundError as error:
+            raise _not_served(args, error) from error
     print(f"server {args.server}: {health}")
     for version in versions:
         error = f"  ({version.error_message})" if version.error_message else ""

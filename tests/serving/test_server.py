@@ -437,7 +437,10 @@ def test_query_and_status_commands(server, exported, expected, tmp_path, capsys)
     assert "alexnet version 1: AVAILABLE" in capsys.readouterr().out
     assert main(["query", "--server", server.address, "--model_name", "resnet",
                  str(tmp_path / name)]) == 1
-    assert "NOT_FOUND: Servable not found for request: Latest(resnet)" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"error: NOT_FOUND: Servable not found for request: Latest(resnet); {server.address} "
+        f"serves no model named 'resnet': pass --model_name with the name the server was "
+        f"started with (`serve --model_name`; TF Serving's default is 'default')\n")
     (tmp_path / "notes.jpg").write_text("not a photo")
     assert main(["query", "--server", server.address, str(tmp_path / name),
                  str(tmp_path / "notes.jpg")]) == 1
