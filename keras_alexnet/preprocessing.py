@@ -36,7 +36,7 @@ def decode_bounded(image_bytes: tf.Tensor, resize_size: int) -> tf.Tensor:
     twice `resize_size` decodes at the smallest DCT scale (1/2, 1/4, 1/8) that keeps the
     shorter side at least `resize_size`, so it is never decoded larger than needed;
     an image still above `MAX_DECODED_PIXELS` is refused with InvalidArgumentError
-    naming its size and the limit, as is anything but a JPEG or a PNG.
+    naming its size and the limit, as is anything but a JPEG or a PNG (a GIF by name).
     """
     def too_large(kind, height, width, scale):
         return tf.strings.format(
@@ -70,7 +70,12 @@ def decode_bounded(image_bytes: tf.Tensor, resize_size: int) -> tf.Tensor:
 
     is_png = tf.logical_and(tf.strings.length(image_bytes) >= 24,
                             tf.strings.substr(image_bytes, 0, 8) == _PNG_SIGNATURE)
-    return tf.case([(tf.io.is_jpeg(image_bytes), jpeg), (is_png, png)],
+    # GIFs are refused by name: the converter takes them for training (their first
+    # frame), but an animated one decodes every frame here, unbounded.
+    is_gif = tf.strings.substr(image_bytes, 0, 4) == "GIF8"
+    return tf.case([(tf.io.is_jpeg(image_bytes), jpeg), (is_png, png),
+                    (is_gif, lambda: _refuse(tf.constant(
+                        "a GIF, not a JPEG or PNG image; convert it to PNG first")))],
                    default=lambda: _refuse(tf.constant("not a JPEG or PNG image")),
                    exclusive=False)
 

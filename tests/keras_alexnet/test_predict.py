@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from PIL import Image
 
 from keras_alexnet.commands import main
 from tests.keras_alexnet.old_checkpoints import save_without_contract
@@ -54,6 +55,12 @@ def test_bad_image_and_a_checkpoint_without_contract_are_named(exported, image_f
     assert main(["predict", image_files[0], str(not_an_image), "--saved-model",
                  str(exported.model_dir)]) == 1
     assert f"{not_an_image}: not a JPEG or PNG image" in capsys.readouterr().err
+    # A GIF (which the converter takes for training) is refused by name.
+    gif = tmp_path / "photo.gif"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(gif)
+    assert main(["predict", str(gif), "--saved-model", str(exported.model_dir)]) == 1
+    assert f"{gif}: a GIF, not a JPEG or PNG image; convert it to PNG first" in \
+        capsys.readouterr().err
 
     # Saved before contracts were recorded: it needs the data directory.
     legacy = save_without_contract(exported.model, tmp_path / "legacy.keras")
