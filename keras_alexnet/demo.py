@@ -48,6 +48,7 @@ from tfrecords_tools.archives import index_flat, label_validation, member_reader
 from tfrecords_tools.convert import convert
 from tfrecords_tools.sample import SampleArchives, make_sample_archives
 from tfrecords_tools.stats import compute_stats
+from tfrecords_tools.words import count
 
 MODEL_NAME = DEFAULT_MODEL_NAME
 
@@ -257,7 +258,8 @@ def summary(result: DemoResult) -> str:
     lines = ["", "Summary"]
     epochs = len(result.history.get("epoch", []))
     accuracy = max(result.history["val_top1"]) if epochs else float("nan")
-    lines.append(f"  trained {epochs} epochs: best validation top-1 accuracy {accuracy:.0%}"
+    lines.append(f"  trained {count(epochs, 'epoch')}: best validation top-1 accuracy "
+                 f"{accuracy:.0%}"
                  + ("" if result.learned else "  (DID NOT LEARN: see the curves)"))
     for key, crops in (("center", "centre crop"), ("ten_crop", "10 patches")):
         if key in result.evaluation:

@@ -22,6 +22,7 @@ from keras_alexnet.ensemble import Member, ModelSource, load_members
 from keras_alexnet.errors import AlexNetError
 from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
+from tfrecords_tools.words import count
 
 CENTER = 4  # the centre crop among `data.ten_patches`
 
@@ -69,7 +70,7 @@ def _ensemble_rows(results: dict) -> list[str]:
 
 def format_table(results: dict) -> str:
     """The result as the paper's table (error rates in %), then the weakest classes."""
-    lines = [f"{results['split']}: {results['images']} images"]
+    lines = [f"{results['split']}: {count(results['images'], 'image')}"]
     if "members" in results:
         lines += _ensemble_rows(results)
     else:
@@ -82,8 +83,10 @@ def format_table(results: dict) -> str:
     worst = sorted(scored, key=lambda c: c[f"{crop}_top1_accuracy"])[:10]
     if worst:
         lines.append(f"lowest top-1 accuracy per class ({crop.replace('_', ' ')}):")
-        lines += [f"  {c[f'{crop}_top1_accuracy']:7.2%}  {c['label']:4d} {c['wnid']} {c['name']}"
-                  f" ({c['images']} images)" for c in worst]
+        # A folder's class has its folder name for both: said once.
+        lines += [f"  {c[f'{crop}_top1_accuracy']:7.2%}  {c['label']:4d} "
+                  f"{' '.join(dict.fromkeys(filter(None, (c['wnid'], c['name']))))}"
+                  f" ({count(c['images'], 'image')})" for c in worst]
     return "\n".join(lines)
 
 

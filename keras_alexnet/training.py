@@ -38,6 +38,7 @@ from keras_alexnet.model import build_model, check_topology, config_of
 from keras_alexnet.optimizer import PaperSGD
 from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
+from tfrecords_tools.words import count
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -493,7 +494,7 @@ def _report_start(plan: Plan, start: Start) -> None:
         f"  devices     {_placement(model, plan.strategy)}\n"
         f"  data        {plan.data.path}: {plan.records:,} training images, "
         f"{plan.validation_records:,} validation, {plan.num_classes} classes\n"
-        f"  schedule    {options.epochs} epochs of {steps:,} steps, batch "
+        f"  schedule    {count(options.epochs, 'epoch')} of {count(steps, 'step')}, batch "
         f"{options.batch_size} (global), seed {plan.seed}"
         f"{' (drawn; pass it to repeat this run)' if plan.seed_drawn else ''}"
         f"{', deterministic input' if options.deterministic else ''}\n"

@@ -60,6 +60,7 @@ from tfrecords_tools import (
     schema,
     shuffle,
     walk,
+    words,
     worker,
 )
 from tfrecords_tools.archives import (
@@ -159,8 +160,9 @@ class Summary:
                          f"{self.shards_kept[split]:>13}")
         total = sum(self.images.values())
         rate = total / self.seconds if self.seconds else 0.0
-        lines.append(f"{total} images in {self.seconds:.1f} s ({rate:.0f} images/s) into "
-                     f"{self.output}; manifest written for: {', '.join(self.merged) or 'none yet'}")
+        lines.append(f"{words.count(total, 'image')} in {self.seconds:.1f} s ({rate:.0f} "
+                     f"images/s) into {self.output}; manifest written for: "
+                     f"{', '.join(self.merged) or 'none yet'}")
         if self.replaced:
             lines.append("images replaced from the patch tar: " + ", ".join(
                 f"{split} {self.replaced[split]}" for split in self.splits

@@ -32,6 +32,7 @@ from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, requi
 from keras_alexnet.errors import AlexNetError
 from serving.errors import decoder_refusal
 from tfrecords_tools.cli import require_paths
+from tfrecords_tools.words import count
 
 #: What a directory's images end with (compared lower-cased).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -139,7 +140,7 @@ def run(args: argparse.Namespace) -> int:
     with atomic_path(output) as partial, open(partial, "wb") as file:
         np.save(file, features)
     write_atomically(names, "".join(f"{path}\n" for path in kept))
-    print(f"wrote the fc7 features of {len(kept)} images ({features.shape[0]}x"
+    print(f"wrote the fc7 features of {count(len(kept), 'image')} ({features.shape[0]}x"
           f"{features.shape[1]} float32) to {output} and their paths to {names}"
           + (f"; skipped {skipped} that did not decode (named above)" if skipped else ""))
     return 1 if skipped else 0

@@ -243,7 +243,7 @@ def test_a_run_reports_itself_and_verbose_0_is_silent(dataset, tmp_path, capsys)
     assert f"keras_alexnet.fit: {tmp_path}" in out
     assert "tower_a on /CPU:0, tower_b on /CPU:0" in out
     assert "256 training images, 64 validation, 4 classes" in out
-    assert "1 epochs of 3 steps, batch 16 (global), seed 7, deterministic input" in out
+    assert "1 epoch of 3 steps, batch 16 (global), seed 7, deterministic input" in out
     assert "a new model; backup every 1,000 steps" in out
     best = max(float(row["val_top1"]) for row in log_rows(tmp_path))
     assert (f"done; final checkpoint {checkpoints.checkpoint_path(tmp_path, 1)}; best "
