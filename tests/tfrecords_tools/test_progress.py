@@ -45,11 +45,3 @@ def test_a_disabled_bar_writes_nothing():
         bar.update(3)
     assert log.getvalue() == ""
 
-
-def test_counts_in_words():
-    from tfrecords_tools.words import count
-
-    assert [count(n, "image") for n in (0, 1, 2, 1281167)] == [
-        "0 images", "1 image", "2 images", "1,281,167 images"]
-    assert count(1, "class", "classes") == "1 class" and count(3, "class", "classes") == \
-        "3 classes"
