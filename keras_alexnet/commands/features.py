@@ -30,7 +30,6 @@ from pathlib import Path
 
 from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, require_checkpoints
 from keras_alexnet.errors import AlexNetError
-from serving.errors import decoder_refusal
 from tfrecords_tools.cli import require_paths
 from tfrecords_tools.words import count
 
@@ -150,4 +149,6 @@ def _reason(error: Exception) -> str:
     """Why an image file was not read: the OS's reason, or the decoder's refusal."""
     if isinstance(error, OSError):
         return error.strerror or str(error)
+    from serving.errors import decoder_refusal
+
     return decoder_refusal(error.message) or "not a decodable JPEG or PNG image"
