@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import warnings
 from pathlib import Path
 
 import keras
 
-from keras_alexnet import checkpoints, pretrained
+from keras_alexnet import checkpoints, health, pretrained, probe
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import CheckpointError
 from keras_alexnet.model import (
@@ -39,6 +40,7 @@ from keras_alexnet.model import (
     set_classifier,
 )
 from tfrecords_tools import storage
+from tfrecords_tools.words import count
 
 NEW_LAYER = "fc8"
 #: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for
@@ -118,6 +120,48 @@ def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
     model.input_contract = dataclasses.replace(source.model.input_contract,
                                                classes=tuple(classes))
     return model
+
+
+@dataclasses.dataclass(frozen=True)
+class FineTuning:
+    """A new fine-tuning run: its source, whether fc8 is new, and what became of it."""
+
+    source: Source
+    new_head: bool
+    head: str  # for the start report and run.json
+
+    def to_json(self) -> dict:
+        return {**self.source.to_json(), "fc8": self.head}
+
+
+def start_head(model: keras.Model, source: Source, classes: tuple[tuple[str, str], ...],
+               images, *, recipe: str, freeze: str | None = None) -> FineTuning:
+    """Readies `model` (from `initialise_from`) for its first step: a new fc8 fitted as a
+    linear probe on fc7 of `images` (centre crops of the training images and their
+    labels) for the recipe "lp-ft"; and warns (a `TrainingWarning`) when the source's fc7
+    is mostly dead on them."""
+    new = new_head(source, classes)
+    if new and recipe == "lp-ft":
+        fitted = probe.fit_head(model, images, len(classes))
+        dead, seen = fitted.dead_fc7, fitted.images
+        head = (f"lp-ft: the new fc8 fitted as a linear probe on fc7 of "
+                f"{count(seen, 'training image')} (top-1 {fitted.train_top1:.3f} on them"
+                f"{'' if fitted.converged else ', L-BFGS not converged'}), then "
+                f"{'the layers above ' + freeze if freeze else 'every layer'} trained")
+    else:
+        features, _ = probe.fc7_activations(model, images)
+        dead, seen = health.dead_fraction(features), len(features)
+        factors = NEW_LAYER_LEARNING_RATE_MULTIPLIERS
+        head = (f"caffe: a new fc8 from noise, learning {factors['kernel']:g}x faster, its "
+                f"biases {factors['bias']:g}x" if new else
+                "the source's fc8 kept (the data has the source's classes)")
+    if dead > health.DEAD_UNITS:
+        warnings.warn(
+            f"{dead:.0%} of the source's fc7 units are dead on these photos (no one of "
+            f"{count(seen, 'training image')} activates them): a new classifier can use "
+            f"only the rest; {health.remedy_dead_source()}",
+            health.TrainingWarning, stacklevel=5)  # fit's caller
+    return FineTuning(source, new, head)
 
 
 def freeze(model: keras.Model, up_to: str) -> list[str]:

@@ -28,7 +28,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from keras_alexnet import checkpoints, data, finetune, hardware, health, probe, resume
+from keras_alexnet import checkpoints, data, finetune, hardware, health, resume
 from keras_alexnet.callbacks import DivideLearningRateOnPlateau, RunCallbacks, StopOnNaN
 from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
@@ -165,21 +165,9 @@ def _layer_policy(options: TrainingOptions) -> Iterator[None]:
         keras.mixed_precision.set_dtype_policy(previous)
 
 
-@dataclasses.dataclass(frozen=True)
-class FineTuning:
-    """A new fine-tuning run: its source, whether fc8 is new, and what became of it."""
-
-    source: finetune.Source
-    new_head: bool
-    head: str  # for the start report and run.json
-
-    def to_json(self) -> dict:
-        return {**self.source.to_json(), "fc8": self.head}
-
-
-def _new_model(plan: Plan) -> tuple[keras.Model, FineTuning | None]:
+def _new_model(plan: Plan) -> tuple[keras.Model, finetune.FineTuning | None]:
     """The model of `plan.config` with fresh weights, or with those of
-    `options.init_from` (then also the fine-tuning's source and head, `_head`)."""
+    `options.init_from` (then also the fine-tuning's source and head)."""
     options = plan.options
     with _layer_policy(options):
         if not options.init_from:
@@ -193,42 +181,11 @@ def _new_model(plan: Plan) -> tuple[keras.Model, FineTuning | None]:
                                          seed=plan.seed, config=plan.config)
     if options.freeze:
         finetune.freeze(model, options.freeze)
-    new = finetune.new_head(source, classes)
-    return model, FineTuning(source, new, _head(plan, model, new))
-
-
-def _head(plan: Plan, model: keras.Model, new: bool) -> str:
-    """Trains a new fc8 as a linear probe (recipe "lp-ft") and checks the source's fc7
-    on the new training images; what became of fc8, for the start report and run.json."""
-    options = plan.options
     images = data.evaluation_dataset(plan.data, model.input_shape[1], options.batch_size,
                                      num_classes=plan.num_classes, split="train",
                                      contract=model.input_contract)
-    if new and options.recipe == "lp-ft":
-        fitted = probe.fit_head(model, images, plan.num_classes)
-        dead, seen = fitted.dead_fc7, fitted.images
-        head = (f"lp-ft: the new fc8 fitted as a linear probe on fc7 of {seen:,} training "
-                f"image{'s' * (seen != 1)} (top-1 {fitted.train_top1:.3f} on them"
-                f"{'' if fitted.converged else ', L-BFGS not converged'}), then "
-                f"{'the layers above ' + options.freeze if options.freeze else 'every layer'}"
-                f" trained")
-    else:
-        features, _ = probe.fc7_activations(model, images)
-        dead, seen = health.dead_fraction(features), len(features)
-        head = (f"caffe: a new fc8 from noise, learning {_multipliers()}" if new else
-                "the source's fc8 kept (the data has the source's classes)")
-    if dead > health.DEAD_UNITS:
-        warnings.warn(
-            f"{dead:.0%} of the source's fc7 units are dead on these photos (no one of "
-            f"{seen:,} training images activates them): a new classifier can use only the "
-            f"rest; {health.remedy_dead_source()}",
-            health.TrainingWarning, stacklevel=5)  # fit's caller
-    return head
-
-
-def _multipliers() -> str:
-    factors = finetune.NEW_LAYER_LEARNING_RATE_MULTIPLIERS
-    return f"{factors['kernel']:g}x faster, its biases {factors['bias']:g}x"
+    return model, finetune.start_head(model, source, classes, images, recipe=options.recipe,
+                                      freeze=options.freeze)
 
 
 def _contract(plan: Plan, model: keras.Model, resumed_from: storage.PathOrUrl | None
@@ -261,7 +218,7 @@ class Start:
 
     model: keras.Model
     point: resume.ResumePoint
-    fine_tuning: FineTuning | None = None
+    fine_tuning: finetune.FineTuning | None = None
 
 
 def build_or_resume(plan: Plan) -> Start:
