@@ -234,9 +234,11 @@ def _read_kaggle_labels(path: Path) -> Devkit:
 
 
 def _check_inside(path: Path, file_size: int, name: str, end: int) -> None:
+    """A member cut by the file's end: the tar is damaged there (`--allow-incomplete`
+    converts the members before it)."""
     if end > file_size:
-        raise ArchiveError(f"{path}: truncated: member {name} ends at byte {end} but the file "
-                           f"has {file_size} bytes")
+        raise DamagedArchive(f"{path}: truncated: member {name} ends at byte {end} but the "
+                             f"file has {file_size} bytes")
 
 
 class DamagedArchive(ArchiveError):

@@ -1047,7 +1047,9 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
             for plan in plans:
                 _claim_output(output, plan, allow_incomplete)
                 if "incomplete" in plan.job:
-                    summary.incomplete.append(f"{plan.split}: {json.dumps(plan.job['incomplete'])}")
+                    summary.incomplete.append(f"{plan.split}: " + ", ".join(
+                        str(what) if kind == "damage" else f"{kind} {json.dumps(what)}"
+                        for kind, what in plan.job["incomplete"].items()))
             planned = True
 
             ours = [(plan, shard) for plan in plans for shard in plan.shards]

@@ -208,6 +208,23 @@ def test_the_summary_counts_images_apart_from_skipped_files_and_names_a_changed_
            "'other' here" in err and "{" not in err
 
 
+def test_a_cut_tar_of_folders_converts_what_is_whole_with_allow_incomplete(image_folders,
+                                                                           tmp_path, capsys):
+    whole = tar_of(image_folders, tmp_path / "photos.tar").read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[:len(whole) * 3 // 4])
+    err = _error(capsys, cut, tmp_path / "out")
+    assert f"{cut}: damaged; {cut}: truncated: member " in err and "--allow-incomplete" in err
+    summary = convert(tmp_path / "out", cut, allow_incomplete=True, **ARGUMENTS)
+    manifest = json.loads((tmp_path / "out" / schema.MANIFEST).read_text())
+    converted = sum(split["records"] for split in manifest["splits"].values())
+    assert 0 < converted < sum(FOLDER_TRAIN_COUNTS.values()) + VAL_PER_CLASS * len(
+        FOLDER_CLASSES) + 3
+    assert any(f"{cut}: truncated: member" in note or "truncated after member" in note
+               for note in summary.incomplete), summary.incomplete
+    assert "{" not in "".join(summary.incomplete)
+
+
 def test_one_class_and_an_unknown_test_class_are_refused_naming_them(tmp_path, capsys):
     root = make_image_folders(tmp_path / "photos")
     (root / "test" / "wasps").mkdir()
