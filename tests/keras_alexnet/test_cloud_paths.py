@@ -154,6 +154,7 @@ def test_a_checkpoint_upload_cut_short_leaves_the_previous_checkpoint(monkeypatc
 
 def test_a_scheme_tensorflow_cannot_open_is_one_line_naming_its_package(capsys):
     assert main(["evaluate", "s3://bucket/run", "s3://bucket/shards"]) != 0
+    # The run is read first: which of its checkpoints to evaluate.
     assert capsys.readouterr().err == (
-        "error: s3://bucket/shards: TensorFlow has no file system for s3:// URLs here; "
+        "error: s3://bucket/run: TensorFlow has no file system for s3:// URLs here; "
         "install tensorflow-io (pip install tensorflow-io), which provides it\n")
