@@ -154,9 +154,10 @@ class UnitHealth(keras.callbacks.Callback):
     `LearningMonitor`, has said it died)."""
 
     def __init__(self, images, labels, *, bias_advice: bool = True,
-                 monitor: LearningMonitor | None = None):
+                 monitor: LearningMonitor | None = None, split: str = "validation"):
         super().__init__()
         self.images, self.bias_advice, self.monitor = images, bias_advice, monitor
+        self.split = split  # where the images come from, for the warnings
         self.labels = keras.ops.convert_to_numpy(labels)
         self._probe_model = None
         self._warned: set[str] = set()
@@ -193,7 +194,7 @@ class UnitHealth(keras.callbacks.Callback):
             if fraction > DEAD_UNITS and layer not in self._warned:
                 self._warned.add(layer)
                 self._warn(epoch, f"{fraction:.0%} of {layer}'s units are dead (no one of "
-                                  f"{len(self.images)} validation images activates them)",
+                                  f"{len(self.images)} {self.split} images activates them)",
                            learning_rate)
         top = np.bincount(predicted).argmax()
         share = float((predicted == top).mean())
@@ -203,7 +204,7 @@ class UnitHealth(keras.callbacks.Callback):
         if share > COLLAPSED and float((self.labels == top).mean()) <= COLLAPSED and \
                 steps >= WINDOW and "collapse" not in self._warned:
             self._warned.add("collapse")
-            self._warn(epoch, f"{share:.0%} of {len(predicted)} validation images get one "
+            self._warn(epoch, f"{share:.0%} of {len(predicted)} {self.split} images get one "
                               f"class (label {top}): the predictions have collapsed",
                        learning_rate)
 

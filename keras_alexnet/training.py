@@ -309,7 +309,8 @@ def _unit_health(plan: Plan, model: keras.Model, monitor: health.LearningMonitor
         contract=model.input_contract)
     batch, labels = next(iter(images.take(1)))
     return health.UnitHealth(batch, labels, bias_advice=_bias_advice(plan, model),
-                             monitor=monitor)
+                             monitor=monitor,
+                             split="validation" if plan.validation_records else "training")
 
 
 def _bias_advice(plan: Plan, model: keras.Model) -> bool:
