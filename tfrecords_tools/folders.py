@@ -232,20 +232,19 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         return {folder: [Member(f[1], f[2], f[3], label_of[folder], f[4]) for f in entries]
                 for folder, entries in by_class.items()}
 
+    def of_known_classes(by_class: dict[str, list[tuple]], folder: str) -> list[Member]:
+        """A held-out split's members; a class train lacks is an error naming it."""
+        unknown = sorted(set(by_class) - set(label_of))
+        if unknown:
+            raise ArchiveError(f"{root}{folder}{unknown[0]}: class {unknown[0]!r} is not a "
+                               f"class of {root}train/ ({len(unknown)} such classes); add "
+                               f"its training images or remove it")
+        return [m for ms in labelled(by_class).values() for m in ms]
+
     if test is not None:
-        unknown = sorted(set(test) - set(label_of))
-        if unknown:
-            raise ArchiveError(f"{root}test/{unknown[0]}: class {unknown[0]!r} is not a class "
-                               f"of {root}{where['train']} ({len(unknown)} such classes); "
-                               f"add its training images, or remove it")
-        members["test"] = [m for ms in labelled(test).values() for m in ms]
+        members["test"] = of_known_classes(test, "test/")
     if validation is not None:
-        unknown = sorted(set(validation) - set(label_of))
-        if unknown:
-            raise ArchiveError(f"{root}{where['validation']}{unknown[0]}: class {unknown[0]!r} "
-                               f"is not a class of {root}train/ ({len(unknown)} such "
-                               f"classes); add its training images or remove it")
-        members["validation"] = [m for ms in labelled(validation).values() for m in ms]
+        members["validation"] = of_known_classes(validation, where["validation"])
         members["train"] = [m for ms in labelled(train).values() for m in ms]
     elif source.validation_fraction:
         members["train"], members["validation"] = _hold_out(
