@@ -147,7 +147,7 @@ def small_photos_config(num_classes: int = 10, image_size: int = 28, width: floa
     kernels at stride 1 and a 2-pixel pad (the first layer of cuda-convnet's CIFAR-10
     layer files, `example-layers/layers-18pct.cfg`) instead of 11x11 at stride 4 [paper
     §3.5], then the paper's layers unchanged at `width` 1/4; 28x28 random crops of
-    32x32 photos (stored with `--image-size 32`), as the 224 crops of 256 [paper §4.1].
+    32x32 photos (converted with `--size 32`), as the 224 crops of 256 [paper §4.1].
     The maps go 28 -> pool1 13 -> pool2 6 -> pool5 2.  Weights N(0, 0.05) and biases
     0.1, as the reduced network (`reduced_config`).
     """

@@ -70,10 +70,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"{small.image_size} crops, conv1 {small.conv1_size}x"
                             f"{small.conv1_size} at stride {small.conv1_stride}, width "
                             f"{small.width:g}: CIFAR-10's 32x32 photos, converted with "
-                            f"--image-size 32)")
+                            f"convert --size 32)")
     model.add_argument("--reduced", action="store_true", help="the same as --network reduced")
     model.add_argument("--image-size", type=int, default=None,
-                       help=f"default: {paper.image_size} ({reduced['image_size']} reduced)")
+                       help=f"default: {paper.image_size} ({reduced['image_size']} reduced, "
+                            f"{small.image_size} small-photos)")
     model.add_argument("--width", type=float, default=None,
                        help=f"filter/unit multiplier (default: {paper.width:g}, "
                             f"{reduced['width']:g} reduced)")
