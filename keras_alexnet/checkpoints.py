@@ -134,42 +134,45 @@ def resolve(path_or_model_dir: str | storage.PathOrUrl, which: str | int = "best
     """A `.keras` file as given, or a model directory's checkpoint: `which` is "best"
     (the best epoch's, `best_epoch`, where it is kept; else the latest), "latest", or
     an epoch number."""
+    return choose(path_or_model_dir, which)[0]
+
+
+def describe(path_or_model_dir: str | storage.PathOrUrl, which: str | int = "best") -> str:
+    """Which checkpoint `resolve` takes, and why, in a line."""
+    return choose(path_or_model_dir, which)[1]
+
+
+def choose(path_or_model_dir: str | storage.PathOrUrl, which: str | int = "best"
+           ) -> tuple[storage.PathOrUrl, str]:
+    """The checkpoint `resolve` takes, and the line `describe` gives, from one listing
+    and one read of the log."""
     path = storage.path(path_or_model_dir)
     if not path.is_dir():
         if not path.exists():
             raise FileNotFoundError(f"{path}: no such checkpoint or model directory")
-        return path
+        return path, f"checkpoint {path}"
     kept = dict(list_checkpoints(path))
     if not kept:
         raise FileNotFoundError(f"{path}: no checkpoints (expected "
                                 f"{path / CHECKPOINT_DIR}/epoch-NNNN.keras); train one "
                                 f"with `python -m keras_alexnet train`")
+    latest, best = max(kept), best_epoch(path)
     if which == "latest":
-        return kept[max(kept)]
-    if which == "best":
-        best = best_epoch(path)
-        return kept.get(best.epoch, kept[max(kept)]) if best else kept[max(kept)]
-    if str(which).isdigit() and int(which) in kept:
-        return kept[int(which)]
-    raise CheckpointError(f"{path}: no checkpoint of epoch {which!r}; kept: best, latest, "
-                          f"epochs {', '.join(map(str, sorted(kept)))}")
-
-
-def describe(path_or_model_dir: str | storage.PathOrUrl, which: str | int = "best") -> str:
-    """Which checkpoint `resolve` takes, and why, in a line."""
-    path = resolve(path_or_model_dir, which)
-    directory = storage.path(path_or_model_dir)
-    if not directory.is_dir():
-        return f"checkpoint {path}"
-    epoch, best = checkpoint_epoch(path), best_epoch(directory)
-    latest = max(dict(list_checkpoints(directory)))
+        epoch = latest
+    elif which == "best":
+        epoch = best.epoch if best and best.epoch in kept else latest
+    elif str(which).isdigit() and int(which) in kept:
+        epoch = int(which)
+    else:
+        raise CheckpointError(f"{path}: no checkpoint of epoch {which!r}; kept: best, "
+                              f"latest, epochs {', '.join(map(str, sorted(kept)))}")
     if best is not None and best.epoch == epoch:
         why = str(best) + ("" if epoch == latest else f"; the latest is epoch {latest}")
     elif which == "best":
         why = "the latest; the best epoch's is not kept" if best else "the latest"
     else:
         why = "the latest" if epoch == latest else f"epoch {epoch}, as asked"
-    return f"checkpoint {path} ({why})"
+    return kept[epoch], f"checkpoint {kept[epoch]} ({why})"
 
 
 def load_model(path_or_model_dir: str | storage.PathOrUrl, *, compile: bool = True,

@@ -38,6 +38,12 @@ METADATA_KEY = "input_contract"
 MEAN_IMAGE_MEMBER = "input_mean_image.npy"
 
 
+def class_key(wnid: str, name: str) -> str:
+    """A class's identity across checkpoints and data: its WNID, or its name where it has
+    none (image folders without WNIDs)."""
+    return wnid or name
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class InputContract:
     """What the network expects [paper §2].

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from keras_alexnet.checkpoints import LOG_NAME, load_model, resolve
+from keras_alexnet.checkpoints import LOG_NAME, best_epoch, load_model, resolve
 from keras_alexnet.config import reduced_config
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.evaluation import evaluate
@@ -189,7 +189,7 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
                 batch_size=settings.batch_size, learning_rate=settings.learning_rate,
                 seed=settings.seed, tensorboard=False, verbose=2)
             # The best epoch's (its checkpoint is kept and used below), not the last's.
-            accuracy = max(read_training_log(paths["model"])["val_top1"])
+            accuracy = best_epoch(paths["model"]).accuracy
             if settings.target_top1 is None or accuracy >= settings.target_top1:
                 break
             log(f"    validation top-1 accuracy {accuracy:.0%} < {settings.target_top1:.0%}: "

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from keras_alexnet import checkpoints
-from keras_alexnet.contract import InputContract, contract_of
+from keras_alexnet.contract import InputContract, class_key, contract_of
 from keras_alexnet.errors import AlexNetError
 from tfrecords_tools import storage
 from tfrecords_tools.dataset import DatasetInfo
@@ -57,22 +57,18 @@ def _load(source: ModelSource, place: int, count: int
     return str(source), checkpoints.resolve(source), model
 
 
-def _key(wnid: str, name: str) -> str:
-    return wnid or name
-
-
 def _orders(members: Sequence[tuple[str, InputContract]]) -> list[np.ndarray]:
     """Each member's columns in the first member's class order, matched by WNID."""
     first_source, first = members[0]
-    keys = [_key(*pair) for pair in first.classes]
+    keys = [class_key(*pair) for pair in first.classes]
     known = set(keys)
     orders = []
     for source, contract in members:
-        columns = {_key(*pair): column for column, pair in enumerate(contract.classes)}
+        columns = {class_key(*pair): column for column, pair in enumerate(contract.classes)}
         missing = [(source, first_source, pair) for pair in first.classes
-                   if _key(*pair) not in columns]
+                   if class_key(*pair) not in columns]
         extra = [(first_source, source, pair) for pair in contract.classes
-                 if _key(*pair) not in known]
+                 if class_key(*pair) not in known]
         if missing or extra:
             lacking, having, (wnid, name) = (missing or extra)[0]
             label = f"{wnid} ({name})" if wnid else repr(name)

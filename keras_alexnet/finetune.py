@@ -29,6 +29,7 @@ import keras
 
 from keras_alexnet import checkpoints, health, pretrained, probe
 from keras_alexnet.config import AlexNetConfig
+from keras_alexnet.contract import class_key
 from keras_alexnet.errors import CheckpointError
 from keras_alexnet.model import (
     TOWERS,
@@ -76,8 +77,7 @@ def read_source(path_or_run: str | Path) -> Source:
 
 
 def _keys(classes: tuple[tuple[str, str], ...]) -> list[str]:
-    """Each class's identity: its WNID, or its name where it has none."""
-    return [wnid or name for wnid, name in classes]
+    return [class_key(*pair) for pair in classes]
 
 
 def new_head(source: Source, classes: tuple[tuple[str, str], ...]) -> bool:

@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from keras_alexnet.model import TOWERS
+from tfrecords_tools.words import count
 
 #: Steps watched from the start of a run: the runs this guards against blew up within
 #: 5 steps and were dead by the 10th.
@@ -102,17 +103,17 @@ def chance_verdict(accuracy: float, images: int, chance: float, guess: str) -> s
     standard errors) above `chance`, the accuracy of `guess` (e.g. "always naming bees,
     the most frequent class"); else what can be said, in words."""
     margin = _two_errors(chance, images)
-    chance_error, plural = 1 - chance, "s" * (images != 1)
+    chance_error = 1 - chance
     if chance + margin >= 1:  # not even a perfect score would tell
-        return (f"{images} validation image{plural} {'are' if plural else 'is'} too few to "
-                f"tell it from chance "
-                f"({chance_error:.4f} error, {guess}); hold out more")
+        return (f"{count(images, 'validation image')} {'is' if images == 1 else 'are'} too "
+                f"few to tell it from chance ({chance_error:.4f} error, {guess}); hold out "
+                f"more")
     if accuracy > chance + margin:
         return None
     if accuracy <= chance:
         return f"no better than chance ({chance_error:.4f} error, {guess}): {NOT_LEARNED}"
     return (f"not clearly better than chance ({chance_error:.4f} error, {guess}; two "
-            f"standard errors on {images} image{plural} are {margin:.4f})")
+            f"standard errors on {count(images, 'image')} are {margin:.4f})")
 
 
 #: Caffe's initial biases in its bvlc_alexnet ("initializing non-zero biases to 0.1

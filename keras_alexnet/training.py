@@ -286,7 +286,8 @@ def _inputs(plan: Plan, model: keras.Model):
     return training, validation
 
 
-def _monitor(plan: Plan, model: keras.Model) -> health.LearningMonitor | None:
+def _monitor(plan: Plan, model: keras.Model, bias_advice: bool
+             ) -> health.LearningMonitor | None:
     """The learning monitor, while the run is in its first steps: on a few of the
     first training images, centre-cropped (`keras_alexnet.health`)."""
     if int(keras.ops.convert_to_numpy(model.optimizer.iterations)) >= health.WINDOW:
@@ -295,22 +296,20 @@ def _monitor(plan: Plan, model: keras.Model) -> health.LearningMonitor | None:
                                      num_classes=plan.num_classes, split="train",
                                      contract=model.input_contract)
     probe = next(iter(images.take(1)))[0]
-    return health.LearningMonitor(plan.num_classes, probe,
-                                  bias_advice=_bias_advice(plan, model))
+    return health.LearningMonitor(plan.num_classes, probe, bias_advice=bias_advice)
 
 
-def _unit_health(plan: Plan, model: keras.Model, monitor: health.LearningMonitor | None
-                 ) -> health.UnitHealth:
+def _unit_health(plan: Plan, model: keras.Model, bias_advice: bool,
+                 monitor: health.LearningMonitor | None) -> health.UnitHealth:
     """The per-epoch unit health, on the first validation images (training images
     where there is no validation split), centre-cropped."""
+    split = "validation" if plan.validation_records else "train"
     images = data.evaluation_dataset(
         plan.data, model.input_shape[1], health.HEALTH_IMAGES, num_classes=plan.num_classes,
-        split="validation" if plan.validation_records else "train",
-        contract=model.input_contract)
+        split=split, contract=model.input_contract)
     batch, labels = next(iter(images.take(1)))
-    return health.UnitHealth(batch, labels, bias_advice=_bias_advice(plan, model),
-                             monitor=monitor,
-                             split="validation" if plan.validation_records else "training")
+    return health.UnitHealth(batch, labels, bias_advice=bias_advice, monitor=monitor,
+                             split="training" if split == "train" else split)
 
 
 def _bias_advice(plan: Plan, model: keras.Model) -> bool:
@@ -366,13 +365,14 @@ def _callbacks(plan: Plan, start: Start, user: Sequence[keras.callbacks.Callback
         keep=options.keep_checkpoints, chief=plan.chief,
         diverged=lambda: nan.failed_at is not None,
         metadata=lambda: {"seed": plan.seed, "steps_per_epoch": plan.steps_per_epoch})
-    monitor = _monitor(plan, model)
+    bias_advice = _bias_advice(plan, model)
+    monitor = _monitor(plan, model, bias_advice)
     callbacks = RunCallbacks([progress, schedule, nan, *filter(None, [monitor]),
-                              _unit_health(plan, model, monitor), *_logs(plan),
+                              _unit_health(plan, model, bias_advice, monitor), *_logs(plan),
                               saver, *user],
                              model=model, verbose=verbose if plan.chief else 0,
                              epochs=options.epochs)
-    return Run(callbacks, progress, schedule, nan, saver, _bias_advice(plan, model))
+    return Run(callbacks, progress, schedule, nan, saver, bias_advice)
 
 
 def _finish_epoch(model: keras.Model, run: RunCallbacks, epoch: int, steps: int,
@@ -480,18 +480,14 @@ def _warn_slow_bfloat16(plan: Plan, model: keras.Model) -> None:
                   f"--mixed-precision out)", health.TrainingWarning, stacklevel=3)  # fit's caller
 
 
-def _best_validation(plan: Plan, run: Run, rows: Sequence[dict[str, str]]) -> str:
-    """The best validation error, and whether it is no better than a guess."""
-    scores = []
-    for row in rows:
-        try:
-            scores.append((float(row.get("val_top1", "")), int(row["epoch"])))
-        except ValueError:  # no validation split: no column, or CSVLogger's "NA"
-            continue
-    if not scores:
+def _best_validation(plan: Plan, run: Run) -> str:
+    """The best validation error (the epoch whose checkpoint is kept as the best), and
+    whether it is no better than a guess."""
+    found = checkpoints.best_epoch(plan.model_dir)
+    if found is None or found.metric != "val_top1":
         return "no validation split"
-    accuracy, epoch = max(scores)
-    best = f"best validation top-1 error {1 - accuracy:.4f} (epoch {epoch + 1})"
+    accuracy = found.accuracy
+    best = f"best validation top-1 error {1 - accuracy:.4f} (epoch {found.epoch})"
     steps, images = plan.options.validation_steps, plan.validation_records
     images = min(images, steps * plan.options.batch_size) if steps else images
     chance, guess = _chance(plan)
@@ -530,7 +526,7 @@ def _report_end(plan: Plan, run: Run) -> None:
         " (stopped by a callback: rerun to continue)"
     final = run.saver.last_saved or checkpoints.latest_checkpoint(plan.model_dir)
     plan.say(f"keras_alexnet.fit: done{stopped}; final checkpoint {final}; "
-             f"{_best_validation(plan, run, resume.read_log(plan.model_dir))}")
+             f"{_best_validation(plan, run)}")
 
 
 # --- fit ---------------------------------------------------------------------------------------

@@ -61,9 +61,9 @@ def chosen_checkpoints(sources: list[str], epoch: str) -> list[str]:
 
     chosen = []
     for source in sources:
-        path = pretrained.resolve(source)
-        print(f"{source}: {checkpoints.describe(path, epoch)}", file=sys.stderr)
-        chosen.append(str(checkpoints.resolve(path, epoch)))
+        path, line = checkpoints.choose(pretrained.resolve(source), epoch)
+        print(f"{source}: {line}", file=sys.stderr)
+        chosen.append(str(path))
     return chosen
 
 
