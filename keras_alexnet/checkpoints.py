@@ -11,7 +11,7 @@ own config: `keras_alexnet.network.AlexNet`), the weights and the optimiser's st
 what Keras does not keep: where in the run it was written.  So training resumes
 exactly where it stopped, and export, evaluation, prediction and the pictures need
 nothing else.  `model_dir` may be a `tf.io.gfile` URL (`gs://bucket/run`,
-`tfrecords_tools.storage`): each file is still written whole or not at all.  Checkpoints
+`tfrecords_tools.base.storage`): each file is still written whole or not at all.  Checkpoints
 written before the contract was part of the model's config
 keep it in `keras_alexnet.json` and a member of its own; `load_model` reads those too.
 """
@@ -34,8 +34,8 @@ import numpy as np
 from keras_alexnet.contract import MEAN_IMAGE_MEMBER, METADATA_KEY, InputContract
 from keras_alexnet.errors import CheckpointError
 from keras_alexnet.network import FEATURES, OUTPUT  # registers every class a checkpoint holds
-from tfrecords_tools import storage
-from tfrecords_tools.files import atomic_path
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.files import atomic_path
 
 CHECKPOINT_DIR = "checkpoints"
 BACKUP_NAME = "backup.keras"

@@ -27,7 +27,7 @@ import tensorflow as tf
 from keras_alexnet.config import MEAN_MODES
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.preprocessing import resize_size_for
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 from tfrecords_tools.dataset import DatasetInfo
 from tfrecords_tools.stats import ImageStats
 

@@ -45,10 +45,10 @@ from serving import DEFAULT_MODEL_NAME
 from serving.client import Client
 from serving.server import ModelServer
 from tfrecords_tools.archives import index_flat, label_validation, member_reader, read_devkit
+from tfrecords_tools.base.words import count
 from tfrecords_tools.convert import convert
 from tfrecords_tools.sample import SampleArchives, make_sample_archives
 from tfrecords_tools.stats import compute_stats
-from tfrecords_tools.words import count
 
 MODEL_NAME = DEFAULT_MODEL_NAME
 

@@ -24,7 +24,7 @@ import numpy as np
 from keras_alexnet import checkpoints
 from keras_alexnet.contract import InputContract, class_key, contract_of
 from keras_alexnet.errors import AlexNetError
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 from tfrecords_tools.dataset import DatasetInfo
 
 ModelSource = keras.Model | str | os.PathLike

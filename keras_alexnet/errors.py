@@ -1,11 +1,11 @@
 """The errors keras_alexnet raises for what a user can put right.
 
-Each is a `tfrecords_tools.errors.UserError`, so the command line prints it as one
-line (`tfrecords_tools.cli`); everything else is a bug and keeps its traceback.  Each
+Each is a `tfrecords_tools.base.errors.UserError`, so the command line prints it as one
+line (`tfrecords_tools.base.cli`); everything else is a bug and keeps its traceback.  Each
 also subclasses the builtin it replaces, so `except ValueError` still catches it.
 """
 
-from tfrecords_tools.errors import UserError
+from tfrecords_tools.base.errors import UserError
 
 
 class AlexNetError(UserError, ValueError):

@@ -20,9 +20,9 @@ from keras_alexnet import data
 from keras_alexnet.contract import InputContract
 from keras_alexnet.ensemble import Member, ModelSource, load_members
 from keras_alexnet.errors import AlexNetError
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.words import count
 from tfrecords_tools.dataset import DatasetInfo
-from tfrecords_tools.words import count
 
 CENTER = 4  # the centre crop among `data.ten_patches`
 
@@ -96,7 +96,7 @@ def _member_scores(member: Member, info: DatasetInfo, split: str, batch_size: in
     """One network's softmax on every image of the split, preprocessed by its own
     contract, in the ensemble's class order: {"center": (N, C), "ten_crop": (N, C)} and
     the labels."""
-    from tfrecords_tools.progress import tqdm
+    from tfrecords_tools.base.progress import tqdm
 
     model = member.model
     image_size, num_classes = model.input_shape[1], model.output_shape[-1]

@@ -40,8 +40,8 @@ from keras_alexnet.model import (
     layers_of,
     set_classifier,
 )
-from tfrecords_tools import storage
-from tfrecords_tools.words import count
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.words import count
 
 NEW_LAYER = "fc8"
 #: Caffe's `finetune_flickr_style/train_val.prototxt`: the new layer's `lr_mult` 10 for

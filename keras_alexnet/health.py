@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from keras_alexnet.model import TOWERS
-from tfrecords_tools.words import count
+from tfrecords_tools.base.words import count
 
 #: Steps watched from the start of a run: the runs this guards against blew up within
 #: 5 steps and were dead by the 10th.

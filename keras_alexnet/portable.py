@@ -32,7 +32,7 @@ from keras_alexnet.contract import METADATA_KEY, InputContract, preprocess_input
 from keras_alexnet.ensemble import ModelSource, load_members
 from keras_alexnet.errors import AlexNetError, MissingPackageError
 from serving import DEFAULT_MODEL_NAME
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 CONTRACT_FILE = f"{METADATA_KEY}.json"
 INPUT_NAME = "images"

@@ -37,9 +37,9 @@ from keras_alexnet import bvlc, checkpoints, model
 from keras_alexnet.config import AlexNetConfig
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.network import AlexNet
-from tfrecords_tools import storage
-from tfrecords_tools.files import atomic_path
-from tfrecords_tools.progress import tqdm
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.files import atomic_path
+from tfrecords_tools.base.progress import tqdm
 
 ENVIRONMENT_VARIABLE = "KERAS_ALEXNET_WEIGHTS_URL"
 #: Seconds to wait for a connection, and then for each block of data: an offline

@@ -27,8 +27,8 @@ from keras_alexnet import checkpoints
 from keras_alexnet.checkpoints import read_log
 from keras_alexnet.config import TrainingOptions
 from keras_alexnet.errors import AlexNetError
-from tfrecords_tools import storage
-from tfrecords_tools.files import atomic_path, write_atomically
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.files import atomic_path, write_atomically
 
 # --- the run file ---------------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ contract in the graph; `features` concatenates the members' fc7 (member order), 
 
 The weights are stored once (`variables/` holds 4 bytes a parameter; Keras's
 ExportArchive stores them twice, keras-team/keras#23553).
-The export base may be a `tf.io.gfile` URL (`gs://bucket/models`, `tfrecords_tools.storage`).
+The export base may be a `tf.io.gfile` URL (`gs://bucket/models`, `tfrecords_tools.base.storage`).
 `assets.extra/tf_serving_warmup_requests` holds a `PredictionLog` TFRecord that TF
 Serving replays at load, so the first real request does not pay for tracing.
 """
@@ -47,7 +47,7 @@ from keras_alexnet.model import fc7_features
 from keras_alexnet.preprocessing import decode_center_crop
 from serving import DEFAULT_MODEL_NAME
 from serving.servables import list_versions
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 TOP_K = 5  # the paper reports top-1 and top-5 error [paper §1, §6]
 DEFAULT_SIGNATURE = "serving_default"

@@ -9,7 +9,7 @@ A run writes into `model_dir` (the layout is `keras_alexnet.checkpoints`'s):
 and a rerun with the same `model_dir` resumes from the newest of them
 (`keras_alexnet.resume`): the weights end bit-identical to those of a run that never
 stopped.  The data directory and `model_dir` may be `tf.io.gfile` URLs (`gs://...`,
-`tfrecords_tools.storage`).
+`tfrecords_tools.base.storage`).
 
 `fit` is four steps: plan (the options, the data and the seed), build or resume the
 model, run Keras's `fit` with the schedule and checkpoint callbacks, report.
@@ -36,9 +36,9 @@ from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_
 from keras_alexnet.errors import AlexNetError, CheckpointError, DivergedError
 from keras_alexnet.model import build_model, check_topology, config_of
 from keras_alexnet.optimizer import PaperSGD
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.words import count
 from tfrecords_tools.dataset import DatasetInfo
-from tfrecords_tools.words import count
 
 
 class TrainingInterrupted(KeyboardInterrupt):

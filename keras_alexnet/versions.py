@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from keras_alexnet.errors import AlexNetError
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 _VERSION = re.compile(r"^\d+$")
 

@@ -14,7 +14,7 @@ import threading
 
 from serving import DEFAULT_MODEL_NAME
 from serving.options import ServerOptions, add_arguments
-from tfrecords_tools.cli import add_verbose_argument, run_command
+from tfrecords_tools.base.cli import add_verbose_argument, run_command
 
 
 class _PrintVersion(argparse.Action):
@@ -72,6 +72,9 @@ def add_client_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _client(args: argparse.Namespace):
+    from serving.messages import import_without_tensorflow
+
+    import_without_tensorflow()  # query and status never run TensorFlow
     from serving.client import Client
 
     return Client(args.server, args.model_name, version=args.version,
@@ -91,14 +94,12 @@ def _not_served(args: argparse.Namespace, error: Exception) -> Exception:
 
 
 def query(args: argparse.Namespace) -> int:
-    from serving.client import format_top5
+    from serving.errors import InvalidArgumentError, NotFoundError, decoder_refusal
 
     images = []
     for path in args.images:
         with open(path, "rb") as file:
             images.append(file.read())
-    from serving.errors import InvalidArgumentError, NotFoundError, decoder_refusal
-
     with _client(args) as client:
         try:
             results = client.classify(images)
@@ -111,6 +112,8 @@ def query(args: argparse.Namespace) -> int:
             reason = decoder_refusal(error.message) or error.message
             raise InvalidArgumentError(f"{args.images[index]}: refused by the server: "
                                        f"{reason}") from error
+    from serving.client import format_top5
+
     for path, top5 in zip(args.images, results, strict=True):
         print(format_top5(path, top5))
     return 0
@@ -139,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve_parser = commands.add_parser("serve", help="run a local TF Serving-compatible server")
     add_serve_arguments(serve_parser)
-    serve_parser.set_defaults(run=serve)
+    serve_parser.set_defaults(run=serve, parser=serve_parser)
     query_parser = commands.add_parser(
         "query", help="top-5 classes of image files",
         description="Sends image files to a TF Serving server (this package's or "
@@ -162,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
+    if args.command == "serve" and (problem := ServerOptions.from_args(args).usage_error()):
+        args.parser.error(problem)  # as argparse's own: the usage, the message, status 2
     if unknown:
         if args.command != "serve":
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
@@ -169,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         # starts anyway; so does this server, for every flag it lacks.
         print(f"unknown argument: {unknown[0]}" + (f" (and {len(unknown) - 1} more: "
               f"{' '.join(unknown[1:])})" if len(unknown) > 1 else ""), file=sys.stderr)
-    return run_command(args)
+    # The client's commands never load TensorFlow (serving.messages).
+    return run_command(args, tensorflow=args.command == "serve")
 
 
 if __name__ == "__main__":

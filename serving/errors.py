@@ -1,7 +1,7 @@
 """Errors carrying a gRPC status code and the server's message, shared by server and client,
 and the error of a configuration the server cannot use.
 
-Both are `tfrecords_tools.errors.UserError`s: the command line prints them as one line.
+Both are `tfrecords_tools.base.errors.UserError`s: the command line prints them as one line.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import re
 
 import grpc
 
-from tfrecords_tools.errors import UserError
+from tfrecords_tools.base.errors import UserError
 
 
 class ConfigError(UserError, ValueError):

@@ -65,6 +65,17 @@ class ServerOptions:
     enable_serialization_as_tensor_content: bool = field(default=False, metadata={
         "help": "answer with packed tensor_content instead of typed *_val fields"})
 
+    def usage_error(self) -> str | None:
+        """What makes these options unusable together, in server.cc's words; None when
+        nothing does.  `serve` reports it as a usage error, `ModelServer` raises it."""
+        if not self.model_base_path and not self.model_config_file:
+            return ("Both server_options.model_base_path and "
+                    "server_options.model_config_file are empty!")
+        if self.batching_parameters_file and not self.enable_batching:
+            return ("server_options.batching_parameters_file is set without setting "
+                    "server_options.enable_batching to true.")
+        return None
+
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ServerOptions:
         """The options of parsed `add_arguments` flags (other attributes ignored)."""

@@ -33,7 +33,7 @@ from serving.errors import (
     ServingError,
 )
 from serving.tensors import data_type, dtype_name, to_ndarray
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 SERVE_TAG = "serve"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"

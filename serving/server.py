@@ -69,12 +69,8 @@ class ModelServer:
                                     **fields)
         elif model_base_path is not None or fields:
             raise TypeError("ModelServer takes options or their fields, not both")
-        if not options.model_base_path and not options.model_config_file:  # server.cc
-            raise ConfigError("Both server_options.model_base_path and "
-                              "server_options.model_config_file are empty!")
-        if options.batching_parameters_file and not options.enable_batching:  # server.cc
-            raise ConfigError("server_options.batching_parameters_file is set without setting "
-                              "server_options.enable_batching to true.")
+        if problem := options.usage_error():
+            raise ConfigError(problem)
         self.options = options
         self._config = (read_model_config(options.model_config_file)
                         if options.model_config_file

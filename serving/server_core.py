@@ -42,7 +42,7 @@ from serving.servables import (
     describe_request,
     version_statuses,
 )
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 ModelServerConfig = model_server_config_pb2.ModelServerConfig
 PLATFORM = "tensorflow"  # kTensorFlowModelPlatform, the only platform served here

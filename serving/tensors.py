@@ -10,18 +10,22 @@ either, so both directions handle both.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
-# The typed field `Tensor::AsProtoField` fills for each dtype.
-_TYPED_FIELD = {
-    types_pb2.DT_FLOAT: "float_val", types_pb2.DT_DOUBLE: "double_val",
-    types_pb2.DT_INT32: "int_val", types_pb2.DT_INT16: "int_val", types_pb2.DT_INT8: "int_val",
-    types_pb2.DT_UINT8: "int_val", types_pb2.DT_UINT16: "int_val",
-    types_pb2.DT_INT64: "int64_val", types_pb2.DT_UINT32: "uint32_val",
-    types_pb2.DT_UINT64: "uint64_val", types_pb2.DT_BOOL: "bool_val",
-    types_pb2.DT_HALF: "half_val", types_pb2.DT_STRING: "string_val",
+# Each DataType this module encodes itself, numpy's dtype for it and the typed field
+# `Tensor::AsProtoField` fills.  Others (bfloat16, complex, quantized, ...) go through
+# TensorFlow, loaded then: a client sending images and reading scores never needs it.
+_DTYPES = {
+    types_pb2.DT_FLOAT: (np.float32, "float_val"), types_pb2.DT_DOUBLE: (np.float64, "double_val"),
+    types_pb2.DT_INT32: (np.int32, "int_val"), types_pb2.DT_INT16: (np.int16, "int_val"),
+    types_pb2.DT_INT8: (np.int8, "int_val"), types_pb2.DT_UINT8: (np.uint8, "int_val"),
+    types_pb2.DT_UINT16: (np.uint16, "int_val"), types_pb2.DT_INT64: (np.int64, "int64_val"),
+    types_pb2.DT_UINT32: (np.uint32, "uint32_val"),
+    types_pb2.DT_UINT64: (np.uint64, "uint64_val"), types_pb2.DT_BOOL: (np.bool_, "bool_val"),
+    types_pb2.DT_HALF: (np.float16, "half_val"), types_pb2.DT_STRING: (object, "string_val"),
 }
+_DATA_TYPES = {np.dtype(numpy_type): data_type
+               for data_type, (numpy_type, _) in _DTYPES.items() if numpy_type is not object}
 
 
 def dtype_name(dtype: int) -> str:
@@ -30,8 +34,14 @@ def dtype_name(dtype: int) -> str:
 
 
 def data_type(array: np.ndarray) -> int:
-    """An array's `DataType` (numpy object arrays hold strings)."""
-    return tf.as_dtype(tf.string if array.dtype == object else array.dtype).as_datatype_enum
+    """An array's `DataType` (numpy object, bytes and str arrays hold strings)."""
+    if array.dtype.kind in "OSU":
+        return types_pb2.DT_STRING
+    if array.dtype in _DATA_TYPES:
+        return _DATA_TYPES[array.dtype]
+    import tensorflow as tf
+
+    return tf.as_dtype(array.dtype).as_datatype_enum
 
 
 def encode_varint(value: int) -> bytes:
@@ -75,27 +85,57 @@ def decode_strings(content: bytes, count: int) -> list[bytes]:
     return values
 
 
-def to_tensor_proto(values, dtype=None, *, tensor_content: bool = False) -> tensor_pb2.TensorProto:
+def _strings(values: list[bytes]) -> np.ndarray:
+    """A 1-D object array of `bytes`, one element each, whatever their lengths."""
+    array = np.empty(len(values), dtype=object)
+    array[:] = values
+    return array
+
+
+def _array(values) -> np.ndarray:
+    """`values` as an array, as `tf.make_tensor_proto` takes them: Python floats as
+    float32 and Python ints as int32 where every value fits (numpy's defaults are 64-bit),
+    text as UTF-8 bytes."""
+    if isinstance(values, (np.ndarray, np.generic)):
+        array = np.asarray(values)
+    else:
+        array = np.array(values)
+        if array.dtype == np.float64:
+            array = array.astype(np.float32)
+        elif array.dtype == np.int64 and np.array_equal(array.astype(np.int32), array):
+            array = array.astype(np.int32)
+    if array.dtype.kind in "OSU":
+        flat = [value.encode() if isinstance(value, str) else bytes(value)
+                for value in array.ravel().tolist()]
+        array = _strings(flat).reshape(array.shape)
+    return array
+
+
+def to_tensor_proto(values, *, tensor_content: bool = False) -> tensor_pb2.TensorProto:
     """An array-like as a `TensorProto`: typed `*_val` fields, or packed `tensor_content`
     (strings in TensorFlow's varint-length encoding, as TF Serving sends them with
     `--enable_serialization_as_tensor_content`)."""
-    proto = tf.make_tensor_proto(values, dtype=dtype)
-    field = _TYPED_FIELD.get(proto.dtype)
-    if proto.dtype == types_pb2.DT_STRING and tensor_content:
-        proto.tensor_content = encode_strings(proto.string_val)
-        proto.ClearField("string_val")
-        return proto
-    if field is None or proto.dtype == types_pb2.DT_STRING:
-        return proto
-    flat = tf.make_ndarray(proto).ravel()
-    proto.ClearField("tensor_content")
-    proto.ClearField(field)
-    if tensor_content:
-        proto.tensor_content = flat.tobytes()
+    array = _array(values)
+    dtype = data_type(array)
+    if dtype not in _DTYPES:
+        import tensorflow as tf
+
+        return tf.make_tensor_proto(array)
+    proto = tensor_pb2.TensorProto(dtype=dtype)
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    flat = array.ravel()
+    if dtype == types_pb2.DT_STRING:
+        if tensor_content:
+            proto.tensor_content = encode_strings(flat)
+        else:
+            proto.string_val.extend(flat.tolist())
+    elif tensor_content:
+        proto.tensor_content = flat.astype(flat.dtype.newbyteorder("<")).tobytes()
     else:
-        if proto.dtype == types_pb2.DT_HALF:  # half_val holds the raw 16 bits
+        if dtype == types_pb2.DT_HALF:  # half_val holds the raw 16 bits
             flat = flat.view(np.uint16)
-        getattr(proto, field).extend(flat.tolist())
+        getattr(proto, _DTYPES[dtype][1]).extend(flat.tolist())
     return proto
 
 
@@ -114,19 +154,49 @@ def fill_bytes(proto: tensor_pb2.TensorProto, elements: int) -> int:
     without a typed field here counts as sending nothing.)"""
     if proto.tensor_content:
         return 0
-    field = _TYPED_FIELD.get(proto.dtype)
-    unsent = elements - (len(getattr(proto, field)) if field else 0)
+    if proto.dtype in _DTYPES:
+        numpy_type, field = _DTYPES[proto.dtype]
+        unsent = elements - len(getattr(proto, field))
+        size = np.dtype(numpy_type).itemsize
+    else:
+        import tensorflow as tf
+
+        unsent, size = elements, tf.as_dtype(proto.dtype).size
     if unsent <= 0:
         return 0
     if proto.dtype == types_pb2.DT_STRING:
         return unsent * (TSTRING_BYTES + len(proto.string_val[-1] if proto.string_val else b""))
-    return unsent * tf.as_dtype(proto.dtype).size
+    return unsent * size
 
 
 def to_ndarray(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A `TensorProto` in either encoding as a numpy array (strings as `bytes` objects)."""
-    if proto.dtype == types_pb2.DT_STRING and proto.tensor_content:
-        shape = [d.size for d in proto.tensor_shape.dim]
-        strings = decode_strings(proto.tensor_content, int(np.prod(shape, dtype=np.int64)))
-        return np.array(strings, dtype=object).reshape(shape)
-    return tf.make_ndarray(proto)
+    """A `TensorProto` in either encoding as a numpy array (strings as `bytes` objects),
+    read as TensorFlow reads it (`tf.make_ndarray`): typed values fewer than the shape
+    holds repeat the last one, none at all are zeros.  ValueError when malformed."""
+    if proto.dtype not in _DTYPES:
+        import tensorflow as tf
+
+        return tf.make_ndarray(proto)
+    shape = [d.size for d in proto.tensor_shape.dim]
+    count = int(np.prod(shape, dtype=np.int64))
+    numpy_type, field = _DTYPES[proto.dtype]
+    if proto.tensor_content:
+        if proto.dtype == types_pb2.DT_STRING:
+            values = _strings(decode_strings(proto.tensor_content, count))
+        else:
+            values = np.frombuffer(proto.tensor_content,
+                                   np.dtype(numpy_type).newbyteorder("<")).astype(numpy_type)
+        return values.reshape(shape)
+    typed = getattr(proto, field)
+    if proto.dtype == types_pb2.DT_HALF:
+        values = np.array(typed, np.uint16).view(np.float16)
+    elif proto.dtype == types_pb2.DT_STRING:
+        values = _strings(list(typed))
+    else:
+        values = np.array(typed, numpy_type)
+    if len(values) > count:
+        raise ValueError(f"{len(values)} values for a shape of {count} elements")
+    if len(values) == 0:
+        return (np.full(count, b"", dtype=object) if proto.dtype == types_pb2.DT_STRING
+                else np.zeros(count, numpy_type)).reshape(shape)
+    return np.pad(values, (0, count - len(values)), mode="edge").reshape(shape)

@@ -5,7 +5,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 
 @contextlib.contextmanager

@@ -1,9 +1,11 @@
 """Packages import downwards only, and no modules import each other.
 
-The packages are layered: `tfrecords_tools` (the converter) at the bottom, `serving` on
-it, `keras_alexnet` on both.  A module may import its own package and the ones below,
-never one above; and the imports between modules (function-local ones included) form
-no cycle.  Read from the source with `ast`, so nothing is imported here.
+The packages are layered: `tfrecords_tools.base` (what the three tools share) at the
+bottom, the converter (the rest of `tfrecords_tools`) on it, `serving` on the base alone,
+`keras_alexnet` on all of them.  A module may import its own layer and the ones below,
+never one above, `serving` none of the converter's; and the imports between modules
+(function-local ones included) form no cycle.  Read from the source with `ast`, so
+nothing is imported here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).parent.parent
-LAYERS = ("tfrecords_tools", "serving", "keras_alexnet")  # lowest first
+LAYERS = ("tfrecords_tools.base", "tfrecords_tools", "serving", "keras_alexnet")  # lowest first
+PACKAGES = ("tfrecords_tools", "serving", "keras_alexnet")
 
 
 def module_name(path: Path) -> str:
@@ -20,7 +23,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-MODULES = {module_name(path): path for package in LAYERS
+MODULES = {module_name(path): path for package in PACKAGES
            for path in sorted((ROOT / package).rglob("*.py"))}
 
 
@@ -56,7 +59,9 @@ GRAPH = {module: imports(module) for module in MODULES}
 
 
 def layer(module: str) -> int:
-    return LAYERS.index(module.split(".")[0])
+    """The index in LAYERS of the longest layer name that `module` is or is inside."""
+    return max((len(name), index) for index, name in enumerate(LAYERS)
+               if module == name or module.startswith(f"{name}."))[1]
 
 
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -93,8 +98,11 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_import_graph_is_read():
     assert "keras_alexnet.checkpoints" in GRAPH["keras_alexnet.model"]
-    assert "tfrecords_tools.cli" in GRAPH["keras_alexnet.commands"]
+    assert "tfrecords_tools.base.cli" in GRAPH["keras_alexnet.commands"]
+    assert "tfrecords_tools.base.errors" in GRAPH["serving.errors"]
     assert len(GRAPH) > 60
+    assert layer("tfrecords_tools.base.cli") < layer("tfrecords_tools.convert") < layer(
+        "serving.client")
 
 
 def test_no_package_imports_a_package_above_it():
@@ -103,14 +111,22 @@ def test_no_package_imports_a_package_above_it():
     assert not upward, f"imports upwards ({' < '.join(LAYERS)}): {upward}"
 
 
+def test_serving_stands_on_the_base_alone():
+    converter = sorted(f"{module} imports {target}" for module, targets in GRAPH.items()
+                       for target in targets if module.startswith("serving")
+                       and layer(target) == LAYERS.index("tfrecords_tools"))
+    assert not converter, f"serving imports the converter: {converter}"
+
+
 def test_no_modules_import_each_other():
     assert not cycles(GRAPH), f"import cycles: {cycles(GRAPH)}"
 
 
 def test_a_new_upward_import_or_cycle_would_be_found():
-    graph = {**GRAPH, "tfrecords_tools.cli": GRAPH["tfrecords_tools.cli"] | {
+    graph = {**GRAPH, "tfrecords_tools.base.cli": GRAPH["tfrecords_tools.base.cli"] | {
         "keras_alexnet.model"}}
-    assert layer("keras_alexnet.model") > layer("tfrecords_tools.cli")
+    assert layer("keras_alexnet.model") > layer("tfrecords_tools.base.cli")
+    assert layer("tfrecords_tools.walk") > layer("tfrecords_tools.base.storage")
     graph["keras_alexnet.checkpoints"] = graph["keras_alexnet.checkpoints"] | {
         "keras_alexnet.model"}
     assert ["keras_alexnet.checkpoints", "keras_alexnet.model"] in cycles(graph)

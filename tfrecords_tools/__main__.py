@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from tfrecords_tools.cli import add_verbose_argument, require_paths, run_command
-from tfrecords_tools.errors import ArgumentError
+from tfrecords_tools.base.cli import add_verbose_argument, require_paths, run_command
+from tfrecords_tools.base.errors import ArgumentError
 from tfrecords_tools.schema import SPLITS  # free of TensorFlow at import
 
 EPILOG = """examples:

@@ -366,7 +366,7 @@ def index_train(path: Path, progress: bool = True, allow_incomplete: bool = Fals
     reading stopped, unless `allow_incomplete`, which keeps what came before it and
     records where it stopped in `Index.damage`.
     """
-    from tfrecords_tools.progress import tqdm
+    from tfrecords_tools.base.progress import tqdm
 
     not_images: list[dict] = []
     if path.is_dir():

@@ -52,17 +52,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import (
-    __version__,
-    files,
-    ilsvrc2010,
-    manifest,
-    schema,
-    shuffle,
-    walk,
-    words,
-    worker,
-)
+from tfrecords_tools import __version__, ilsvrc2010, manifest, schema, shuffle, walk, worker
 from tfrecords_tools.archives import (
     Archives,
     ClassIndex,
@@ -80,7 +70,9 @@ from tfrecords_tools.archives import (
     train_shortfall,
     unnumbered_reason,
 )
-from tfrecords_tools.errors import ArchiveError, ArgumentError, OutputError, WorkerError
+from tfrecords_tools.base import files, words
+from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.errors import ArchiveError, OutputError, WorkerError
 from tfrecords_tools.folders import FolderSource, parse_class_file, split_folders
 from tfrecords_tools.images import CODEC, ImageOptions
 from tfrecords_tools.members import Member
@@ -1004,7 +996,7 @@ def convert(output: str | Path, archives: Archives | FolderSource | str | Path,
     there and records the shortfall in the manifest.  A split missing from `num_shards`
     gets `schema.default_num_shards` for its image count.
     """
-    from tfrecords_tools.progress import tqdm
+    from tfrecords_tools.base.progress import tqdm
 
     started = time.monotonic()
     unknown = [s for s in splits or () if s not in schema.SPLITS]

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import functools
 
-from tfrecords_tools import schema, storage, tfds
+from tfrecords_tools import schema, tfds
+from tfrecords_tools.base import storage
 from tfrecords_tools.errors import DatasetError
 from tfrecords_tools.stats import ImageStats, load_stats
 
@@ -124,7 +125,7 @@ class DatasetInfo:
             return count
         import tensorflow as tf
 
-        from tfrecords_tools.progress import tqdm
+        from tfrecords_tools.base.progress import tqdm
 
         return sum(int(tf.data.TFRecordDataset(str(shard)).reduce(
             tf.constant(0, tf.int64), lambda n, _: n + 1))

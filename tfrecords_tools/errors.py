@@ -1,18 +1,7 @@
-"""The converter's errors, and the base of every error a user can act on.
+"""The converter's errors: `tfrecords_tools.base.errors.UserError`s, each message naming
+the archive, member, file or output at fault."""
 
-`UserError` is the one base the three packages share (this package is the lowest, so
-`serving` and `keras_alexnet` can subclass it): the command line prints such an error
-as one line, and anything else as a bug with its traceback (`tfrecords_tools.cli`).
-Each message names the file, member or argument at fault.
-"""
-
-
-class UserError(Exception):
-    """Something the user can put right (a path, an argument, a file's contents)."""
-
-
-class ArgumentError(UserError, ValueError):
-    """An argument the converter cannot use; the message names it and the valid range."""
+from tfrecords_tools.base.errors import UserError
 
 
 class ArchiveError(UserError, ValueError):

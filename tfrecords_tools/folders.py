@@ -41,7 +41,8 @@ from pathlib import Path
 
 from tfrecords_tools import schema
 from tfrecords_tools.archives import ClassIndex, Index
-from tfrecords_tools.errors import ArchiveError, ArgumentError
+from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.members import Member
 
 #: The split folders and the split each holds.

@@ -16,9 +16,10 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from tfrecords_tools import __version__, schema, storage, tfds
+from tfrecords_tools import __version__, schema, tfds
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.files import write_atomically
 from tfrecords_tools.errors import OutputError
-from tfrecords_tools.files import write_atomically
 
 #: Job-record keys that describe the archive's contents rather than the arguments.
 FINDINGS = ("not_images", "incomplete", "expected")

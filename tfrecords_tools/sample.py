@@ -22,7 +22,7 @@ import scipy.io
 from PIL import Image
 
 from tfrecords_tools.archives import DEVKIT, TRAIN_TAR, VAL_TAR
-from tfrecords_tools.errors import ArgumentError
+from tfrecords_tools.base.errors import ArgumentError
 
 TEST_TAR = "ILSVRC2012_img_test.tar"
 

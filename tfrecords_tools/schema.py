@@ -27,7 +27,7 @@ import struct
 
 import google_crc32c
 
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 from tfrecords_tools.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")

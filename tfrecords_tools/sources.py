@@ -17,7 +17,8 @@ from pathlib import Path
 
 from tfrecords_tools import ilsvrc2010
 from tfrecords_tools.archives import Archives
-from tfrecords_tools.errors import ArchiveError, ArgumentError
+from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.folders import FolderSource
 
 _CLASS_TAR = re.compile(r"(\./)?n\d{8}\.tar")

@@ -16,7 +16,8 @@ import json
 import numpy as np
 import tensorflow as tf
 
-from tfrecords_tools import schema, storage
+from tfrecords_tools import schema
+from tfrecords_tools.base import storage
 from tfrecords_tools.errors import DatasetError
 
 # ImageNet RGB statistics on the [0, 1] scale, used when a dataset has no stats.json.
@@ -113,7 +114,7 @@ def compute_stats(output: str | storage.PathOrUrl, sample: int | None = None,
     `sample` limits the statistics to the first N images in shard order (the shards are
     already shuffled, so these are a random sample of every class).
     """
-    from tfrecords_tools.progress import tqdm
+    from tfrecords_tools.base.progress import tqdm
 
     output = storage.path(output)
     files = sorted(str(p) for p in output.glob(schema.shard_pattern("train")))

@@ -22,9 +22,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tfrecords_tools import schema, storage
+from tfrecords_tools import schema
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.files import write_atomically
 from tfrecords_tools.errors import DatasetError
-from tfrecords_tools.files import write_atomically
 
 DATASET_INFO = "dataset_info.json"
 FEATURES_JSON = "features.json"

@@ -25,8 +25,9 @@ from pathlib import Path
 import tensorflow as tf
 from PIL import Image
 
-from tfrecords_tools import schema, storage, tfds
+from tfrecords_tools import schema, tfds
 from tfrecords_tools.archives import read_devkit
+from tfrecords_tools.base import storage
 from tfrecords_tools.manifest import file_sha256
 
 
@@ -125,7 +126,7 @@ def verify(output: str | storage.PathOrUrl, splits: list[str] | None = None,
            devkit: str | Path | None = None) -> list[str]:
     """Every problem found in the shards of `splits` (default: all in the manifest);
     `devkit` checks the counts against that devkit instead of the manifest's record."""
-    from tfrecords_tools.progress import tqdm
+    from tfrecords_tools.base.progress import tqdm
 
     output = storage.path(output)
     try:

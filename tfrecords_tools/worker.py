@@ -19,8 +19,8 @@ import struct
 from pathlib import Path
 
 from tfrecords_tools import schema, shuffle
+from tfrecords_tools.base.files import atomic_path
 from tfrecords_tools.errors import OutputError
-from tfrecords_tools.files import atomic_path
 from tfrecords_tools.images import ImageOptions, configure_worker_process, reencode
 from tfrecords_tools.pool import working_on
 

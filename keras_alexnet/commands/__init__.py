@@ -3,7 +3,7 @@
 Each module has a docstring (its first sentence is the help), `add_arguments(parser)`,
 `run(args) -> int` and optionally `check(args)` (its paths, checked before TensorFlow
 loads); heavy imports stay inside `run` so that `--help` and mistakes are fast.  Errors,
-Ctrl-C and SIGTERM end a command as `tfrecords_tools.cli` says, for all three tools.
+Ctrl-C and SIGTERM end a command as `tfrecords_tools.base.cli` says, for all three tools.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import importlib
 import os
 import pkgutil
 
-from tfrecords_tools.cli import add_verbose_argument, require_paths, run_command
+from tfrecords_tools.base.cli import add_verbose_argument, require_paths, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:

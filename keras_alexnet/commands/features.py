@@ -30,8 +30,8 @@ from pathlib import Path
 
 from keras_alexnet.commands import add_epoch_argument, chosen_checkpoints, require_checkpoints
 from keras_alexnet.errors import AlexNetError
-from tfrecords_tools.cli import require_paths
-from tfrecords_tools.words import count
+from tfrecords_tools.base.cli import require_paths
+from tfrecords_tools.base.words import count
 
 #: What a directory's images end with (compared lower-cased).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -94,8 +94,8 @@ def run(args: argparse.Namespace) -> int:
     from keras_alexnet.contract import contract_of, preprocess_input
     from keras_alexnet.model import fc7_features
     from keras_alexnet.preprocessing import decode_center_crop
-    from tfrecords_tools.files import atomic_path, write_atomically
-    from tfrecords_tools.progress import tqdm
+    from tfrecords_tools.base.files import atomic_path, write_atomically
+    from tfrecords_tools.base.progress import tqdm
 
     output = Path(args.output)
     if output.suffix != ".npy":

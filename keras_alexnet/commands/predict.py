@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from keras_alexnet.commands import require_checkpoints
-from tfrecords_tools.cli import require_paths
+from tfrecords_tools.base.cli import require_paths
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -24,7 +24,7 @@ from keras_alexnet.config import (
     reduced_config,
     small_photos_config,
 )
-from tfrecords_tools.cli import require_paths
+from tfrecords_tools.base.cli import require_paths
 
 
 def add_option_arguments(parser: argparse.ArgumentParser) -> None:
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     config = _config(args)
     if config is not None and info.classes is not None:  # the class count is the data's
         config = dataclasses.replace(config, num_classes=len(info.classes))
-    # Ctrl-C and SIGTERM (tfrecords_tools.cli) save a backup, then say how to resume.
+    # Ctrl-C and SIGTERM (tfrecords_tools.base.cli) save a backup, then say how to resume.
     # A progress bar redraws one line with control characters, which a log file keeps
     # every time: a line per epoch there instead.
     fit(info, args.model_dir, config=config, options=options,

@@ -34,8 +34,8 @@ from keras_alexnet.figures.examples import (
     load_examples,
 )
 from keras_alexnet.model import fc7_features
+from tfrecords_tools.base.progress import tqdm
 from tfrecords_tools.dataset import DatasetInfo
-from tfrecords_tools.progress import tqdm
 
 INDEX_VERSION = 1
 QUERY_COLOUR = "#d62728"

@@ -27,7 +27,7 @@ from tests.keras_alexnet.training_helpers import (
     make_dataset,
 )
 from tests.ram_files import fresh_dir
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 EPOCHS, STEPS = 2, 4
 STOP_AT = STEPS + 2  # step 2 of epoch 2

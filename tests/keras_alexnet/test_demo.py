@@ -19,7 +19,7 @@ from keras_alexnet.commands import build_parser, main
 from keras_alexnet.figures import curves, kernels, neighbours, predictions
 from keras_alexnet.saved_model import classify_files
 from tfrecords_tools.archives import VAL_TAR, flat_members, index_flat, member_reader
-from tfrecords_tools.cli import TF_LOG_LINE
+from tfrecords_tools.base.cli import TF_LOG_LINE
 from tfrecords_tools.schema import read_labels
 
 

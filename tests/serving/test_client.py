@@ -8,12 +8,11 @@ import threading
 import grpc
 import numpy as np
 import pytest
-from tensorflow.core.framework import tensor_pb2, types_pb2
 
 from serving import errors
 from serving.client import Client, request_batches
 from serving.server import ModelServer
-from serving.tensors import to_ndarray, to_tensor_proto
+from serving.tensors import to_tensor_proto
 from tests.serving.exported_model import MODEL_NAME, assert_same_top5, expected_top5
 
 
@@ -23,28 +22,6 @@ def test_request_batches_stay_below_the_limit_and_keep_order():
     assert [list(b) for b in batches] == [[0, 1], [2, 3], [4], [5]]  # 4 alone: oversized
     assert list(request_batches(images, 10**9, max_batch=4)) == [range(0, 4), range(4, 6)]
     assert list(request_batches([], 1000, 3)) == []
-
-
-@pytest.mark.parametrize("values", [
-    np.array([[1.5, -2.0], [3.25, 0.0]], np.float32), np.array([1, -7, 2**40], np.int64),
-    np.array([3, 4], np.int32), np.array([0.5, 2.0], np.float16), np.array([True, False]),
-    np.array([b"\xff\xd8jpeg", b""], dtype=object), np.zeros((0, 3), np.float32)])
-def test_tensors_round_trip_in_both_encodings(values):
-    typed = to_tensor_proto(values)
-    packed = to_tensor_proto(values, tensor_content=True)
-    if values.size:  # strings too, in TensorFlow's varint-length encoding
-        assert not typed.tensor_content and packed.tensor_content
-    for proto in (typed, packed):
-        decoded = to_ndarray(proto)
-        assert decoded.shape == values.shape
-        np.testing.assert_array_equal(decoded, values)
-
-
-def test_typed_field_with_one_value_fills_the_shape():
-    # TF's rule: fewer typed values than elements repeat the last one.
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[7.0])
-    proto.tensor_shape.dim.add(size=3)
-    np.testing.assert_array_equal(to_ndarray(proto), [7.0, 7.0, 7.0])
 
 
 def _free_port() -> int:

@@ -50,6 +50,24 @@ def test_a_bad_boolean_is_a_usage_error(capsys):
     assert "expected true or false, got 'maybe'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flags, message", [
+    ([], "Both server_options.model_base_path and server_options.model_config_file are "
+         "empty!"),
+    (["--model_base_path", "export", "--batching_parameters_file", "batching.txt"],
+     "server_options.batching_parameters_file is set without setting "
+     "server_options.enable_batching to true.")])
+def test_flags_unusable_together_are_a_usage_error_before_anything_starts(flags, message,
+                                                                           capsys):
+    from serving.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *flags])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: python -m serving serve ")
+    assert err.endswith(f"python -m serving serve: error: {message}\n")
+
+
 def test_model_server_takes_options_or_their_fields(tmp_path):
     from serving.server import ModelServer
 

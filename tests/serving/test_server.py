@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import shutil
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -446,6 +448,30 @@ def test_query_and_status_commands(server, exported, expected, tmp_path, capsys)
                  str(tmp_path / "notes.jpg")]) == 1
     assert capsys.readouterr().err == (f"error: INVALID_ARGUMENT: {tmp_path / 'notes.jpg'}: "
                                        f"refused by the server: not a JPEG or PNG image\n")
+
+
+CLIENT_PROCESS = """
+import sys
+from serving.__main__ import main
+status = main(["query", "--server", sys.argv[1], sys.argv[2]])
+assert status == 0 and "tensorflow" not in sys.modules, sorted(sys.modules)
+# TensorFlow loads afterwards all the same, with the client's message classes.
+import tensorflow as tf
+from serving.tensors import to_tensor_proto
+assert type(tf.make_tensor_proto([1.0])) is type(to_tensor_proto([1.0]))
+print(tf.make_ndarray(to_tensor_proto([[2.5]]))[0, 0] + tf.constant(1.0).numpy())
+"""
+
+
+def test_query_command_never_loads_tensorflow(server, exported, expected, tmp_path):
+    name, image = next(iter(exported.images.items()))
+    (tmp_path / name).write_bytes(image)
+    done = subprocess.run([sys.executable, "-c", CLIENT_PROCESS, server.address,
+                           str(tmp_path / name)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert lines[1].split(None, 2)[2] == expected[name][0][0]
+    assert lines[-1] == "3.5"
 
 
 def test_32_concurrent_clients(server, exported, expected):

@@ -15,8 +15,8 @@ from serving.server import ModelServer
 from serving.server_core import single_model_config
 from tests.ram_files import fresh_dir
 from tests.serving.exported_model import MODEL_NAME, assert_same_top5, expected_top5
-from tfrecords_tools import storage
-from tfrecords_tools.errors import ArgumentError
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.errors import ArgumentError
 
 POLL = 0.1
 

@@ -42,7 +42,7 @@ sys.exit(main(sys.argv[1:]))
 #: $KILL_AFTER images.
 KILLED_AT_A_CHECKPOINT = """
 import json, os, signal, sys
-from tfrecords_tools import files
+from tfrecords_tools.base import files
 from tfrecords_tools.__main__ import main
 
 write_atomically = files.write_atomically

@@ -4,7 +4,7 @@ import shutil
 import pytest
 
 from tests.ram_files import fresh_dir
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 from tfrecords_tools.verify import verify
 
 

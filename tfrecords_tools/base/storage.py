@@ -24,7 +24,7 @@ import types
 from collections.abc import Iterator
 from pathlib import Path, PurePath
 
-from tfrecords_tools.errors import ArgumentError
+from tfrecords_tools.base.errors import ArgumentError
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 #: Schemes TensorFlow's own wheel has no file system for, and the package that registers

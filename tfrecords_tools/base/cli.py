@@ -31,8 +31,8 @@ import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tfrecords_tools import storage
-from tfrecords_tools.errors import UserError
+from tfrecords_tools.base import storage
+from tfrecords_tools.base.errors import UserError
 
 BUG = 70  # sysexits.h EX_SOFTWARE
 

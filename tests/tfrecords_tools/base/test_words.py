@@ -1,6 +1,6 @@
-"""tfrecords_tools.words: counts in words."""
+"""tfrecords_tools.base.words: counts in words."""
 
-from tfrecords_tools.words import count
+from tfrecords_tools.base.words import count
 
 
 def test_counts_in_words():

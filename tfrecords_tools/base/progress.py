@@ -2,7 +2,7 @@
 log, CI), a whole line every `LINE_INTERVAL` seconds instead of one line redrawn with
 carriage returns that a log keeps every time.
 
-Use `from tfrecords_tools.progress import tqdm` in place of tqdm's own: the same class,
+Use `from tfrecords_tools.base.progress import tqdm` in place of tqdm's own: the same class,
 arguments and `tqdm.write`.
 """
 

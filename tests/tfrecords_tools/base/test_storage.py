@@ -1,4 +1,4 @@
-"""`tfrecords_tools.storage` and the atomic write of `tfrecords_tools.files` on a URL:
+"""`tfrecords_tools.base.storage` and the atomic write of `tfrecords_tools.base.files` on a URL:
 TensorFlow's in-process `ram://` file system stands in for a bucket."""
 
 import sys
@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from tests.ram_files import fresh_dir
-from tfrecords_tools import files, storage
+from tfrecords_tools.base import files, storage
+from tfrecords_tools.base.errors import ArgumentError
 from tfrecords_tools.dataset import DatasetInfo
-from tfrecords_tools.errors import ArgumentError
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""What the three tools share (`tfrecords_tools.cli`): no TensorFlow C++ log line on a run
+"""What the three tools share (`tfrecords_tools.base.cli`): no TensorFlow C++ log line on a run
 unless asked for, one mapping from failures to exit statuses, Ctrl-C and SIGTERM as one
 line."""
 
@@ -17,8 +17,9 @@ import pytest
 from keras_alexnet.errors import AlexNetError, CheckpointError
 from serving.errors import ConfigError, NotFoundError
 from serving.server import ServerProcess
-from tfrecords_tools.cli import BUG, TF_LOG_LINE, run_command
-from tfrecords_tools.errors import ArgumentError, DatasetError
+from tfrecords_tools.base.cli import BUG, TF_LOG_LINE, run_command
+from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.errors import DatasetError
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:

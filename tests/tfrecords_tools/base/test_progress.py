@@ -1,9 +1,9 @@
-"""tfrecords_tools.progress: a bar on a terminal, whole lines in a log."""
+"""tfrecords_tools.base.progress: a bar on a terminal, whole lines in a log."""
 
 import io
 
-from tfrecords_tools import progress
-from tfrecords_tools.progress import tqdm
+from tfrecords_tools.base import progress
+from tfrecords_tools.base.progress import tqdm
 
 
 class Terminal(io.StringIO):

@@ -18,7 +18,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from tfrecords_tools import storage
+from tfrecords_tools.base import storage
 
 
 def temporary_name(path: Path | storage.Url) -> Path | storage.Url:
