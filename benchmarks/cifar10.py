@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     shards = args.work / "shards"
     if not (shards / "manifest.json").exists():
-        convert(shards, class_folders(args.cifar, args.work / "photos"), image_size=32,
+        convert(shards, class_folders(args.cifar, args.work / "photos"), size=32,
                 progress=False)
     print(f"converted in {time.monotonic() - started:.0f} s", flush=True)
     times = EpochTimes()

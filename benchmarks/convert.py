@@ -107,8 +107,8 @@ def run_ours(workdir: Path, cores: int, size: int) -> tuple[float, float]:
 
     output = Path(tempfile.mkdtemp(dir=workdir))
     start, cpu = time.perf_counter(), _cpu_seconds()
-    convert(output, workdir, splits=["train"], num_shards={"train": 4 * cores},
-            image_size=size, processes=cores, progress=False)
+    convert(output, workdir, splits=["train"], train_shards=4 * cores, size=size,
+            processes=cores, progress=False)
     return time.perf_counter() - start, _cpu_seconds() - cpu
 
 

@@ -124,7 +124,7 @@ def child(output: Path, archives: Path, processes: int) -> None:
     from tfrecords_tools.convert import convert
 
     start, own = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    convert(output, archives, splits=["train"], num_shards={"train": 16},
+    convert(output, archives, splits=["train"], train_shards=16,
             processes=processes, progress=False)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall": wall, "parent_cpu": after.ru_utime + after.ru_stime

@@ -69,7 +69,7 @@ def dataset(cifar: Path, work: Path, name: str, classes, train: int, held_out: i
             for path in photos(cifar, source_split, class_name, count, seed):
                 shutil.copy(path, folder / path.name)
     shards = work / f"{name}-shards"
-    convert(shards, folders, image_size=SIZE, processes=1, progress=False)
+    convert(shards, folders, size=SIZE, processes=1, progress=False)
     return shards
 
 

@@ -392,7 +392,7 @@ def read_classes(path: str | Path, count: int) -> tuple[tuple[str, str], ...]:
     devkit (its 1000 leaf synsets, sorted by WNID)."""
     path = Path(path)
     if tarfile.is_tarfile(path):
-        from tfrecords_tools.archives import read_devkit
+        from tfrecords_tools.devkit import read_devkit
 
         classes = read_devkit(path).classes
         pairs = tuple(zip(classes.wnids, classes.names, strict=True))

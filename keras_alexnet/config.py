@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import typing
-from collections.abc import Mapping
 from typing import Any
 
 from keras_alexnet.errors import AlexNetError
+from tfrecords_tools.base.options import check, option
 
 MEAN_MODES = ("channel", "pixel")  # per-channel mean, or the per-pixel mean image [paper §2]
 #: The learned layers from the input up, each in both towers [paper §3.5, Figure 2];
@@ -162,16 +161,6 @@ NETWORKS = {"paper": AlexNetConfig, "reduced": reduced_config,
 
 # --- training ------------------------------------------------------------------------------
 
-def _option(default: Any, help: str, *, group: str, at_least: float | None = None,
-            above: float | None = None, below: float | None = None,
-            choices: tuple | None = None, **flag: Any) -> Any:
-    """A `TrainingOptions` field: its default, the help of its flag (argparse's `help`
-    and `group`, and any other `add_argument` keyword in `flag`), and its valid range."""
-    return dataclasses.field(default=default, metadata={
-        "help": help, "group": group, "at_least": at_least, "above": above, "below": below,
-        "choices": choices, "flag": flag})
-
-
 SCHEDULE = "training [paper §5]"
 FINE_TUNING = "fine-tuning [paper §6]"
 INPUT = "input [paper §4.1]"
@@ -191,80 +180,80 @@ class TrainingOptions:
     """
 
     # The schedule [paper §5].
-    epochs: int = _option(90, "total epochs, counting those already done in model_dir "
+    epochs: int = option(90, "total epochs, counting those already done in model_dir "
                           "(\"roughly 90 cycles\" [paper §5])", group=SCHEDULE, at_least=1)
-    batch_size: int = _option(128, "images per step, over all devices [paper §5]",
+    batch_size: int = option(128, "images per step, over all devices [paper §5]",
                               group=SCHEDULE, at_least=1)
-    learning_rate: float | None = _option(
+    learning_rate: float | None = option(
         None, f"initial learning rate (default: {PAPER_LEARNING_RATE} [paper §5], "
         f"{FINE_TUNING_LEARNING_RATE} with --init-from)", group=SCHEDULE, above=0)
-    momentum: float = _option(0.9, "[paper §5]", group=SCHEDULE, at_least=0, below=1)
-    weight_decay: float = _option(0.0005, "decay inside the momentum, on kernels [paper §5]",
+    momentum: float = option(0.9, "[paper §5]", group=SCHEDULE, at_least=0, below=1)
+    weight_decay: float = option(0.0005, "decay inside the momentum, on kernels [paper §5]",
                                   group=SCHEDULE, at_least=0)
     # "Divide the learning rate by 10 when the validation error rate stopped improving"
     # [paper §5] gives no window: five epochs is ours.
-    patience: int = _option(5, "epochs without a better validation error before dividing "
+    patience: int = option(5, "epochs without a better validation error before dividing "
                             "the learning rate by 10", group=SCHEDULE, at_least=0)
-    max_lr_reductions: int = _option(3, "divisions of the learning rate at most (\"reduced "
+    max_lr_reductions: int = option(3, "divisions of the learning rate at most (\"reduced "
                                      "three times prior to termination\" [paper §5])",
                                      group=SCHEDULE, at_least=0)
-    min_delta: float = _option(0.0, "the smallest validation accuracy gain counted as an "
+    min_delta: float = option(0.0, "the smallest validation accuracy gain counted as an "
                                "improvement", group=SCHEDULE, at_least=0)
-    steps_per_epoch: int | None = _option(None, "batches per epoch (default: one pass over "
+    steps_per_epoch: int | None = option(None, "batches per epoch (default: one pass over "
                                           "the training images)", group=SCHEDULE, at_least=1)
-    validation_steps: int | None = _option(None, "validation batches per epoch (default: "
+    validation_steps: int | None = option(None, "validation batches per epoch (default: "
                                            "the whole validation split)", group=SCHEDULE,
                                            at_least=1)
     # The input [paper §2, §4.1].
-    mean: str | None = _option(None, "subtract the per-channel mean or the per-pixel mean "
+    mean: str | None = option(None, "subtract the per-channel mean or the per-pixel mean "
                                "image [paper §2] (default: channel for a new model; a resumed "
                                "one keeps its checkpoint's)", group=INPUT, choices=MEAN_MODES)
-    lighting_stddev: float = _option(0.1, "stddev of the PCA lighting alphas, \"drawn from a "
+    lighting_stddev: float = option(0.1, "stddev of the PCA lighting alphas, \"drawn from a "
                                      "Gaussian with mean zero and standard deviation 0.1\" "
                                      "[paper §4.1]; 0 turns it off", group=INPUT, at_least=0)
-    seed: int | None = _option(None, "seeds the initial weights, dropout, data order and "
+    seed: int | None = option(None, "seeds the initial weights, dropout, data order and "
                                "augmentation (default: drawn, printed and kept in run.json)",
                                group=INPUT)
-    deterministic: bool = _option(True, "input order independent of thread timing, so that "
+    deterministic: bool = option(True, "input order independent of thread timing, so that "
                                   "a seed repeats a run bit for bit", group=INPUT)
     # Where it runs.
-    strategy: str = _option("auto", "towers: model parallel on two devices as the paper "
+    strategy: str = option("auto", "towers: model parallel on two devices as the paper "
                             "[paper §3.2]; mirrored: data parallel on this machine's GPUs; "
                             "multi-worker: across machines from TF_CONFIG", group=DEVICES,
                             choices=STRATEGIES)
-    devices: tuple[str, str] | None = _option(None, "devices of the two towers, e.g. /GPU:0 "
+    devices: tuple[str, str] | None = option(None, "devices of the two towers, e.g. /GPU:0 "
                                               "/GPU:1", group=DEVICES, nargs=2,
                                               metavar=("TOWER_A", "TOWER_B"))
-    mixed_precision: str | None = _option(None, "Keras mixed-precision policy of a new model "
+    mixed_precision: str | None = option(None, "Keras mixed-precision policy of a new model "
                                           "(a resumed one keeps its own)", group=DEVICES,
                                           choices=("mixed_float16", "mixed_bfloat16"))
-    xla: bool | None = _option(None, "compile the training step with XLA (default: on for a "
+    xla: bool | None = option(None, "compile the training step with XLA (default: on for a "
                                "run of at least 1,000 steps on one CPU without AVX-512 and "
                                "no GPU, where its step is the faster; off elsewhere; the "
                                "choice is printed and kept in run.json)", group=DEVICES)
     # What it writes.
-    keep_checkpoints: int = _option(5, "newest epoch checkpoints kept, besides the best "
+    keep_checkpoints: int = option(5, "newest epoch checkpoints kept, besides the best "
                                     "epoch's (which evaluate, export and features use); 0 "
                                     "keeps all",
                                     group=OUTPUT, at_least=0)
     # Not a paper number: about a minute of one current GPU on the paper's network, ten
     # backups in an ImageNet epoch of 10,009 steps at batch 128, each about 0.5 GB.
-    backup_every: int = _option(1000, "save the whole training state every this many "
+    backup_every: int = option(1000, "save the whole training state every this many "
                                 "steps; 0: only at epoch ends and on Ctrl-C", group=OUTPUT,
                                 at_least=0, metavar="STEPS")
-    tensorboard: bool = _option(True, "write TensorBoard logs (with the tensorboard "
+    tensorboard: bool = option(True, "write TensorBoard logs (with the tensorboard "
                                 "package)", group=OUTPUT)
     # Fine-tuning [paper §6: "1 CNN*", pre-trained then fine-tuned] (`keras_alexnet.finetune`).
-    init_from: str | None = _option(None, "start a new run from this run directory, .keras "
+    init_from: str | None = option(None, "start a new run from this run directory, .keras "
                                     "checkpoint or named weights (bvlc_alexnet): its weights, "
                                     "geometry and mean, the data's "
                                     "classes (a new fc8 when their count differs, learning 10x "
                                     "faster, its biases 20x)", group=FINE_TUNING,
                                     metavar="SOURCE")
-    freeze: str | None = _option(None, "keep this layer and every layer below it fixed, in "
+    freeze: str | None = option(None, "keep this layer and every layer below it fixed, in "
                                  "both towers (conv5: a new classifier on frozen features)",
                                  group=FINE_TUNING, choices=LAYERS[:-1])
-    recipe: str = _option("lp-ft", "how a new fc8 is trained: lp-ft fits it first as a "
+    recipe: str = option("lp-ft", "how a new fc8 is trained: lp-ft fits it first as a "
                           "linear probe on the source's fc7 features of the training images, "
                           "then trains every layer (Kumar et al. 2022); caffe starts it from "
                           "noise at 10x the rate, its biases 20x (Caffe's "
@@ -274,15 +263,7 @@ class TrainingOptions:
     def __post_init__(self):
         if self.init_from is not None:  # fit(init_from=Path(...)): run.json records a string
             object.__setattr__(self, "init_from", os.fspath(self.init_from))
-        for field in dataclasses.fields(self):
-            value, rules = getattr(self, field.name), field.metadata
-            if value is None or isinstance(value, bool):
-                continue
-            if rules["choices"] and isinstance(value, str) and value not in rules["choices"]:
-                raise AlexNetError(f"{field.name} must be one of {rules['choices']}, got "
-                                   f"{value!r}")
-            if isinstance(value, (int, float)):
-                _check_range(field.name, value, rules)
+        check(self, AlexNetError)
         if self.freeze and not self.init_from:
             raise AlexNetError(f"freeze {self.freeze!r} needs init_from: the weights to keep "
                                f"fixed come from a source run")
@@ -314,20 +295,4 @@ class TrainingOptions:
             values["devices"] = list(self.devices)
         return values
 
-    @classmethod
-    def field_types(cls) -> Mapping[str, type]:
-        """Each field's value type, `None` taken out of optional ones (for the flags)."""
-        hints = typing.get_type_hints(cls)
-        return {name: next(a for a in typing.get_args(hint) or (hint,) if a is not type(None))
-                for name, hint in hints.items()}
 
-
-def _check_range(name: str, value: float, rules: Mapping[str, Any]) -> None:
-    low, above, below = rules["at_least"], rules["above"], rules["below"]
-    if (low is not None and value < low) or (above is not None and value <= above) or \
-            (below is not None and value >= below):
-        bound = " and ".join(text for text in (
-            f"at least {low}" if low is not None else "",
-            f"more than {above}" if above is not None else "",
-            f"less than {below}" if below is not None else "") if text)
-        raise AlexNetError(f"{name} must be {bound}, got {value!r}")

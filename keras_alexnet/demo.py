@@ -44,9 +44,10 @@ from keras_alexnet.training import fit
 from serving import DEFAULT_MODEL_NAME
 from serving.client import Client
 from serving.server import ModelServer
-from tfrecords_tools.archives import index_flat, label_validation, member_reader, read_devkit
+from tfrecords_tools.archives import index_flat, label_validation, member_reader
 from tfrecords_tools.base.words import count
 from tfrecords_tools.convert import convert
+from tfrecords_tools.devkit import read_devkit
 from tfrecords_tools.sample import SampleArchives, make_sample_archives
 from tfrecords_tools.stats import compute_stats
 
@@ -172,9 +173,9 @@ def run_demo(workdir: str | Path, *, quick: bool = False,
                               quirks=True))
 
     def convert_and_stats():
-        summary = convert(paths["data"], archives=archives.directory,
-                          num_shards={"train": 4, "validation": 2, "test": 1},
-                          image_size=resize_size_for(settings.image_size), seed=settings.seed)
+        summary = convert(paths["data"], archives.directory, train_shards=4,
+                          validation_shards=2, test_shards=1,
+                          size=resize_size_for(settings.image_size), seed=settings.seed)
         log(textwrap.indent(str(summary), "    "))
         compute_stats(paths["data"])
     stages.run("convert", "Converting the archives to TFRecord shards", convert_and_stats)

@@ -12,9 +12,9 @@ import signal
 import sys
 import threading
 
-from serving import DEFAULT_MODEL_NAME
-from serving.options import ServerOptions, add_arguments
+from serving.options import ServerOptions, add_client_arguments, add_server_arguments
 from tfrecords_tools.base.cli import add_verbose_argument, run_command
+from tfrecords_tools.base.options import from_args
 
 
 class _PrintVersion(argparse.Action):
@@ -32,7 +32,7 @@ class _PrintVersion(argparse.Action):
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    add_arguments(parser)
+    add_server_arguments(parser)
     parser.add_argument("--version", action=_PrintVersion,
                         help="print the server's and TensorFlow's versions")
 
@@ -40,7 +40,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 def serve(args: argparse.Namespace) -> int:
     from serving.server import READY_LINE, REST_LINE, ModelServer
 
-    server = ModelServer(options=ServerOptions.from_args(args))
+    server = ModelServer(options=from_args(ServerOptions, args))
     server.start()
     stopping, received = threading.Event(), []
 
@@ -61,25 +61,14 @@ def serve(args: argparse.Namespace) -> int:
     return 128 + received[0]
 
 
-def add_client_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", default="127.0.0.1:8500", help="host:port of the server")
-    parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME,
-                        help="the served model's name")
-    parser.add_argument("--version", type=int, help="model version (none given: the latest)")
-    parser.add_argument("--version_label", help="model version label")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
-    parser.add_argument("--root_certificates", help="PEM file to verify a TLS server")
-
-
 def _client(args: argparse.Namespace):
     from serving.messages import import_without_tensorflow
 
     import_without_tensorflow()  # query and status never run TensorFlow
     from serving.client import Client
+    from serving.options import ClientOptions
 
-    return Client(args.server, args.model_name, version=args.version,
-                  version_label=args.version_label, timeout=args.timeout,
-                  root_certificates=args.root_certificates)
+    return Client(options=from_args(ClientOptions, args))
 
 
 def _not_served(args: argparse.Namespace, error: Exception) -> Exception:
@@ -87,7 +76,7 @@ def _not_served(args: argparse.Namespace, error: Exception) -> Exception:
     the ones served (no API lists them)."""
     from serving.errors import NotFoundError
 
-    return NotFoundError(f"{error.message}; {args.server} serves no model named "
+    return NotFoundError(f"{error.message}; {args.target} serves no model named "
                          f"{args.model_name!r}: pass --model_name with the name the server "
                          f"was started with (`serve --model_name`; TF Serving's default is "
                          f"'default')")
@@ -128,7 +117,7 @@ def status(args: argparse.Namespace) -> int:
             versions = client.status(version=args.version)
         except NotFoundError as error:
             raise _not_served(args, error) from error
-    print(f"server {args.server}: {health}")
+    print(f"server {args.target}: {health}")
     for version in versions:
         error = f"  ({version.error_message})" if version.error_message else ""
         print(f"  {args.model_name} version {version.version}: {version.state}{error}")
@@ -165,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if args.command == "serve" and (problem := ServerOptions.from_args(args).usage_error()):
+    if args.command == "serve" and (problem := from_args(ServerOptions, args).usage_error()):
         args.parser.error(problem)  # as argparse's own: the usage, the message, status 2
     if unknown:
         if args.command != "serve":

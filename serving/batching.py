@@ -34,6 +34,8 @@ from serving.errors import (
 )
 
 Arrays = dict[str, np.ndarray]
+#: The answer to a task the server stops before its batch runs.
+STOPPING = "the server is stopping: the batch of this request did not run"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +139,8 @@ class BatchScheduler:
                 f"Task size {size} is larger than maximum input batch size {limit}")
         task = _Task(run, inputs, size)
         with self._condition:
+            if self._stopped:
+                raise UnavailableError(STOPPING)
             queue = self._queues.setdefault(key, _Queue())
             needs_new_batch = not queue.open or queue.open_size + size > limit
             enqueued = len(queue.closed) + bool(queue.open)
@@ -158,9 +162,18 @@ class BatchScheduler:
         return task.outputs
 
     def stop(self) -> None:
+        """Answers every task still queued with UNAVAILABLE (its caller would otherwise
+        wait forever, and so would a process exiting, which joins the gRPC threads),
+        lets the batches running finish, and stops the batch threads."""
         with self._condition:
             self._stopped = True
+            waiting = [task for queue in self._queues.values()
+                       for batch in (*queue.closed, queue.open) for task in batch]
+            self._queues.clear()
             self._condition.notify_all()
+        for task in waiting:
+            task.error = UnavailableError(STOPPING)
+            task.done.set()
         for thread in self._threads:
             thread.join()
 

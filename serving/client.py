@@ -27,17 +27,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from serving import DEFAULT_MODEL_NAME
-from serving.errors import ConfigError, InvalidArgumentError, UnimplementedError, error_for
+from serving.errors import InvalidArgumentError, UnimplementedError, error_for
+from serving.options import ClientOptions
 from serving.tensors import to_ndarray, to_tensor_proto
 
-DEFAULT_TARGET = "127.0.0.1:8500"
 # tensorflow_model_server accepts messages up to INT_MAX; grpc's Python default is 4 MB.
 MAX_MESSAGE_BYTES = 2**31 - 1
-# Requests stay below grpc's default 4 MB limit, so servers that never raised it (and
-# proxies in between) accept them; a single larger image still goes alone.
-DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024 - 64 * 1024
-DEFAULT_MAX_BATCH = 64
 MAX_BACKOFF_SECONDS = 2.0
 
 
@@ -89,50 +84,35 @@ def format_top5(name: str, top5: Sequence[tuple[str, float]]) -> str:
 class Client:
     """One long-lived channel to a model server; every call has a deadline.
 
-    Args:
-        target: `host:port` of the server.
-        model_name: the model to query (`--model_name` of the server).
-        signature_name, version, version_label: defaults for every call's `model_spec`
-            (the server's latest version when neither version nor label is given).
-        timeout: seconds allowed for each attempt of each call.
-        retries: further attempts after UNAVAILABLE (server starting, restarting or
-            its batch queue full), with exponential backoff; other errors raise at once.
-        root_certificates: PEM (bytes or a path) to verify the server's certificate;
-            giving it, or `tls=True`, makes the channel use TLS.
-        private_key, certificate_chain: the client's own PEM key and certificate, for
-            servers that verify clients (`client_verify`).
-        max_request_bytes, max_batch: how `classify` splits many images into requests.
-
-    Errors raise `serving.errors.ServingError` subclasses carrying the server's message.
+    Takes `options=ClientOptions(...)`, or `target`, `model_name` and the other fields
+    of `serving.options.ClientOptions` as keywords: `Client("host:8500", "alexnet",
+    timeout=5)`.  Errors raise `serving.errors.ServingError` subclasses carrying the
+    server's message.
     """
 
-    def __init__(self, target: str = DEFAULT_TARGET, model_name: str = DEFAULT_MODEL_NAME, *,
-                 signature_name: str = "serving_default", version: int | None = None,
-                 version_label: str | None = None, timeout: float = 30.0, retries: int = 3,
-                 backoff_seconds: float = 0.1, tls: bool = False,
-                 root_certificates: bytes | str | os.PathLike | None = None,
-                 private_key: bytes | str | os.PathLike | None = None,
-                 certificate_chain: bytes | str | os.PathLike | None = None,
-                 ssl_target_name_override: str | None = None,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 max_batch: int = DEFAULT_MAX_BATCH):
-        if version is not None and version_label is not None:
-            raise ConfigError("give version or version_label, not both")
-        self.target, self.model_name = target, model_name
-        self.signature_name, self.version, self.version_label = \
-            signature_name, version, version_label
-        self.timeout, self.retries, self.backoff_seconds = timeout, retries, backoff_seconds
-        self.max_request_bytes, self.max_batch = max_request_bytes, max_batch
-        options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
-        if ssl_target_name_override:
-            options.append(("grpc.ssl_target_name_override", ssl_target_name_override))
-        if tls or root_certificates is not None or private_key is not None:
+    def __init__(self, target: str | None = None, model_name: str | None = None, *,
+                 options: ClientOptions | None = None, **fields):
+        given = {name: value for name, value in (("target", target),
+                                                 ("model_name", model_name)) if value}
+        if options is None:
+            options = ClientOptions(**given, **fields)
+        elif given or fields:
+            raise TypeError("Client takes options or their fields, not both")
+        self.options = options
+        channel_options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                           ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+        if options.ssl_target_name_override:
+            channel_options.append(("grpc.ssl_target_name_override",
+                                    options.ssl_target_name_override))
+        if (options.tls or options.root_certificates is not None
+                or options.private_key is not None):
             credentials = grpc.ssl_channel_credentials(
-                _read(root_certificates), _read(private_key), _read(certificate_chain))
-            self._channel = grpc.secure_channel(target, credentials, options)
+                _read(options.root_certificates), _read(options.private_key),
+                _read(options.certificate_chain))
+            self._channel = grpc.secure_channel(options.target, credentials,
+                                                channel_options)
         else:
-            self._channel = grpc.insecure_channel(target, options)
+            self._channel = grpc.insecure_channel(options.target, channel_options)
         self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -148,10 +128,10 @@ class Client:
 
     def model_spec(self, signature_name: str | None = None, version: int | None = None,
                    version_label: str | None = None) -> model_pb2.ModelSpec:
-        spec = model_pb2.ModelSpec(name=self.model_name,
-                                   signature_name=signature_name or self.signature_name)
+        spec = model_pb2.ModelSpec(name=self.options.model_name,
+                                   signature_name=signature_name or self.options.signature_name)
         if version is None and version_label is None:
-            version, version_label = self.version, self.version_label
+            version, version_label = self.options.version, self.options.version_label
         if version is not None:
             spec.version.value = version
         elif version_label is not None:
@@ -160,14 +140,14 @@ class Client:
 
     def _call(self, method, request, timeout: float | None):
         """One RPC with a deadline, retried with backoff on UNAVAILABLE only."""
-        for attempt in range(self.retries + 1):
+        for attempt in range(self.options.retries + 1):
             try:
-                return method(request, timeout=timeout or self.timeout)
+                return method(request, timeout=timeout or self.options.timeout)
             except grpc.RpcError as error:
                 code = error.code()
-                if code != grpc.StatusCode.UNAVAILABLE or attempt == self.retries:
+                if code != grpc.StatusCode.UNAVAILABLE or attempt == self.options.retries:
                     raise error_for(code, error.details() or "") from error
-            delay = min(self.backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS)
+            delay = min(self.options.backoff_seconds * 2 ** attempt, MAX_BACKOFF_SECONDS)
             time.sleep(delay * random.uniform(0.5, 1.5))  # jitter spreads retrying clients
         raise AssertionError("unreachable")
 
@@ -196,7 +176,8 @@ class Client:
         if not all(isinstance(image, bytes) for image in images):
             raise InvalidArgumentError("classify takes encoded image bytes (JPEG or PNG)")
         results: list[list[tuple[str, float]]] = []
-        for batch in request_batches(images, self.max_request_bytes, self.max_batch):
+        for batch in request_batches(images, self.options.max_request_bytes,
+                                     self.options.max_batch):
             try:
                 results.extend(self._top5([images[i] for i in batch], version, version_label,
                                           timeout))
@@ -237,7 +218,7 @@ class Client:
     def status(self, *, version: int | None = None, timeout: float | None = None
                ) -> list[VersionStatus]:
         """`GetModelStatus`: each version's state, newest first."""
-        spec = model_pb2.ModelSpec(name=self.model_name)
+        spec = model_pb2.ModelSpec(name=self.options.model_name)
         if version is not None:
             spec.version.value = version
         response = self._call(self._models.GetModelStatus,

@@ -18,6 +18,7 @@ import pytest
 #: 73x73 images, `keras_alexnet.preprocessing.resize_size_for(64)`.
 SAMPLE_IMAGE_SIZE = 73
 SAMPLE_NUM_SHARDS = {"train": 4, "validation": 2, "test": 1}
+SAMPLE_SHARDS = {f"{split}_shards": count for split, count in SAMPLE_NUM_SHARDS.items()}
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +39,8 @@ def converted_shards(sample_archives, tmp_path_factory):
     from tfrecords_tools.stats import compute_stats
 
     output = tmp_path_factory.mktemp("shards")
-    convert(output, archives=sample_archives.directory, num_shards=SAMPLE_NUM_SHARDS,
-            image_size=SAMPLE_IMAGE_SIZE, processes=1, progress=False)
+    convert(output, sample_archives.directory, **SAMPLE_SHARDS, size=SAMPLE_IMAGE_SIZE,
+            processes=1, progress=False)
     compute_stats(output, progress=False)
     return output
 

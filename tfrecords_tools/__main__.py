@@ -12,6 +12,9 @@ from pathlib import Path
 
 from tfrecords_tools.base.cli import add_verbose_argument, require_paths, run_command
 from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.base.options import add_arguments as add_option_arguments
+from tfrecords_tools.base.options import from_args
+from tfrecords_tools.options import ConvertOptions
 from tfrecords_tools.schema import SPLITS  # free of TensorFlow at import
 
 EPILOG = """examples:
@@ -53,57 +56,26 @@ def _add_convert(sub) -> None:
                              "torchvision), as a directory or a .tar; or a tar of per-class "
                              "n########.tar (ImageNet Fall 2011's fall11_whole.tar)")
     parser.add_argument("output", type=Path, help="directory for the shards")
-    parser.add_argument("--splits", nargs="+", choices=SPLITS,
-                        help="splits to convert (default: those whose archive is present)")
+    source = parser.add_argument_group("the source")
     for split in SPLITS:
-        parser.add_argument(f"--{split}-tar", type=Path,
+        source.add_argument(f"--{split}-tar", type=Path,
                             help=f"the {split} archive, if not under its ILSVRC name")
-    parser.add_argument("--devkit", type=Path, help="the devkit, if not under its ILSVRC name")
-    parser.add_argument("--test-ground-truth", type=Path, metavar="FILE",
+    source.add_argument("--devkit", type=Path, help="the devkit, if not under its ILSVRC name")
+    source.add_argument("--test-ground-truth", type=Path, metavar="FILE",
                         help="ILSVRC-2010's test labels, if not under their name "
                              "(ILSVRC2010_test_ground_truth.txt)")
-    parser.add_argument("--patch-images", type=Path, metavar="TAR",
+    source.add_argument("--patch-images", type=Path, metavar="TAR",
                         help="ILSVRC-2010's replacement images, if not under their name "
                              "(patch_images.tar)")
-    parser.add_argument("--validation-fraction", type=float, metavar="F",
+    source.add_argument("--validation-fraction", type=float, metavar="F",
                         help="image folders without val/: hold out the fraction F of every "
                              "class as the validation split (drawn with --seed, recorded in "
                              "manifest.json)")
-    parser.add_argument("--classes", type=Path, metavar="FILE",
+    source.add_argument("--classes", type=Path, metavar="FILE",
                         help="image folders: the classes in label order, a line each, "
                              "'folder' or 'folder<TAB>display name' (a labels.txt is one); "
                              "default: the folder names sorted")
-    for split in SPLITS:
-        parser.add_argument(f"--{split}-shards", type=_positive,
-                            help=f"number of {split} shards (default: one per 256 images, "
-                                 f"at most {'1024' if split == 'train' else '128'}, as for "
-                                 f"ILSVRC-2012)")
-    parser.add_argument("--size", type=_positive, default=256,
-                        help="shorter side after resizing [paper §2] (default 256)")
-    parser.add_argument("--no-crop", dest="crop", action="store_false",
-                        help="keep the whole resized image instead of the central square")
-    parser.add_argument("--quality", type=_positive, default=90, help="JPEG quality (90)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the shard shuffle (0)")
-    parser.add_argument("--label-offset", type=int, choices=(0, 1), default=0,
-                        help="0: labels 0..999, as TFDS, Keras and keras_alexnet read them "
-                             "(default); 1: labels 1..1000 (0 = background), as the Inception "
-                             "converter's and tensorflow/tpu's readers and tf-models' "
-                             "official/legacy parse_record expect; recorded in manifest.json")
-    parser.add_argument("--allow-incomplete", action="store_true",
-                        help="convert an archive that lacks images the devkit lists (or is "
-                             "damaged part way), recording the shortfall in manifest.json, "
-                             "instead of stopping with an error")
-    parser.add_argument("--checkpoint-seconds", type=float, default=30.0,
-                        help="how often the forward pass records where it is, i.e. the most "
-                             "work a kill can cost (30)")
-    parser.add_argument("-j", "--processes", type=_positive,
-                        help="decoding processes (default: one per core)")
-    parser.add_argument("--num-workers", type=_positive, default=1,
-                        help="machines (or scheduler jobs) sharing this conversion into one "
-                             "output directory; each runs the same command but for "
-                             "--worker-index, then any of them runs `merge`")
-    parser.add_argument("--worker-index", type=int, default=0,
-                        help="this machine's index in [0, --num-workers)")
+    add_option_arguments(parser, ConvertOptions)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_convert, check=lambda args: require_paths(
         args.archives, *(getattr(args, f"{split}_tar") for split in SPLITS),
@@ -128,14 +100,8 @@ def _run_convert(args) -> int:
         source = dataclasses.replace(find_archives(args.archives), **overrides)
     else:
         source = find_source(args.archives, args.validation_fraction, args.classes)
-    summary = convert(args.output, source, splits=args.splits,
-                      num_shards={s: getattr(args, f"{s}_shards") for s in SPLITS
-                                  if getattr(args, f"{s}_shards")},
-                      image_size=args.size, crop=args.crop, quality=args.quality,
-                      seed=args.seed, processes=args.processes, num_workers=args.num_workers,
-                      worker_index=args.worker_index, label_offset=args.label_offset,
-                      allow_incomplete=args.allow_incomplete,
-                      checkpoint_seconds=args.checkpoint_seconds, progress=not args.quiet)
+    summary = convert(args.output, source, from_args(ConvertOptions, args),
+                      progress=not args.quiet)
     print(summary)
     return 0
 

@@ -40,10 +40,19 @@ import random
 from pathlib import Path
 
 from tfrecords_tools import schema
-from tfrecords_tools.archives import ClassIndex, Index
+from tfrecords_tools.archives import Index
 from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.devkit import ClassIndex
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.members import Member
+from tfrecords_tools.options import ConvertOptions
+from tfrecords_tools.plan import (
+    SplitPlan,
+    archive_identity,
+    cached_index,
+    refuse_incomplete,
+    shard_plan,
+)
 
 #: The split folders and the split each holds.
 SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validation",
@@ -264,3 +273,30 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         not_images[SPLIT_FOLDERS.get(top, "train") if "train" in tops else "train"].append(
             dict(entry, member=name))
     return FolderSplits(classes, members, dict(not_images))
+
+
+def plan_folders(source: FolderSource, output: Path, options: ConvertOptions, progress: bool
+                 ) -> list[SplitPlan]:
+    """The plans of a folder dataset's splits (`options.splits`, default all it has)."""
+    index = cached_index(output, "folders", source.path, progress)
+    if index.damage and not options.allow_incomplete:
+        refuse_incomplete(source.path, "damaged", index.damage)
+    class_file = (parse_class_file(source.classes.read_text(encoding="utf-8"), source.classes)
+                  if source.classes else None)
+    found = split_folders(index, source, options.seed, class_file)
+    absent = [split for split in options.splits or () if split not in found.members]
+    if absent:
+        raise ArgumentError(f"--splits {absent[0]}: {source.path} has no {absent[0]} split "
+                            f"(it has {', '.join(found.splits)})")
+    held_out = {"validation_fraction": source.validation_fraction}
+    plans = []
+    for split in options.splits or found.splits:
+        findings = {"incomplete": {"damage": index.damage}} if index.damage else {}
+        if found.not_images.get(split):
+            findings["not_images"] = found.not_images[split]
+        plans.append(shard_plan(
+            split, source.path, found.members[split], found.classes,
+            {"archive": archive_identity(source.path), "devkit": None,
+             **(held_out if source.validation_fraction and split != "test" else {})},
+            findings, options))
+    return plans

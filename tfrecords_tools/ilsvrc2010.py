@@ -17,13 +17,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tfrecords_tools.archives import (
-    Archives,
-    Devkit,
-    check_ids,
-    index_tree,
-    parse_ids,
-)
+from tfrecords_tools.archives import Archives, index_tree
+from tfrecords_tools.devkit import Devkit, check_ids, parse_ids
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.members import Member, MemberReader
 from tfrecords_tools.schema import UNLABELED

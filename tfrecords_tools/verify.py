@@ -26,8 +26,8 @@ import tensorflow as tf
 from PIL import Image
 
 from tfrecords_tools import schema, tfds
-from tfrecords_tools.archives import read_devkit
 from tfrecords_tools.base import storage
+from tfrecords_tools.devkit import read_devkit
 from tfrecords_tools.manifest import file_sha256
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from tfrecords_tools.archives import (
     _HIDDEN,
-    _WNID,
     DamagedArchive,
     _base_name,
     _check_inside,
@@ -28,6 +27,7 @@ from tfrecords_tools.archives import (
     _tar_files,
     plain_header,
 )
+from tfrecords_tools.devkit import WNID
 from tfrecords_tools.errors import ArchiveError
 
 READ_BYTES = 4 << 20  # archive bytes read at once
@@ -181,7 +181,7 @@ def walk_train(reader: Forward, path: Path, start: int, last: str, found: Findin
         if inner_offset + inner_size > file_size:
             continue  # cut by a truncation, which the outer iteration reports next
         wnid = Path(inner_name).stem
-        if not _WNID.fullmatch(wnid):
+        if not WNID.fullmatch(wnid):
             raise ArchiveError(f"{path}: member {inner_name} is not a per-class "
                                f"n########.tar")
         try:

@@ -25,30 +25,8 @@ from keras_alexnet.config import (
     small_photos_config,
 )
 from tfrecords_tools.base.cli import require_paths
-
-
-def add_option_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per `TrainingOptions` field (`--batch-size` for `batch_size`), its
-    default, help, choices and group read from the field."""
-    groups: dict[str, argparse._ArgumentGroup] = {}
-    types = TrainingOptions.field_types()
-    for field in dataclasses.fields(TrainingOptions):
-        rules = field.metadata
-        if rules["group"] not in groups:
-            groups[rules["group"]] = parser.add_argument_group(rules["group"])
-        flag = "--" + field.name.replace("_", "-")
-        shown = "off" if field.default is False else "on" if field.default is True else \
-            field.default
-        help_text = f"{rules['help']} (default: {shown})" if field.default is not None \
-            else rules["help"]
-        keywords = {"default": field.default, "help": help_text, **rules["flag"]}
-        if types[field.name] is bool:
-            keywords["action"] = argparse.BooleanOptionalAction
-        else:
-            keywords["type"] = str if field.name == "devices" else types[field.name]
-            if rules["choices"]:
-                keywords["choices"] = rules["choices"]
-        groups[rules["group"]].add_argument(flag, **keywords)
+from tfrecords_tools.base.options import add_arguments as add_option_arguments
+from tfrecords_tools.base.options import from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                          "prepared dataset (e.g. "
                                          "~/tensorflow_datasets/imagenet2012/5.1.0)")
     parser.add_argument("model_dir", help="checkpoints and logs go here; resumed if present")
-    add_option_arguments(parser)
+    add_option_arguments(parser, TrainingOptions)
     model = parser.add_argument_group("model (a new run; a resumed one keeps its checkpoint's)")
     paper, reduced = AlexNetConfig(), {name: parameter.default for name, parameter in
                                        inspect.signature(reduced_config).parameters.items()}
@@ -95,15 +73,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             f"alpha divided by the window of 5)")
 
 
-def options_from(args: argparse.Namespace) -> TrainingOptions:
-    """The `TrainingOptions` the flags give."""
-    values = {field.name: getattr(args, field.name)
-              for field in dataclasses.fields(TrainingOptions)}
-    if values["devices"] is not None:
-        values["devices"] = tuple(values["devices"])
-    return TrainingOptions(**values)
-
-
 def _config(args: argparse.Namespace) -> AlexNetConfig | None:
     overrides = {name: value for name, value in (("image_size", args.image_size),
                                                  ("width", args.width),
@@ -130,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     from keras_alexnet.training import fit
     from tfrecords_tools.dataset import DatasetInfo
 
-    options = options_from(args)
+    options = from_args(TrainingOptions, args)
     info = DatasetInfo(args.data_dir)
     config = _config(args)
     if config is not None and info.classes is not None:  # the class count is the data's

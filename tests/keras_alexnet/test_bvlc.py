@@ -227,7 +227,7 @@ def test_fit_fine_tunes_from_the_imported_checkpoint(imported, tmp_path):
 def test_classes_come_from_a_devkit_a_synset_words_file_or_labels_txt(sample_archives,
                                                                       tmp_path):
     from keras_alexnet.bvlc import read_classes
-    from tfrecords_tools.archives import read_devkit
+    from tfrecords_tools.devkit import read_devkit
 
     devkit = read_devkit(sample_archives.devkit).classes
     classes = read_classes(sample_archives.devkit, len(devkit.wnids))

@@ -12,9 +12,9 @@ import pytest
 
 import keras_alexnet
 from keras_alexnet.commands import build_parser
-from keras_alexnet.commands.train import options_from
 from keras_alexnet.config import TrainingOptions
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED
+from tfrecords_tools.base.options import from_args
 
 
 def parse(*flags: str) -> argparse.Namespace:
@@ -22,7 +22,7 @@ def parse(*flags: str) -> argparse.Namespace:
 
 
 def test_no_flags_give_the_default_options():
-    assert options_from(parse()) == TrainingOptions()
+    assert from_args(TrainingOptions, parse()) == TrainingOptions()
 
 
 def test_paper_defaults():
@@ -48,7 +48,7 @@ def test_every_option_has_a_flag_whose_help_shows_its_default(capsys):
 
 
 def test_flags_set_the_options():
-    options = options_from(parse(
+    options = from_args(TrainingOptions, parse(
         "--epochs", "7", "--batch-size", "32", "--learning-rate", "0.02", "--mean", "pixel",
         "--no-deterministic", "--xla", "--devices", "/CPU:0", "/CPU:1", "--no-tensorboard",
         "--keep-checkpoints", "0", "--backup-every", "10", "--lighting-stddev", "0"))
@@ -60,7 +60,7 @@ def test_flags_set_the_options():
 
 def test_a_value_out_of_range_is_refused_from_the_flags_too():
     with pytest.raises(ValueError, match="momentum must be at least 0 and less than 1"):
-        options_from(parse("--momentum", "1.5"))
+        from_args(TrainingOptions, parse("--momentum", "1.5"))
 
 
 def test_fit_takes_the_options_as_keywords_and_refuses_unknown_ones(tmp_path):

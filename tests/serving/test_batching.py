@@ -59,6 +59,36 @@ def test_concurrent_tasks_share_batches_and_get_their_own_rows():
         np.testing.assert_array_equal(results[index]["y"], task["x"] * 2)
 
 
+def test_stopping_answers_the_queued_tasks_and_lets_the_running_batch_finish():
+    # A task left waiting when the server stops would block its gRPC thread forever, and
+    # with it the exit of the process, which joins those threads.
+    scheduler = BatchScheduler(BatchingOptions(max_batch_size=1, num_batch_threads=1))
+    run = Doubler()
+    run.gate.clear()  # the first batch holds the only batch thread
+    one = {"x": np.ones(1, np.float32)}
+    threads, results, failures = run_concurrently(scheduler, run, [one] * 3)
+    for _ in range(500):
+        with scheduler._condition:
+            queued = sum(len(q.open) + sum(map(len, q.closed))
+                         for q in scheduler._queues.values())
+        if queued == 2:
+            break
+        threading.Event().wait(0.01)
+    stopper = threading.Thread(target=scheduler.stop)
+    stopper.start()
+    for thread in threads:
+        thread.join(timeout=1)
+    assert len(failures) == 2 and len(results) == 0  # the queued two, at once
+    assert all(isinstance(f, errors.UnavailableError) for f in failures)
+    run.gate.set()
+    stopper.join(timeout=30)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert not stopper.is_alive() and len(results) == 1  # the running batch finished
+    with pytest.raises(errors.UnavailableError, match="the server is stopping"):
+        scheduler.run(("key",), run, one)
+
+
 def test_full_queue_answers_unavailable_and_oversized_tasks_invalid_argument():
     scheduler = BatchScheduler(BatchingOptions(max_batch_size=1, max_enqueued_batches=1,
                                                num_batch_threads=1))

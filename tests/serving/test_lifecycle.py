@@ -137,7 +137,7 @@ def test_tf_servings_start_up_rules(exported, tmp_path):
         [sys.executable, "-m", "serving", "serve", f"--model_base_path={exported.model_dir}",
          f"--batching_parameters_file={tmp_path / 'batching.txt'}"],
         capture_output=True, text=True, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, as the README says
     assert "batching_parameters_file is set without setting" in result.stderr
 
     with ServerProcess(exported.model_dir, MODEL_NAME, "--tensorflow_session_parallelism=0",

@@ -8,13 +8,14 @@ import dataclasses
 import pytest
 
 from serving.__main__ import build_parser
-from serving.options import ServerOptions
+from serving.options import CLIENT_FLAGS, ClientOptions, ServerOptions
+from tfrecords_tools.base.options import from_args
 
 
 def parse(*flags: str) -> ServerOptions:
     args, unknown = build_parser().parse_known_args(["serve", *flags])
     assert not unknown
-    return ServerOptions.from_args(args)
+    return from_args(ServerOptions, args)
 
 
 def test_every_option_is_a_flag_with_the_fields_default_shown_in_help():
@@ -25,8 +26,8 @@ def test_every_option_is_a_flag_with_the_fields_default_shown_in_help():
         action = next(a for a in serve._actions if a.dest == option.name)
         assert action.option_strings == [f"--{option.name}"]
         assert action.default == option.default
-    assert "--port PORT gRPC port; 0 picks a free one (default 8500)" in text
-    assert "tensorflow_model_server's default is false) (default true)" in text
+    assert "--port PORT gRPC port; 0 picks a free one (default: 8500)" in text
+    assert "tensorflow_model_server's default is false) (default: true)" in text
 
 
 @pytest.mark.parametrize(("flags", "expected"), [
@@ -83,3 +84,35 @@ def test_model_server_takes_options_or_their_fields(tmp_path):
         ModelServer(options=ServerOptions())
     assert str(empty.value) == ("Both server_options.model_base_path and "
                                 "server_options.model_config_file are empty!")
+
+
+def test_query_and_status_take_the_clients_connection_fields_as_flags():
+    parser = build_parser()
+    for command in ("query", "status"):
+        args = parser.parse_args([command, *(["cat.jpg"] if command == "query" else [])])
+        assert from_args(ClientOptions, args) == ClientOptions()
+    args = parser.parse_args(["status", "--server", "host:9000", "--model_name", "resnet",
+                              "--version_label", "stable", "--timeout", "5"])
+    assert from_args(ClientOptions, args) == ClientOptions(
+        target="host:9000", model_name="resnet", version_label="stable", timeout=5.0)
+    status = parser._subparsers._group_actions[0].choices["status"]
+    text = " ".join(status.format_help().split())
+    assert "--server TARGET host:port of the server (default: 127.0.0.1:8500)" in text
+    flags = {a.dest for a in status._actions if a.option_strings} - {"help", "verbose"}
+    assert flags == set(CLIENT_FLAGS)
+
+
+def test_client_takes_options_or_their_fields():
+    from serving.client import Client
+
+    with Client("127.0.0.1:1", "resnet", timeout=5) as client:
+        assert client.options == ClientOptions(target="127.0.0.1:1", model_name="resnet",
+                                               timeout=5)
+    with pytest.raises(TypeError, match="options or their fields, not both"):
+        Client("127.0.0.1:1", options=ClientOptions())
+    for bad, message in ((dict(timeout=0), "timeout must be more than 0, got 0"),
+                         (dict(retries=-1), "retries must be at least 0, got -1"),
+                         (dict(version=1, version_label="stable"),
+                          "give version or version_label, not both")):
+        with pytest.raises(ValueError, match=message):
+            ClientOptions(**bad)

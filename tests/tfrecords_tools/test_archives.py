@@ -9,14 +9,13 @@ import scipy.io
 
 from tfrecords_tools.archives import (
     Archives,
-    ClassIndex,
     _plain_members,
     index_flat,
     index_train,
     label_train,
     label_validation,
-    read_devkit,
 )
+from tfrecords_tools.devkit import ClassIndex, read_devkit
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.members import MemberReader
 

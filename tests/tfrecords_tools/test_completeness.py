@@ -8,14 +8,14 @@ import tarfile
 
 import pytest
 
-from tests.conftest import SAMPLE_IMAGE_SIZE, SAMPLE_NUM_SHARDS
+from tests.conftest import SAMPLE_IMAGE_SIZE, SAMPLE_SHARDS
 from tfrecords_tools.__main__ import main
 from tfrecords_tools.archives import TRAIN_TAR, VAL_TAR
 from tfrecords_tools.convert import convert
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.verify import verify
 
-ARGUMENTS = {"num_shards": SAMPLE_NUM_SHARDS, "image_size": SAMPLE_IMAGE_SIZE, "processes": 1,
+ARGUMENTS = {**SAMPLE_SHARDS, "size": SAMPLE_IMAGE_SIZE, "processes": 1,
              "progress": False}
 
 

@@ -14,14 +14,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tests.conftest import SAMPLE_IMAGE_SIZE, SAMPLE_NUM_SHARDS
+from tests.conftest import SAMPLE_IMAGE_SIZE, SAMPLE_NUM_SHARDS, SAMPLE_SHARDS
 from tests.tfrecords_tools.conftest import KILLED_AFTER_THE_FIRST_RECEIPT
 from tfrecords_tools import schema
 from tfrecords_tools.convert import convert
 from tfrecords_tools.errors import OutputError
 from tfrecords_tools.manifest import merge
 
-ARGUMENTS = {"num_shards": SAMPLE_NUM_SHARDS, "image_size": SAMPLE_IMAGE_SIZE, "progress": False}
+ARGUMENTS = {**SAMPLE_SHARDS, "size": SAMPLE_IMAGE_SIZE, "progress": False}
 
 
 def _records(directory, split):
@@ -147,7 +147,7 @@ def test_refuses_another_runs_shards_and_keeps_them(converted_shards, sample_arc
     with pytest.raises(OutputError, match=r"holds train shards of another conversion "
                                           r"\(size: 73 there, 64 here\)"):
         convert(tmp_path, sample_archives.directory, processes=1,
-                **(ARGUMENTS | {"image_size": 64}))
+                **(ARGUMENTS | {"size": 64}))
     assert _outputs(tmp_path) == before
     foreign = tmp_path / "foreign"
     foreign.mkdir()

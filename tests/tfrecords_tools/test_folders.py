@@ -26,7 +26,7 @@ from tfrecords_tools.convert import convert
 from tfrecords_tools.dataset import DatasetInfo
 from tfrecords_tools.folders import FolderSource
 
-ARGUMENTS = {"image_size": 32, "progress": False}
+ARGUMENTS = {"size": 32, "progress": False}
 
 
 def torchvision_find_classes(directory):
@@ -278,7 +278,7 @@ def test_a_tar_of_per_class_tars_needs_no_devkit(sample_archives, tmp_path, caps
 def test_kill_9_then_resume_is_byte_identical(image_folders, tmp_path):
     archive = tar_of(image_folders, tmp_path / "photos.tar")
     reference = tmp_path / "reference"
-    convert(reference, archive, processes=1, num_shards={"train": 3}, **ARGUMENTS)
+    convert(reference, archive, processes=1, train_shards=3, **ARGUMENTS)
     arguments = ["convert", str(archive), str(tmp_path / "out"), "--size", "32", "--quiet",
                  "--train-shards", "3"]
     environment = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]))

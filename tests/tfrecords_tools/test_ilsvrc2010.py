@@ -15,14 +15,15 @@ from PIL import Image
 from tests.tfrecords_tools.conftest import ORIGINAL_RGB, PATCH_RGB
 from tfrecords_tools import ilsvrc2010, schema
 from tfrecords_tools.__main__ import main
-from tfrecords_tools.archives import Archives, read_devkit
+from tfrecords_tools.archives import Archives
 from tfrecords_tools.convert import convert
+from tfrecords_tools.devkit import read_devkit
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.images import MAX_GUNZIPPED, ImageOptions, reencode
 from tfrecords_tools.sources import find_source
 from tfrecords_tools.verify import verify
 
-ARGUMENTS = {"image_size": 32, "processes": 1, "progress": False}
+ARGUMENTS = {"size": 32, "processes": 1, "progress": False}
 
 
 @pytest.fixture

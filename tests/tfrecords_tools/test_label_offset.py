@@ -42,7 +42,7 @@ def legacy_parse_record_label(raw_record):
 def offset_one(sample_archives, tmp_path_factory):
     output = tmp_path_factory.mktemp("offset1")
     convert(output, sample_archives.directory, splits=["validation"],
-            num_shards={"validation": 2}, image_size=SAMPLE_IMAGE_SIZE, processes=1,
+            validation_shards=2, size=SAMPLE_IMAGE_SIZE, processes=1,
             label_offset=1, progress=False)
     return output
 
@@ -87,5 +87,5 @@ def test_keras_alexnet_reads_either_convention(offset_one, converted_shards):
 def test_one_directory_holds_one_convention(offset_one, sample_archives, tmp_path):
     with pytest.raises(OutputError, match=r"holds validation shards with --label-offset 1"):
         convert(offset_one, sample_archives.directory, splits=["test"],
-                num_shards={"test": 1}, image_size=SAMPLE_IMAGE_SIZE, processes=1,
+                test_shards=1, size=SAMPLE_IMAGE_SIZE, processes=1,
                 label_offset=0, progress=False)

@@ -18,7 +18,8 @@ from tfrecords_tools.convert import convert
 pytestmark = pytest.mark.slow
 
 SHARDS = {"train": 3, "validation": 1, "test": 1}
-ARGUMENTS = {"num_shards": SHARDS, "image_size": 48, "progress": False}
+ARGUMENTS = {**{f"{split}_shards": n for split, n in SHARDS.items()}, "size": 48,
+             "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -133,8 +134,8 @@ def test_rerun_reads_nothing_again_and_trusts_receipts(long_archives, reference,
     def no_hashing(*args, **kwargs):
         raise AssertionError("a finished shard was hashed again")
 
-    monkeypatch.setattr("tfrecords_tools.convert.index_train", no_indexing)
-    monkeypatch.setattr("tfrecords_tools.convert.index_flat", no_indexing)
+    monkeypatch.setattr("tfrecords_tools.plan.index_train", no_indexing)
+    monkeypatch.setattr("tfrecords_tools.plan.index_flat", no_indexing)
     monkeypatch.setattr("tfrecords_tools.walk.walk_train", no_indexing)
     monkeypatch.setattr("tfrecords_tools.walk.walk_flat", no_indexing)
     monkeypatch.setattr("tfrecords_tools.manifest.file_sha256", no_hashing)
@@ -154,7 +155,7 @@ def long_2010(tmp_path_factory):
 
 
 def test_kill_9_in_an_ilsvrc2010_pass_resumes_byte_identical(long_2010, tmp_path):
-    arguments = {"num_shards": SHARDS, "image_size": 32, "processes": 1, "progress": False}
+    arguments = {**ARGUMENTS, "size": 32, "processes": 1}
     convert(tmp_path / "reference", long_2010.directory, **arguments)
     output = tmp_path / "out"
     environment = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2]), KILL_AFTER="64")

@@ -164,8 +164,8 @@ def test_missing_shards_are_named(prepared, tmp_path):
 @pytest.fixture(scope="module", params=[0, 1], ids=["labels from 0", "label offset 1"])
 def converted_folders(request, image_folders, tmp_path_factory):
     output = tmp_path_factory.mktemp(f"offset{request.param}")
-    convert(output, image_folders, processes=1, image_size=40, label_offset=request.param,
-            num_shards={"train": 2, "validation": 1, "test": 1}, progress=False)
+    convert(output, image_folders, processes=1, size=40, label_offset=request.param,
+            train_shards=2, validation_shards=1, test_shards=1, progress=False)
     return output, request.param
 
 

@@ -178,4 +178,4 @@ def test_serve_query_and_export_default_to_one_model_name():
     assert parser.parse_args(["serve", "--model_base_path", "export/x"]).model_name == \
         exported_as
     assert parser.parse_args(["query", "cat.jpg"]).model_name == exported_as
-    assert inspect.signature(Client).parameters["model_name"].default == exported_as
+    assert Client("127.0.0.1:1").options.model_name == exported_as

@@ -1,0 +1,180 @@
+"""A conversion's plan: what each split's shards hold, and what their bytes depend on.
+
+Sources (`archive_plans` for ILSVRC-style archives, `folders` for image folders) make a
+`SplitPlan` per split; the passes (`passes`) and the shard writer (`shards`) carry it
+out, whatever the source.  A plan depends only on the source and the `ConvertOptions`
+of "what to write", never on the number of processes or machines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import json
+from pathlib import Path
+
+from tfrecords_tools import __version__, ilsvrc2010, manifest, schema, shuffle
+from tfrecords_tools.archives import Index, index_flat, index_train, index_tree
+from tfrecords_tools.base import files
+from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.devkit import ClassIndex, Devkit
+from tfrecords_tools.errors import ArchiveError
+from tfrecords_tools.images import CODEC
+from tfrecords_tools.members import Member
+from tfrecords_tools.options import ConvertOptions
+
+INDEX_VERSION = 2  # of the cached index's format
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    split: str
+    index: int
+    num_shards: int
+    members: tuple[Member, ...]
+
+    @property
+    def name(self) -> str:
+        return schema.shard_name(self.split, self.index, self.num_shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitPlan:
+    split: str
+    archive: Path
+    job: dict  # what the split's bytes depend on, and what indexing found
+    shards: tuple[ShardPlan, ...]
+    classes: ClassIndex | None
+    #: "train" or "flat" where the archive is read in one pass with no index (the shards'
+    #: members are then known only after it, and `job` gets the findings then), else ""
+    walk: str = ""
+    devkit: Devkit | None = None
+    expected: int = 0  # the images the devkit lists (a walk's progress)
+    #: base name -> its replacement image (ILSVRC-2010's patch_images.tar, `patch_tar`)
+    patches: dict[str, ilsvrc2010.Patch] = dataclasses.field(default_factory=dict)
+    patch_tar: Path | None = None
+
+    @property
+    def job_id(self) -> str:
+        return manifest.job_id(self.job)
+
+    @property
+    def pass_id(self) -> str:
+        """The job as known before the pass: without what the pass finds."""
+        return manifest.job_id(before_pass(self.job)) if self.walk else self.job_id
+
+
+def before_pass(job: dict) -> dict:
+    return {k: v for k, v in job.items() if k not in manifest.FINDINGS and k != "images"}
+
+
+def archive_identity(path: Path | None) -> dict | None:
+    # Name and size, not the full path: machines of one job may mount the archives anywhere.
+    if path is None:
+        return None
+    return {"name": path.name, "bytes": None if path.is_dir() else path.stat().st_size}
+
+
+def cached_index(output: Path, split: str, path: Path, progress: bool) -> Index:
+    """The archive's index, from the cache while the archive's size and mtime hold.
+
+    Indexed with `allow_incomplete`, so that damage is reported together with what it
+    costs (the classes it leaves short); the source's planner decides whether that is an
+    error.
+    """
+    def build() -> Index:
+        if split == "train":
+            return index_train(path, progress, allow_incomplete=True)
+        if split == "folders":
+            return index_tree(path, allow_incomplete=True)
+        return index_flat(path, allow_incomplete=True)
+
+    if path.is_dir():  # a directory's mtime misses its files' changes
+        return build()
+    stat = path.stat()
+    key = {"version": INDEX_VERSION, "archive": str(path.resolve()), "bytes": stat.st_size,
+           "mtime_ns": stat.st_mtime_ns}
+    cache = manifest.state_dir(output) / f"{split}.index.json"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        cached = json.loads(cache.read_text())
+        if cached["key"] == key:
+            return Index([tuple(e) for e in cached["entries"]], cached["not_images"],
+                         cached["damage"], cached["directories"])
+    index = build()
+    files.write_atomically(cache, json.dumps(
+        {"key": key, "entries": index.entries, "not_images": index.not_images,
+         "damage": index.damage, "directories": index.directories}, separators=(",", ":")))
+    return index
+
+
+def refuse_incomplete(path: Path, what: str, damage: str) -> None:
+    raise ArchiveError(f"{path}: {what}{'; ' + damage if damage else ''}. Download the "
+                       f"archive again, or pass --allow-incomplete to convert what is there "
+                       f"(the shortfall is then recorded in {schema.MANIFEST})")
+
+
+def refuse_short(path: Path, short: dict[str, list[int]], classes: ClassIndex,
+                  damage: str) -> None:
+    """The error of a train tar whose classes are short of the devkit's counts."""
+    counts = ", ".join(f"{w} has {n} of {e}" for w, (n, e) in list(short.items())[:5])
+    what = (f"{len(short)} of the {len(classes.wnids)} classes are missing or short of the "
+            f"devkit's num_train_images ({counts}{', ...' if len(short) > 5 else ''})"
+            if short else "damaged")
+    refuse_incomplete(path, what, damage)
+
+
+def check_patches(path: Path, patches: dict[str, ilsvrc2010.Patch], found: set[str],
+                   patch_tar: Path | None, allow_incomplete: bool, findings: dict) -> None:
+    """Every replacement image of the split replaces an image of its archive: an error
+    naming the first that does not, unless `allow_incomplete` (then recorded)."""
+    unused = sorted(patches[name].member for name in set(patches) - found)
+    if not unused:
+        return
+    if not allow_incomplete:
+        raise ArchiveError(f"{patch_tar}: member {unused[0]} replaces no image of {path} "
+                           f"({len(unused)} such members); is it the patch tar of these "
+                           f"archives? Pass --allow-incomplete to convert without them")
+    findings.setdefault("incomplete", {"damage": ""})["unused_patches"] = unused
+
+
+def job_record(split: str, source: dict, num_shards: int, options: ConvertOptions) -> dict:
+    """What a split's bytes depend on: its source's files and the options of what to
+    write, the converter's version, codec and shard plan."""
+    return {"split": split, **source, "num_shards": num_shards, "size": options.size,
+            "crop": options.crop, "quality": options.quality, "seed": options.seed,
+            "label_offset": options.label_offset, "version": __version__, "codec": CODEC,
+            "plan": shuffle.PLAN}
+
+
+def checked_num_shards(split: str, path: Path, images: int, options: ConvertOptions) -> int:
+    """The split's shard count: asked for, else `schema.default_num_shards`; between 1
+    and its images."""
+    num_shards = options.num_shards(split) or schema.default_num_shards(split, images)
+    if not 1 <= num_shards <= images:
+        raise ArgumentError(f"--{split}-shards {num_shards}: must be between 1 and the "
+                            f"{images} images of {path}")
+    return num_shards
+
+
+def shard_plan(split: str, path: Path, members: list[Member], classes: ClassIndex | None,
+               source: dict, findings: dict, options: ConvertOptions) -> SplitPlan:
+    """The split's shards, each with its members in their final order, whatever the
+    source: `source` and `findings` go into the job record as they are."""
+    members = sorted(members, key=lambda m: m.name)
+    for previous, member in itertools.pairwise(members):
+        if previous.name == member.name:
+            raise ArchiveError(f"{path}: member {member.name} appears more than once")
+    num_shards = checked_num_shards(split, path, len(members), options)
+    by_shard: list[list[Member]] = [[] for _ in range(num_shards)]
+    for member in members:
+        by_shard[shuffle.shard_of(shuffle.key_hash(split, options.seed, member.name),
+                                  num_shards)].append(member)
+    shards = []
+    for i, shard_members in enumerate(by_shard):
+        by_name = {member.name: member for member in shard_members}
+        shards.append(ShardPlan(split, i, num_shards, tuple(
+            by_name[name] for name in shuffle.in_shard_order(split, options.seed,
+                                                             list(by_name)))))
+    job = {**job_record(split, source, num_shards, options), "images": len(members)}
+    return SplitPlan(split, path, {**job, **findings}, tuple(shards), classes)
