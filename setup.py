@@ -48,7 +48,9 @@ setup(
         "litert": ["ai-edge-litert>=2.3,<3"],
         # NVIDIA GPUs: TensorFlow with the CUDA and cuDNN wheels it was built against.
         "gpu": ["tensorflow[and-cuda]>=2.21,<3"],
-        "test": ["pytest>=8,<10", "ruff>=0.6", "cryptography>=42", "onnx>=1.16,<2",
+        # pytest-xdist: the README's test command runs the suite on two processes.
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6", "cryptography>=42",
+                 "onnx>=1.16,<2",
                  "onnxruntime>=1.18,<2", "tf2onnx>=1.17,<2", "openvino>=2026.0,<2028",
                  "ai-edge-litert>=2.3,<3",
                  # The reference of the TFDS tests; the product reads TFDS directories

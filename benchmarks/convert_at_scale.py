@@ -12,7 +12,11 @@ commit), on the same generated train tar (`convert.py`'s photo-like JPEGs):
   process's own CPU time per image (getrusage RUSAGE_SELF around the call), the work
   that caps a run however many cores decode.
 
+`--walk PER_CLASS` measures the same speed on the one-pass path instead: sample train
+and val tars with a devkit (10 classes, PER_CLASS images each), read with no index.
+
     python benchmarks/convert_at_scale.py --images 5000 --baseline /tmp/base --repeats 3
+    python benchmarks/convert_at_scale.py --walk 1000 --baseline /tmp/base --repeats 5
 """
 
 from __future__ import annotations
@@ -120,15 +124,57 @@ def read_orders(per_class: int) -> None:
                       f"{order['reads']:>11}")
 
 
-def child(output: Path, archives: Path, processes: int) -> None:
+def child(output: Path, archives: Path, processes: int, split: str = "train") -> None:
     from tfrecords_tools.convert import convert
 
+    shards = 16 if split == "train" else 4
     start, own = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    convert(output, archives, splits=["train"], train_shards=16,
-            processes=processes, progress=False)
+    try:
+        convert(output, archives, splits=[split], **{f"{split}_shards": shards},
+                processes=processes, progress=False)
+    except TypeError:  # a tree from before ConvertOptions (8ef7408) took num_shards
+        convert(output, archives, splits=[split], num_shards={split: shards},
+                processes=processes, progress=False)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall": wall, "parent_cpu": after.ru_utime + after.ru_stime
                       - own.ru_utime - own.ru_stime}))
+
+
+def speed(tree: Path, output: Path, archives: Path, processes: int, repeats: int,
+          split: str = "train") -> tuple[float, float]:
+    """Median wall seconds and parent CPU seconds of `repeats` conversions by `tree`."""
+    environment = dict(os.environ, PYTHONPATH=str(tree.resolve()), TF_CPP_MIN_LOG_LEVEL="2")
+    runs = []
+    for repeat in range(repeats):
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", str(output.with_name(
+                f"{output.name}-{repeat}")), str(archives), "--split", split,
+             "--processes", str(processes)], env=environment, check=True,
+            capture_output=True, text=True, cwd=output.parent)
+        runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
+    return (statistics.median(r["wall"] for r in runs),
+            statistics.median(r["parent_cpu"] for r in runs))
+
+
+def walk_speeds(per_class: int, trees: list[Path], processes: int, repeats: int) -> None:
+    """The one-pass path's speed: sample tars with a devkit, each split, each tree."""
+    from keras_alexnet.hardware import cpu_model
+    from tfrecords_tools.sample import make_sample_archives
+
+    with tempfile.TemporaryDirectory() as directory:
+        workdir = Path(directory)
+        archives = make_sample_archives(workdir / "archives", train_per_class=per_class,
+                                        val_per_class=per_class)
+        images = 10 * per_class
+        print(f"{images} images a split (sample tars with a devkit, read with no index), "
+              f"{processes} processes, {cpu_model()}; medians of {repeats} runs")
+        print(f"{'version':<24}{'split':<12}{'wall s':>8}{'img/s':>7}{'parent ms/img':>14}")
+        for split in ("train", "validation"):
+            for tree in trees:
+                wall, parent = speed(tree, workdir / f"out-{tree.name}-{split}",
+                                     archives.directory, processes, repeats, split)
+                print(f"{tree.name:<24}{split:<12}{wall:>8.2f}{images / wall:>7.0f}"
+                      f"{parent / images * 1e3:>14.3f}")
 
 
 def main() -> None:
@@ -142,13 +188,21 @@ def main() -> None:
     parser.add_argument("--read-order", type=int, metavar="PER_CLASS",
                         help="only the read order of sample train and val tars with a devkit "
                              "(10 classes, PER_CLASS images each) at -j 1 and -j 2")
+    parser.add_argument("--walk", type=int, metavar="PER_CLASS",
+                        help="only the speed of the one-pass path: sample train and val tars "
+                             "with a devkit (10 classes, PER_CLASS images each)")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--split", default="train", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.read_order:
         read_orders(args.read_order)
         return
     if args.child:
-        child(*args.child, args.processes)
+        child(*args.child, args.processes, args.split)
+        return
+    if args.walk:
+        walk_speeds(args.walk, [Path(__file__).parents[1], *args.baseline], args.processes,
+                    args.repeats)
         return
     from keras_alexnet.hardware import cpu_model
 
@@ -172,16 +226,8 @@ def main() -> None:
                                   str(args.processes)], environment, archive,
                                  workdir / "strace.log")
             order = read_order(reads)
-            runs = []
-            for repeat in range(args.repeats):
-                result = subprocess.run(
-                    [sys.executable, __file__, "--child", str(workdir / f"run-{tree.name}-"
-                                                              f"{repeat}"), str(workdir),
-                     "--processes", str(args.processes)], env=environment, check=True,
-                    capture_output=True, text=True, cwd=workdir)
-                runs.append(json.loads(result.stdout.strip().splitlines()[-1]))
-            wall = statistics.median(r["wall"] for r in runs)
-            parent = statistics.median(r["parent_cpu"] for r in runs)
+            wall, parent = speed(tree, workdir / f"run-{tree.name}", workdir, args.processes,
+                                 args.repeats)
             print(f"{tree.name:<24}{order['beyond']:>15.2%} {order['forward']:>13.2%} "
                   f"{order['jumps']:>10}{order['reads']:>11}{order['bytes'] / 1e6:>9.0f}"
                   f"{wall:>8.2f}{args.images / wall:>7.0f}"

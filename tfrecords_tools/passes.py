@@ -88,14 +88,6 @@ class _Buckets:
         return dict(self.sizes)
 
 
-def _read_span(descriptor: int, view: memoryview, offset: int) -> None:
-    while len(view):
-        count = os.preadv(descriptor, [view], offset)
-        if count == 0:
-            raise ArchiveError(f"archive ended at byte {offset}: did it change during the run?")
-        view, offset = view[count:], offset + count
-
-
 def _batches(order: list[tuple], start: int):
     """Runs of consecutive members in archive order: at most CHUNK images and SLOT_BYTES
     of the archive each (one larger member alone)."""
@@ -264,7 +256,7 @@ class IndexedPass(Pass):
                                   member.label, member.name, number, shard)]
                     elif tar:
                         base = slot * SLOT_BYTES
-                        _read_span(descriptor, buffer[base:base + span_end - span_start],
+                        walk.read_into(descriptor, buffer[base:base + span_end - span_start],
                                    span_start)
                         items = [(base + member.offset - span_start, member.size, member.label,
                                   member.name, number, shard)
@@ -332,14 +324,29 @@ class WalkPass(Pass):
         found = walk.Findings(list(state["not_images"]), state["damage"])
         buckets = _Buckets(manifest.state_dir(self.output) / "buckets", self.sizes)
         bucket_dir = str(buckets.directory)
-        reader = walk.Forward(plan.archive, cut[0])
+        in_flight: collections.deque = collections.deque()  # (ticket, slot, images)
+        last_checkpoint, checkpoint_due, stopping, ended = time.monotonic(), False, False, False
+
+        def complete_oldest() -> bool:
+            """Waits for the oldest batch in flight and counts it; False if none is."""
+            nonlocal position, checkpoint_due
+            if not in_flight:
+                return False
+            ticket, slot, count = in_flight.popleft()
+            _count_batch(pool, ticket, bucket_dir, summary, split)
+            if slot is not None:
+                reader.unpin(slot)
+            bar.update(count)
+            position += count
+            checkpoint_due = (checkpoint_due
+                              or time.monotonic() - last_checkpoint >= checkpoint_seconds)
+            return True
+
+        reader = walk.Forward(plan.archive, cut[0], buffer, SLOT_BYTES, complete_oldest)
         walker = (walk.walk_train if plan.walk == "train" else walk.walk_flat)(
             reader, plan.archive, cut[0], cut[1], found)
-        free = list(range(slots))
-        in_flight: collections.deque = collections.deque()
         batch: list[tuple] = []  # (shard, name, offset, size, label) in archive order
-        batch_end = 0  # where the batch's furthest member ends
-        last_checkpoint, checkpoint_due, stopping, ended = time.monotonic(), False, False, False
+        batch_end = 0  # where the segment of the batch's first member ends
 
         def snapshot(done: bool) -> dict:
             return {"job": plan.pass_id, "shards": [s.name for s in shards],
@@ -356,15 +363,17 @@ class WalkPass(Pass):
             return result
 
         def flush() -> None:
-            slot = free.pop()
-            span_start, span_end = batch[0][2], batch_end
-            if span_end - span_start > SLOT_BYTES:  # one member too large for a slot
-                shard, name, offset, size, label = batch[0]
-                items = [(reader.get(offset, size), size, label, name, 0, shard)]
+            """Hands the batch to the workers: its images where the reader read them (one
+            segment), or one image that no segment holds whole, as bytes."""
+            first, last = batch[0], batch[-1]
+            span_end = last[2] + last[3]
+            if span_end > reader.segment_end(first[2]):
+                shard, name, offset, size, label = first
+                slot, items = None, [(reader.get(offset, size), size, label, name, 0, shard)]
             else:
-                base = slot * SLOT_BYTES
-                reader.copy_into(buffer[base:base + span_end - span_start], span_start)
-                items = [(base + offset - span_start, size, label, name, 0, shard)
+                slot, base = reader.locate(first[2], span_end - first[2])
+                reader.pin(slot)
+                items = [(base + offset - first[2], size, label, name, 0, shard)
                          for shard, name, offset, size, label in batch]
             buckets.touched.update(shard for shard, *_ in batch)
             ticket = pool.submit(worker.convert_batch,
@@ -376,7 +385,7 @@ class WalkPass(Pass):
 
         try:
             while True:
-                while free and not stopping and not ended:
+                while len(in_flight) < slots and not stopping and not ended:
                     event = next(walker, None)
                     if event is None:
                         ended = True
@@ -413,25 +422,19 @@ class WalkPass(Pass):
                         if not batch:
                             reader.release(offset + size - walk.BLOCK)
                         continue
-                    if batch and (len(batch) >= CHUNK
-                                  or max(batch_end, offset + size) - batch[0][2] > SLOT_BYTES):
+                    # A batch is consecutive images of one segment (one alone if larger).
+                    if batch and (len(batch) >= CHUNK or offset + size > batch_end):
                         flush()
-                    batch_end = max(batch_end, offset + size) if batch else offset + size
+                    if not batch:
+                        batch_end = reader.segment_end(offset)
                     batch.append((shard, name, offset, size, label))
-                if not in_flight:
-                    if ended:
-                        break
-                    if stopping:
-                        save(False)
-                        last_checkpoint, checkpoint_due, stopping = time.monotonic(), False, False
+                if complete_oldest():
                     continue
-                ticket, slot, count = in_flight.popleft()
-                _count_batch(pool, ticket, bucket_dir, summary, split)
-                free.append(slot)
-                bar.update(count)
-                position += count
-                checkpoint_due = (checkpoint_due
-                                  or time.monotonic() - last_checkpoint >= checkpoint_seconds)
+                if ended:
+                    break
+                if stopping:
+                    save(False)
+                    last_checkpoint, checkpoint_due, stopping = time.monotonic(), False, False
             self.state = save(True)
         finally:
             reader.close()

@@ -1,9 +1,10 @@
 """Reading an ILSVRC tar once, front to back, with no index first: its images as their
 headers come.
 
-`Forward` reads the archive file forward only, a few MB at a time, and keeps the bytes
-from the earliest one still needed (`release`) to the furthest read, so the headers and
-the images come out of the same reads.  `walk_train` and `walk_flat` yield the images
+`Forward` reads the archive file forward only, a few MB at a time, straight into the
+memory the worker processes read the images from, and keeps the bytes from the earliest
+one still needed (`release`) to the furthest read, so the headers and the images come
+out of the same reads.  `walk_train` and `walk_flat` yield the images
 of the train tar (in its per-class inner tars) and of a flat tar (val, test), each
 followed by a cut: where a later run can start again (between outer members).  Plain
 ustar headers (ILSVRC's inner tars) are parsed from memory; anything else (long names,
@@ -13,9 +14,10 @@ needs carried over, so errors name the same bytes and members as indexing does.
 
 from __future__ import annotations
 
+import collections
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tfrecords_tools.archives import (
@@ -30,57 +32,115 @@ from tfrecords_tools.archives import (
 from tfrecords_tools.devkit import WNID
 from tfrecords_tools.errors import ArchiveError
 
-READ_BYTES = 4 << 20  # archive bytes read at once
 BLOCK = tarfile.BLOCKSIZE
 
 
-class Forward:
-    """The archive file, read forward only: `data` holds file[start:start + len(data)]."""
+def read_into(descriptor: int, view: memoryview, offset: int) -> None:
+    """file[offset:offset + len(view)] into `view`, the kernel writing it there."""
+    while len(view):
+        count = os.preadv(descriptor, [view], offset)
+        if count == 0:
+            raise ArchiveError(f"archive ended at byte {offset}: did it change during the run?")
+        view, offset = view[count:], offset + count
 
-    def __init__(self, path: Path, start: int = 0):
+
+class Forward:
+    """The archive file, read forward only, a segment of `slot_bytes` at a time, each
+    straight into a free slot of `buffer` (which the worker processes share): an image
+    the workers convert is in the very memory the kernel read it into, copied by no one.
+
+    The walk reads headers with `get` (a copy, 512 bytes); the pass takes a batch of
+    images lying in one segment with `locate` and `pin`s its slot while the batch is in
+    flight.  `release(offset)`: the walk needs no byte before `offset` any more.  A slot
+    is read into again once its segment is released and unpinned; where none is, `wait`
+    (the pass's) finishes the oldest batch in flight.  A range larger than a slot is read
+    on its own."""
+
+    def __init__(self, path: Path, start: int, buffer: memoryview, slot_bytes: int,
+                 wait: Callable[[], bool]):
         self.descriptor = os.open(path, os.O_RDONLY)
         self.size = os.fstat(self.descriptor).st_size
-        self.start = start
-        self.data = bytearray()
+        self.buffer, self.slot_bytes, self.wait = buffer, slot_bytes, wait
+        self.free = list(range(len(buffer) // slot_bytes))[::-1]
+        self.held: list[tuple[int, int, int]] = []  # (file start, file end, slot), in order
+        self.pins: collections.Counter = collections.Counter()
+        self.read_to = self.released = start
 
     def close(self) -> None:
         os.close(self.descriptor)
 
-    @property
-    def end(self) -> int:
-        return self.start + len(self.data)
+    def _reclaim(self) -> None:
+        keep = []
+        for segment in self.held:
+            if segment[1] <= self.released and not self.pins[segment[2]]:
+                self.free.append(segment[2])
+            else:
+                keep.append(segment)
+        self.held = keep
 
     def _fill(self, end: int) -> None:
         end = min(end, self.size)
-        while self.end < end:
-            got = os.pread(self.descriptor, max(READ_BYTES, end - self.end), self.end)
-            if not got:
-                break
-            self.data += got
+        while self.read_to < end:
+            # Bytes released before they were read (others' images) are skipped.
+            begin = max(self.read_to, self.released)
+            while not self.free:
+                self._reclaim()
+                if not self.free and not self.wait():
+                    raise ArchiveError(f"internal: no slot free to read byte {begin}")
+            slot = self.free.pop()
+            length = min(self.slot_bytes, self.size - begin)
+            base = slot * self.slot_bytes
+            read_into(self.descriptor, self.buffer[base:base + length], begin)
+            self.held.append((begin, begin + length, slot))
+            self.read_to = begin + length
+
+    def segment_end(self, offset: int) -> int:
+        """Where the segment that holds (or will hold) byte `offset` ends."""
+        for begin, end, _ in self.held:
+            if begin <= offset < end:
+                return end
+        begin = max(self.read_to, self.released)
+        return begin + ((offset - begin) // self.slot_bytes + 1) * self.slot_bytes
+
+    def locate(self, offset: int, size: int) -> tuple[int, int]:
+        """(slot, position in `buffer`) of file[offset:offset + size], which lies in one
+        segment (`segment_end`)."""
+        self._fill(offset + size)
+        for begin, end, slot in self.held:
+            if begin <= offset and offset + size <= end:
+                return slot, slot * self.slot_bytes + offset - begin
+        raise ArchiveError(f"internal: bytes {offset}+{size} are not in one segment")
 
     def get(self, offset: int, size: int) -> bytes:
         """file[offset:offset + size] (shorter at the end of the file)."""
-        if offset < self.start:
-            raise ArchiveError(f"internal: a read at byte {offset}, behind byte {self.start} "
-                               f"already released")
-        self._fill(offset + size)
-        return bytes(self.data[offset - self.start:offset - self.start + size])
+        if offset < self.released:
+            raise ArchiveError(f"internal: a read at byte {offset}, behind byte "
+                               f"{self.released} already released")
+        end = min(offset + size, self.size)
+        if end - offset > self.slot_bytes:  # an image larger than a slot: on its own
+            view = memoryview(bytearray(end - offset))
+            read_into(self.descriptor, view, offset)
+            return view.tobytes()
+        self._fill(end)
+        parts = []
+        for begin, stop, slot in self.held:
+            low, high = max(begin, offset), min(stop, end)
+            if low < high:
+                base = slot * self.slot_bytes - begin
+                parts.append(self.buffer[base + low:base + high])
+        return b"".join(parts)
 
-    def copy_into(self, target: memoryview, offset: int) -> None:
-        """Copies file[offset:offset + len(target)] into `target`."""
-        self._fill(offset + len(target))
-        if offset < self.start or offset + len(target) > self.end:
-            raise ArchiveError(f"archive ended at byte {self.end}: did it change during the "
-                               f"run?")
-        with memoryview(self.data) as view:
-            target[:] = view[offset - self.start:offset - self.start + len(target)]
+    def pin(self, slot: int) -> None:
+        self.pins[slot] += 1
+
+    def unpin(self, slot: int) -> None:
+        self.pins[slot] -= 1
+        self._reclaim()
 
     def release(self, offset: int) -> None:
         """The bytes before `offset` are not needed any more."""
-        drop = min(offset, self.end) - self.start
-        if drop > 0:
-            del self.data[:drop]
-            self.start += drop
+        self.released = max(self.released, offset)
+        self._reclaim()
 
 
 class Window:
@@ -148,12 +208,27 @@ def _inner_files(reader: Forward, path: Path, start: int, size: int, where: str,
 def _top(reader: Forward, path: Path, start: int, last: str, not_images: list[dict]
          ) -> Iterator[tuple[str, int, int, int]]:
     """(name, data offset, size, next header's offset) of the archive's top-level members
-    from `start` (0, or a cut of an earlier run, after `last`)."""
+    from `start` (0, or a cut of an earlier run, after `last`): plain headers from memory
+    (a val tar's 50,000), `tarfile` from the first other one on."""
+    position, files = start, {}
+    while position + BLOCK <= reader.size:
+        header = reader.get(position, BLOCK)
+        plain = None if header == tarfile.NUL * BLOCK else plain_header(header)
+        if plain is None:
+            break
+        name, length = plain
+        end = position + BLOCK + -(-length // BLOCK) * BLOCK
+        if end > reader.size:
+            break
+        files[name] = (position + BLOCK, length)
+        yield name, position + BLOCK, length, end
+        last = f"member {name}"
+        position = end
     window = Window(reader, 0, reader.size)
-    window.seek(start)
+    window.seek(position)  # tarfile goes on from here as if it had read the headers before
     top = _open_tar(window, path)
-    yield from ((name, offset, size, top.offset)
-                for name, offset, size in _tar_files(top, path, not_images, "", 0, last=last))
+    yield from ((name, offset, size, top.offset) for name, offset, size in _tar_files(
+        top, path, not_images, "", 0, last=last, files=files))
 
 
 def _until_damage(entries: Iterator[tuple], found: Findings) -> Iterator[tuple]:

@@ -36,6 +36,7 @@ def quick_run(tmp_path_factory):
     return demo.DemoResult.read(cwd / "demo-output"), done.stdout.splitlines(), done.stderr
 
 
+@pytest.mark.slow  # the demo's child process (quick_run)
 def test_every_stage_reports_and_leaves_its_outputs(quick_run):
     result, lines, _ = quick_run
     headers = [line for line in lines if re.match(r"\[\d/7\] ", line)]
@@ -65,6 +66,7 @@ def test_every_stage_reports_and_leaves_its_outputs(quick_run):
         assert path.exists() and str(path) in summary
 
 
+@pytest.mark.slow  # the demo's child process (quick_run)
 def test_served_top5_is_the_trained_checkpoint_answer(quick_run, tmp_path):
     result, lines, _ = quick_run
     assert len(result.served) == demo.QUICK.queries
@@ -86,6 +88,7 @@ def test_served_top5_is_the_trained_checkpoint_answer(quick_run, tmp_path):
         assert any(query["file"] in line and query["true"] in line for line in lines)
 
 
+@pytest.mark.slow  # the demo's child process (quick_run)
 def test_pictures_have_the_layout_of_their_content(quick_run):
     result, _, _ = quick_run
 
@@ -105,6 +108,7 @@ def test_pictures_have_the_layout_of_their_content(quick_run):
     assert log["epoch"].tolist() == list(range(demo.QUICK.max_epochs))
 
 
+@pytest.mark.slow  # the demo's child process (quick_run)
 def test_a_workdir_of_another_demo_is_refused_before_any_work(quick_run):
     result, _, _ = quick_run
     before = sorted(p.name for p in result.workdir.iterdir())
@@ -127,6 +131,7 @@ def test_demo_command_takes_no_required_arguments():
     assert args.quick and str(args.workdir) == "out"
 
 
+@pytest.mark.slow  # the demo's child process (quick_run)
 def test_the_command_keeps_its_outputs_and_says_what_to_open_and_run(quick_run):
     result, lines, stderr = quick_run
     out = "\n".join(lines)
@@ -146,6 +151,7 @@ def test_the_command_keeps_its_outputs_and_says_what_to_open_and_run(quick_run):
     assert "-m serving query photo.jpg" in steps
 
 
+@pytest.mark.slow  # the demo's child process (quick_run)
 def test_a_rerun_resumes_and_prints_the_same_accuracies(quick_run, monkeypatch, capsys):
     result, lines, _ = quick_run
     monkeypatch.chdir(result.workdir.parent)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.tfrecords_tools.conftest import make_ilsvrc2010
-from tfrecords_tools import ilsvrc2010, walk
+from tfrecords_tools import ilsvrc2010, passes
 
 ROOT = Path(__file__).parents[2]
 pytestmark = [pytest.mark.slow,
@@ -56,7 +56,7 @@ def test_ilsvrc2010_archives_are_read_in_one_forward_pass(large_2010, tmp_path, 
     """The labelled test tar as the val tar, the train tar with patch_images.tar's images."""
     measure = _benchmark()
     archive = large_2010.path(ilsvrc2010.TRAIN_TAR if split == "train" else ilsvrc2010.TEST_TAR)
-    assert archive.stat().st_size > 2 * walk.READ_BYTES
+    assert archive.stat().st_size > 2 * passes.SLOT_BYTES
     environment = dict(os.environ, PYTHONPATH=str(ROOT))
     command = [sys.executable, "-m", "tfrecords_tools", "convert",
                str(large_2010.directory), str(tmp_path / "out"), "--splits", split,
