@@ -75,7 +75,9 @@ def export_model(workdir: Path, paper: bool) -> Path:
     model = keras_alexnet.build_model(config)
     (workdir / "labels.txt").write_text(
         "".join(f"n{i:08d}\tclass {i}\n" for i in range(config.num_classes)))
-    keras_alexnet.export(model, workdir, workdir / "export", MODEL_NAME)
+    # The classes above and ImageNet's per-channel mean (no stats.json).
+    model.input_contract = keras_alexnet.InputContract.from_data(workdir, config.image_size)
+    keras_alexnet.export(model, workdir / "export", MODEL_NAME)
     return workdir / "export" / MODEL_NAME
 
 

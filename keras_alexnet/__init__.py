@@ -19,11 +19,12 @@ _LAZY = {"build_model": "keras_alexnet.applications", "fc7_features": "keras_ale
          "InputContract": "keras_alexnet.contract",
          "preprocess_input": "keras_alexnet.contract",
          "decode_predictions": "keras_alexnet.contract",
-         "load_model": "keras_alexnet.checkpoints"}
+         "load_model": "keras_alexnet.checkpoints",
+         "extract_features": "keras_alexnet.features"}
 
 __all__ = ["AlexNetConfig", "InputContract", "PaperSGD", "TrainingOptions", "build_model",
-           "decode_predictions", "evaluate", "export", "fc7_features", "fit", "load_model",
-           "preprocess_input", "reduced_config"]
+           "decode_predictions", "evaluate", "export", "extract_features", "fc7_features",
+           "fit", "load_model", "preprocess_input", "reduced_config"]
 
 
 if "keras" in sys.modules:

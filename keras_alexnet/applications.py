@@ -1,8 +1,8 @@
 """`build_model` as Keras applications take it: `weights`, `include_top`, `pooling` and
 `classes` (`keras_alexnet.build_model` is this one).
 
-The layers below it, each adding one thing: `model.build_model` builds a config's
-network (and loads a checkpoint of it), `pretrained.build_model` also takes weights by
+The layers below it, each adding one thing: `model.build_network` builds a config's
+network (and loads a checkpoint of it), `pretrained.build_from_weights` also takes weights by
 name, `finetune.initialise_from` puts a new classifier on a trained body.
 """
 
@@ -47,7 +47,7 @@ def build_model(config: AlexNetConfig | None = None, *,
             with pretrained weights is allowed on purpose, because fine-tuning needs
             it, where Keras applications and torchvision (pytorch/vision#1040) refuse
             it.  Without `weights`, the same as the `num_classes` field.
-        **kwargs: `devices`, `seed` and `name` of `keras_alexnet.model.build_model`,
+        **kwargs: `devices`, `seed` and `name` of `keras_alexnet.model.build_network`,
             and single config fields (`num_classes=10`, `image_size=64`).
 
     Input: float32 RGB images (image_size, image_size, 3) made as the input contract
@@ -69,7 +69,7 @@ def build_model(config: AlexNetConfig | None = None, *,
             raise AlexNetError(f"classes={classes} and num_classes={kwargs['num_classes']} "
                                f"differ; give one of them")
         kwargs["num_classes"] = classes
-    model = pretrained.build_model(config, weights=weights, **kwargs)
+    model = pretrained.build_from_weights(config, weights=weights, **kwargs)
     return model if include_top else convolutional_base(model, pooling)
 
 

@@ -10,7 +10,7 @@ window size, as the authors' cuda-convnet does).  It has no conv6: a CNN* config
 (`AlexNetConfig.conv6`) over these weights is refused, naming conv6.  The mapping:
 
 - group g of a grouped convolution, and the g-th half of a full layer's outputs, go to
-  tower g (fc8's 1000 outputs split 500/500, as `build_model` splits them);
+  tower g (fc8's 1000 outputs split 500/500, as `model.build_network` splits them);
 - Caffe blobs are (out, in/group, kh, kw) -> Keras (kh, kw, in, out); fc weights are
   (out, in) -> (in, out);
 - fc6 reads pool5 flattened channel-major (C, H, W) over 256 channels; here each tower
@@ -347,7 +347,7 @@ def check_network(layers: list[Layer], source: str) -> None:
 
 
 def _halves(values: np.ndarray, sizes: tuple[int, int]) -> list[np.ndarray]:
-    """Split along axis 0 as `build_model` splits a layer's outputs between towers."""
+    """Split along axis 0 as `model.build_network` splits a layer's outputs between towers."""
     return np.split(values, [sizes[0]], axis=0)
 
 
@@ -459,7 +459,7 @@ def import_weights(path: str | Path, model_dir: str | Path, *,
             `.npy`) instead of the per-channel Caffe mean.
     """
     from keras_alexnet import checkpoints
-    from keras_alexnet.model import build_model
+    from keras_alexnet.model import build_network
 
     path, model_dir = Path(path), Path(model_dir)
     reader = READERS.get(path.suffix.lower())
@@ -477,7 +477,7 @@ def import_weights(path: str | Path, model_dir: str | Path, *,
     classes = (read_classes(labels, num_classes) if labels is not None
                else tuple(("", f"class {i}") for i in range(num_classes)))
     image = read_mean_image(mean_image) if mean_image is not None else None
-    model = build_model(config)
+    model = build_network(config)
     for layer_name, (kernel, bias) in tower_weights(layers).items():
         inner = model.get_layer(layer_name).layer
         inner.kernel.assign(np.ascontiguousarray(kernel))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import keras
 
+from keras_alexnet.config import TrainingOptions
 from keras_alexnet.errors import AlexNetError
 from keras_alexnet.resume import Progress
 
@@ -61,7 +62,9 @@ class DivideLearningRateOnPlateau(keras.callbacks.Callback):
     """
 
     def __init__(self, initial_learning_rate: float, monitor: str = "val_top1",
-                 patience: int = 5, max_reductions: int = 3, min_delta: float = 0.0,
+                 patience: int = TrainingOptions.patience,
+                 max_reductions: int = TrainingOptions.max_lr_reductions,
+                 min_delta: float = TrainingOptions.min_delta,
                  trained: list[dict[str, str]] = (), progress: Progress | None = None,
                  say: Callable[[str], None] = print):
         super().__init__()

@@ -208,7 +208,7 @@ def augment(image_bytes: tf.Tensor, seed: tf.Tensor, *, image_size: int, resize_
 
 
 def training_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
-                     batch_size: int = 128, *,
+                     batch_size: int = TrainingOptions.batch_size, *,
                      num_classes: int, split: str = "train", stats: ImageStats | None = None,
                      mean: str = "channel",
                      lighting_stddev: float = TrainingOptions.lighting_stddev,
@@ -300,7 +300,7 @@ def ten_patches(square: tf.Tensor, size: int) -> tf.Tensor:
 
 
 def evaluation_dataset(data_dir: str | Path | DatasetInfo, image_size: int,
-                       batch_size: int = 128, *,
+                       batch_size: int = TrainingOptions.batch_size, *,
                        num_classes: int, split: str = "validation", crops: str = "center",
                        stats: ImageStats | None = None, mean: str = "channel",
                        contract: InputContract | None = None) -> tf.data.Dataset:

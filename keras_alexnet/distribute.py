@@ -1,6 +1,6 @@
 """Where training runs: the paper's two towers, or data parallel on `tf.distribute`.
 
-- "towers": the default strategy; `build_model` puts tower a and tower b on the first
+- "towers": the default strategy; `model.build_network` puts tower a and tower b on the first
   two GPUs (model parallel, as the paper's two GTX 580s [paper §3.2]), or both on the
   one device there is.
 - "mirrored": data parallel across the GPUs of this machine (`MirroredStrategy`).

@@ -33,7 +33,7 @@ from keras_alexnet.contract import class_key
 from keras_alexnet.errors import CheckpointError
 from keras_alexnet.model import (
     TOWERS,
-    build_model,
+    build_network,
     check_topology,
     classifier,
     config_of,
@@ -105,7 +105,7 @@ def initialise_from(source: Source, classes: tuple[tuple[str, str], ...], *,
         check_topology(source.model, config, source.path, "fine-tune without a config, or "
                        "with the source's", classes=False)
     wanted = dataclasses.replace(config_of(source.model), num_classes=len(classes))
-    model = build_model(wanted, devices=devices, seed=seed)
+    model = build_network(wanted, devices=devices, seed=seed)
     for name in layers:
         if name == NEW_LAYER:
             continue

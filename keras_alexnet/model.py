@@ -92,7 +92,7 @@ def _validate_config(config: AlexNetConfig) -> None:
             f"least one filter per layer, got {config.width}")
 
 
-def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] | None = None,
+def build_network(config: AlexNetConfig | None = None, *, devices: Sequence[str] | None = None,
                 seed: int | None = None, weights: str | os.PathLike | None = None,
                 name: str = "alexnet", **overrides) -> AlexNet:
     """Builds the paper's AlexNet [paper §3.5, Figure 2].
@@ -101,7 +101,7 @@ def build_model(config: AlexNetConfig | None = None, *, devices: Sequence[str] |
         config: the hyper-parameters; `AlexNetConfig()` is the paper's network
             (60,965,224 parameters with 1000 classes); `AlexNetConfig(conv6=True)` is
             its CNN* network, a sixth conv layer over pool5 [paper §6].  Keyword
-            `overrides` replace single fields, e.g. `build_model(num_classes=10,
+            `overrides` replace single fields, e.g. `build_network(num_classes=10,
             image_size=64, width=0.125)`.
         devices: where `tower_a` and `tower_b` run, e.g. `("/GPU:0", "/GPU:1")`, as
             the paper's two GPUs.  Default: `default_devices()`.
@@ -204,7 +204,7 @@ def _checkpoint_of(config: AlexNetConfig, path: str | os.PathLike) -> keras.Mode
     """The checkpoint at `path`, refused before anything is built when it is not the
     network `config` describes."""
     source = checkpoints.load_model(path, compile=False)
-    check_topology(source, config, path, "build_model(config) must match it")
+    check_topology(source, config, path, "build_network(config) must match it")
     return source
 
 

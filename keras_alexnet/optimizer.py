@@ -6,6 +6,7 @@ import keras
 import tensorflow as tf
 
 from keras_alexnet import keras_internals
+from keras_alexnet.config import PAPER_LEARNING_RATE, TrainingOptions
 from keras_alexnet.errors import AlexNetError
 
 
@@ -25,7 +26,9 @@ class PaperSGD(keras.optimizers.SGD):
     initialises to 1 [paper §5] would pull them back towards dead ReLUs.
     """
 
-    def __init__(self, learning_rate=0.01, momentum: float = 0.9, decay: float = 0.0005,
+    def __init__(self, learning_rate=PAPER_LEARNING_RATE,
+                 momentum: float = TrainingOptions.momentum,
+                 decay: float = TrainingOptions.weight_decay,
                  learning_rate_multipliers: dict[str, float] | None = None, **kwargs):
         if kwargs.get("weight_decay"):
             # Keras's weight_decay is decoupled (applied to the weights outside the

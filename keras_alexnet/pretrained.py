@@ -16,7 +16,7 @@ or a local directory holding it (read in place, checked all the same).  Offline 
 nothing cached, the error names the URL, the cache path and the variable, after at
 most `TIMEOUT_S` seconds.
 
-`build_model(weights="bvlc_alexnet")` and `import_weights("bvlc_alexnet", run)` take
+`build_from_weights(weights="bvlc_alexnet")` and `import_weights("bvlc_alexnet", run)` take
 the name as Keras applications and the `import-weights` command do.  A name we do not
 know is refused naming the known ones (`PUBLISHED`).
 """
@@ -169,10 +169,11 @@ def _imported(name: str) -> Path:
         return cached
     source = weights_file(name)
     cached.parent.mkdir(parents=True, exist_ok=True)
-    # Imported into a run directory of its own beside the cache, then renamed: whole or
-    # absent, whoever else imports it at the same time.
-    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=f".{name}-") as run:
-        os.replace(bvlc.import_weights(source, run, labels=bvlc.SYNSET_WORDS), cached)
+    # Imported into a run directory of its own beside the cache, then written whole or
+    # not at all, whoever else imports it at the same time.
+    with tempfile.TemporaryDirectory(dir=cached.parent, prefix=f".{name}-") as run, \
+            atomic_path(cached) as partial:
+        os.replace(bvlc.import_weights(source, run, labels=bvlc.SYNSET_WORDS), partial)
     return cached
 
 
@@ -204,13 +205,13 @@ def import_weights(name_or_path: str | os.PathLike, model_dir: str | Path, *,
                                labels=labels or bvlc.SYNSET_WORDS, mean_image=mean_image)
 
 
-def build_model(config: AlexNetConfig | None = None, *,
+def build_from_weights(config: AlexNetConfig | None = None, *,
                 weights: str | os.PathLike | None = None, **kwargs) -> AlexNet:
-    """`keras_alexnet.model.build_model`, `weights` also a name in `PUBLISHED`; with
+    """`keras_alexnet.model.build_network`, `weights` also a name in `PUBLISHED`; with
     `weights`, `config` defaults to theirs (`bvlc.bvlc_config()` for BVLC's)."""
     if weights is not None and _is_published(weights):
         weights = _imported(str(weights))
         config = config or bvlc.bvlc_config()
     elif weights is not None and config is None:
         config = model.config_of(checkpoints.load_model(weights, compile=False))
-    return model.build_model(config, weights=weights, **kwargs)
+    return model.build_network(config, weights=weights, **kwargs)

@@ -34,7 +34,7 @@ from keras_alexnet.config import AlexNetConfig, TrainingOptions
 from keras_alexnet.contract import InputContract
 from keras_alexnet.distribute import is_chief, keras_multi_worker_fixes, select_strategy
 from keras_alexnet.errors import AlexNetError, CheckpointError, DivergedError
-from keras_alexnet.model import build_model, check_topology, config_of
+from keras_alexnet.model import build_network, check_topology, config_of
 from keras_alexnet.optimizer import PaperSGD
 from tfrecords_tools.base import storage
 from tfrecords_tools.base.words import count
@@ -173,7 +173,7 @@ def _new_model(plan: Plan) -> tuple[keras.Model, finetune.FineTuning | None]:
         if not options.init_from:
             config = dataclasses.replace(plan.config or AlexNetConfig(),
                                          num_classes=plan.num_classes)
-            return build_model(config, devices=options.devices, seed=plan.seed), None
+            return build_network(config, devices=options.devices, seed=plan.seed), None
         source = finetune.read_source(options.init_from)
         classes = plan.data.classes or tuple(("", f"class {i}")
                                              for i in range(plan.num_classes))

@@ -5,24 +5,20 @@ SavedModel, `keras_alexnet.portable`) claims and writes its version here."""
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from keras_alexnet.errors import AlexNetError
+from serving.servables import version_numbers
 from tfrecords_tools.base import storage
-
-_VERSION = re.compile(r"^\d+$")
 
 
 def next_version(model_dir: storage.PathOrUrl) -> int:
     """One more than the largest integer version directory (TF Serving skips other
     names); a half-written one counts too, so that its number is never reused."""
-    versions = [int(p.name) for p in model_dir.iterdir() if _VERSION.match(p.name)] \
-        if model_dir.is_dir() else []
-    return max(versions, default=0) + 1
+    return max(version_numbers(model_dir), default=0) + 1
 
 
 def new_version_dir(export_base: str | os.PathLike, model_name: str,

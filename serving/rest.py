@@ -49,6 +49,7 @@ from serving import json_tensor
 from serving.client import MAX_MESSAGE_BYTES
 from serving.errors import FailedPreconditionError, InvalidArgumentError, ServingError
 from serving.monitoring import DEFAULT_PATH, Metrics
+from serving.options import ServerOptions
 from serving.server_core import ServerCore
 from serving.service import DEFAULT_SIGNATURE, ModelServicer, PredictionServicer
 from serving.tensors import to_ndarray, to_tensor_proto
@@ -360,7 +361,8 @@ class _HTTPServer(http.server.ThreadingHTTPServer):
 class RestServer:
     """The REST API on `host:port`, on the standard library's threading HTTP server."""
 
-    def __init__(self, api: RestApi, host: str, port: int, timeout_ms: int = 30_000):
+    def __init__(self, api: RestApi, host: str, port: int,
+                 timeout_ms: int = ServerOptions.rest_api_timeout_in_ms):
         handler = type("Handler", (_Handler,), {"api": api, "timeout": timeout_ms / 1000})
         try:
             self._server = _HTTPServer((host, port), handler)

@@ -44,12 +44,18 @@ VersionPolicy = file_system_storage_path_source_pb2.FileSystemStoragePathSourceC
     .ServableVersionPolicy
 
 
-def list_versions(base_path: storage.PathOrUrl) -> list[int]:
-    """Integer version directories holding a SavedModel, ascending."""
+def version_numbers(base_path: storage.PathOrUrl) -> list[int]:
+    """The integer version directories under `base_path`, whatever they hold, ascending
+    (TF Serving's layout `<base>/<version>/`; it skips other names)."""
     if not base_path.is_dir():
         return []
-    return sorted(int(p.name) for p in base_path.iterdir()
-                  if _VERSION.match(p.name) and (p / "saved_model.pb").is_file())
+    return sorted(int(p.name) for p in base_path.iterdir() if _VERSION.match(p.name))
+
+
+def list_versions(base_path: storage.PathOrUrl) -> list[int]:
+    """Integer version directories holding a SavedModel, ascending."""
+    return [version for version in version_numbers(base_path)
+            if (base_path / str(version) / "saved_model.pb").is_file()]
 
 
 def read_meta_graph(path: storage.PathOrUrl) -> meta_graph_pb2.MetaGraphDef:

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from tensorflow.core.framework import tensor_pb2, types_pb2
 
+from tfrecords_tools.base.wire import varint
+
 # Each DataType this module encodes itself, numpy's dtype for it and the typed field
 # `Tensor::AsProtoField` fills.  Others (bfloat16, complex, quantized, ...) go through
 # TensorFlow, loaded then: a client sending images and reading scores never needs it.
@@ -44,21 +46,11 @@ def data_type(array: np.ndarray) -> int:
     return tf.as_dtype(array.dtype).as_datatype_enum
 
 
-def encode_varint(value: int) -> bytes:
-    """Protobuf's base-128 varint of a non-negative integer."""
-    out = bytearray()
-    while True:
-        byte, value = value & 0x7F, value >> 7
-        out.append(byte | (0x80 if value else 0))
-        if not value:
-            return bytes(out)
-
-
 def encode_strings(values) -> bytes:
     """TensorFlow's string `tensor_content` (`port::EncodeStringList`): every length as a
     varint, then the bytes one after another."""
     values = [bytes(v) for v in values]
-    return b"".join(encode_varint(len(v)) for v in values) + b"".join(values)
+    return b"".join(varint(len(v)) for v in values) + b"".join(values)
 
 
 def decode_strings(content: bytes, count: int) -> list[bytes]:

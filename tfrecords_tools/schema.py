@@ -28,6 +28,7 @@ import struct
 import google_crc32c
 
 from tfrecords_tools.base import storage
+from tfrecords_tools.base.wire import varint
 from tfrecords_tools.errors import DatasetError
 
 SPLITS = ("train", "validation", "test")
@@ -78,30 +79,16 @@ class ImageRecord:
 #   Example  { 1: Features { 1: repeated map entry { 1: key, 2: Feature } } }
 #   Feature  { 1: BytesList { 1: repeated bytes } | 3: Int64List { 1: packed int64 } }
 # each message field as tag byte, varint length, contents.
-_SMALL = [bytes((value,)) for value in range(0x80)]
-
-
-def _varint(value: int) -> bytes:
-    if 0 <= value < 0x80:
-        return _SMALL[value]
-    value &= (1 << 64) - 1  # int64 as protobuf writes it: a negative one takes 10 bytes
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
 
 def _entry(key: str, feature_tag: bytes, value_list: bytes, payload: bytes = b"") -> bytes:
     """The head of one `features` map entry whose Feature holds `value_list` + `payload`
     as its `feature_tag` list (the payload, the image, is appended by the caller)."""
     key = key.encode()
     inner = len(value_list) + len(payload)
-    feature = 1 + len(_varint(inner)) + inner
-    body = 2 + len(_varint(len(key))) + len(key) + len(_varint(feature)) + feature
-    return (b"\x0a" + _varint(body) + b"\x0a" + _varint(len(key)) + key + b"\x12"
-            + _varint(feature) + feature_tag + _varint(inner) + value_list)
+    feature = 1 + len(varint(inner)) + inner
+    body = 2 + len(varint(len(key))) + len(key) + len(varint(feature)) + feature
+    return (b"\x0a" + varint(body) + b"\x0a" + varint(len(key)) + key + b"\x12"
+            + varint(feature) + feature_tag + varint(inner) + value_list)
 
 
 # Cached: heights, widths, labels and their synsets and texts repeat from image to image.
@@ -111,13 +98,13 @@ def _cached_bytes(key: str, value: bytes) -> bytes:
 
 
 def _bytes(key: str, value: bytes) -> bytes:
-    return _entry(key, b"\x0a", b"\x0a" + _varint(len(value)) + value)
+    return _entry(key, b"\x0a", b"\x0a" + varint(len(value)) + value)
 
 
 @functools.lru_cache(maxsize=4096)
 def _int64(key: str, value: int) -> bytes:
-    packed = _varint(value)
-    return _entry(key, b"\x1a", b"\x0a" + _varint(len(packed)) + packed)
+    packed = varint(value)
+    return _entry(key, b"\x1a", b"\x0a" + varint(len(packed)) + packed)
 
 
 _CONSTANT = {"image/format": _bytes("image/format", b"JPEG"),
@@ -137,7 +124,7 @@ def serialize(record: ImageRecord) -> bytes:
     encoded = record.encoded
     entries = {**_CONSTANT,
                "image/encoded": _entry("image/encoded", b"\x0a",
-                                       b"\x0a" + _varint(len(encoded)), encoded),
+                                       b"\x0a" + varint(len(encoded)), encoded),
                "image/height": _int64("image/height", record.height),
                "image/width": _int64("image/width", record.width),
                "image/filename": _bytes("image/filename", record.filename.encode()),
@@ -147,7 +134,7 @@ def serialize(record: ImageRecord) -> bytes:
     parts = [part for key in _ORDER for part in (
         (entries[key], encoded) if key == "image/encoded" else (entries[key],))]
     features = sum(len(part) for part in parts)
-    return b"".join([b"\x0a", _varint(features), *parts])
+    return b"".join([b"\x0a", varint(features), *parts])
 
 
 def _masked_crc(data: bytes) -> bytes:

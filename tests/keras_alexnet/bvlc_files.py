@@ -5,7 +5,7 @@
 - `write_caffemodel`: a NetParameter hand-encoded in protobuf's wire format from
   caffe.proto's field numbers (the new `layer` field or the legacy V1 `layers`), so a
   wrong field number in the importer's descriptors cannot cancel out (only the varint
-  encoder is shared, from serving.tensors).
+  encoder is shared, from tfrecords_tools.base.wire).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.tensors import encode_varint
+from tfrecords_tools.base.wire import varint
 
 #: (name, Caffe blob shape of the weights) of BVLC AlexNet (deploy.prototxt).
 SHAPES = {"conv1": (96, 3, 11, 11), "conv2": (256, 48, 5, 5), "conv3": (384, 256, 3, 3),
@@ -121,11 +121,11 @@ def write_torchvision_alexnet_onnx(path: Path) -> Path:
 # --- protobuf wire format -----------------------------------------------------------------
 
 def _key(field: int, wire: int) -> bytes:
-    return encode_varint(field << 3 | wire)
+    return varint(field << 3 | wire)
 
 
 def uint(field: int, value: int) -> bytes:
-    return _key(field, 0) + encode_varint(value)
+    return _key(field, 0) + varint(value)
 
 
 def f32(field: int, value: float) -> bytes:
@@ -133,7 +133,7 @@ def f32(field: int, value: float) -> bytes:
 
 
 def nested(field: int, payload: bytes) -> bytes:
-    return _key(field, 2) + encode_varint(len(payload)) + payload
+    return _key(field, 2) + varint(len(payload)) + payload
 
 
 def text(field: int, value: str) -> bytes:
@@ -147,7 +147,7 @@ def blob(values: np.ndarray, *, legacy: bool) -> bytes:
     if legacy:
         dims = (1,) * (4 - values.ndim) + values.shape
         return b"".join(uint(number, d) for number, d in enumerate(dims, 1)) + data
-    return nested(7, nested(1, b"".join(encode_varint(d) for d in values.shape))) + data
+    return nested(7, nested(1, b"".join(varint(d) for d in values.shape))) + data
 
 
 def write_caffemodel(path: Path, weights, *, v1: bool = False) -> Path:

@@ -62,6 +62,18 @@ def test_writes_fc7_and_the_paths_in_order(exported, photos, tmp_path, capsys):
         f"paths to {output.with_suffix('.txt')}\n")
 
 
+def test_the_library_function_behind_the_command(exported, photos):
+    from keras_alexnet.features import find_images
+
+    paths = find_images([photos / "b"])
+    (photos / "b" / "empty.jpg").write_bytes(b"")
+    found = keras_alexnet.extract_features(exported.model, [*paths, photos / "b" / "empty.jpg"],
+                                           batch_size=2, progress=False)
+    assert found.paths == paths
+    assert found.skipped == [(photos / "b" / "empty.jpg", "not a JPEG or PNG image")]
+    np.testing.assert_allclose(found.rows, served_fc7(exported, paths), rtol=1e-4, atol=1e-4)
+
+
 def test_an_image_that_does_not_decode_is_skipped_and_named(exported, photos, tmp_path,
                                                             capsys):
     broken = photos / "b" / "broken.jpg"
@@ -82,8 +94,8 @@ def test_an_image_that_does_not_decode_is_skipped_and_named(exported, photos, tm
     # Nothing decodes: an error, and nothing is written.
     assert main(["features", str(exported.checkpoint), str(broken), "-o",
                  str(tmp_path / "none.npy")]) == 1
-    assert "error: none of the 1 images decodes (named above); nothing written" in \
-        capsys.readouterr().err
+    assert (f"error: none of the 1 images decodes ({broken}: not a JPEG or PNG image); "
+            f"nothing written") in capsys.readouterr().err
     assert not (tmp_path / "none.npy").exists() and not (tmp_path / "none.txt").exists()
 
 

@@ -208,11 +208,11 @@ def test_bvlc_alexnet_by_name_is_downloaded_and_imported_once(keras_home, tmp_pa
     assert "epoch-0000.keras already exists" in capsys.readouterr().err
 
     # As Keras applications take weights="imagenet"; the config is BVLC's geometry.
-    built = pretrained.build_model(weights="bvlc_alexnet")
+    built = pretrained.build_from_weights(weights="bvlc_alexnet")
     assert built.input_shape == (None, 227, 227, 3)
     np.testing.assert_array_equal(built.get_layer("tower_a_conv1").layer.kernel.numpy(),
                                   model.get_layer("tower_a_conv1").layer.kernel.numpy())
     assert built.input_contract.classes == model.input_contract.classes
     with pytest.raises(ValueError, match="the checkpoint has classes 1000 but the "
                                          "config gives 10"):
-        pretrained.build_model(weights="bvlc_alexnet", num_classes=10)
+        pretrained.build_from_weights(weights="bvlc_alexnet", num_classes=10)

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 
 import keras_alexnet
 from keras_alexnet import checkpoints, data, health, probe
-from keras_alexnet.model import build_model
+from keras_alexnet.model import build_network
 from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED, make_dataset
 
 QUICK = {**FIT_ARGS, "epochs": 1, "steps_per_epoch": 2, "validation_steps": 1,
@@ -53,7 +53,7 @@ def six_classes(tmp_path_factory):
 
 def test_fit_head_writes_the_regression_into_both_towers(six_classes):
     # Six classes: tower_a's fc8 scores the first three, tower_b's the other three.
-    model = build_model(REDUCED.__class__(**{**REDUCED.__dict__, "num_classes": 6}),
+    model = build_network(REDUCED.__class__(**{**REDUCED.__dict__, "num_classes": 6}),
                         devices=("", ""), seed=0)
     model.input_contract = keras_alexnet.contract.InputContract.from_data(six_classes, 64,
                                                                           "channel")

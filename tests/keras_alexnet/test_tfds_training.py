@@ -85,9 +85,9 @@ def test_a_tfds_dataset_trains_resumes_evaluates_and_exports(prepared, tmp_path,
 def test_the_pictures_read_tfds_labels_and_file_names(prepared):
     from keras_alexnet.contract import contract_of
     from keras_alexnet.figures.examples import iterate_examples
-    from keras_alexnet.model import build_model
+    from keras_alexnet.model import build_network
 
-    contract = contract_of(build_model(REDUCED), prepared)
+    contract = contract_of(build_network(REDUCED), prepared)
     batches = list(iterate_examples(prepared, "validation", contract, batch_size=5))
     builder = tfds.builder_from_directory(str(prepared))
     reference = list(builder.as_dataset(split="validation", shuffle_files=False)

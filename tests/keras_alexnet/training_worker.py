@@ -31,12 +31,12 @@ def main() -> None:
     import keras
 
     from keras_alexnet.distribute import select_strategy
-    from keras_alexnet.model import build_model
+    from keras_alexnet.model import build_network
     from keras_alexnet.training import fit
     from tests.keras_alexnet.training_helpers import FIT_ARGS, REDUCED
 
     strategy = select_strategy(args.strategy)
-    start = build_model(REDUCED, devices=("", ""), seed=FIT_ARGS["seed"]).get_weights()
+    start = build_network(REDUCED, devices=("", ""), seed=FIT_ARGS["seed"]).get_weights()
 
     class Steps(keras.callbacks.Callback):
         count = 0
