@@ -68,9 +68,17 @@ def _add_convert(sub) -> None:
                         help="ILSVRC-2010's replacement images, if not under their name "
                              "(patch_images.tar)")
     source.add_argument("--validation-fraction", type=float, metavar="F",
-                        help="image folders without val/: hold out the fraction F of every "
-                             "class as the validation split (drawn with --seed, recorded in "
+                        help="image folders without val/, or a tar of per-class tars: hold "
+                             "out round(F x n) of every class's n images as the validation "
+                             "split (at least one, never all; drawn with --seed; recorded in "
                              "manifest.json)")
+    source.add_argument("--validation-per-class", type=int, metavar="K",
+                        help="instead: hold out the first K images of every class, in the "
+                             "archive's order (the folder's, sorted by path), as "
+                             "ImageNet-21K-P takes its first 50 for reproducibility")
+    source.add_argument("--min-images-per-class", type=int, metavar="N",
+                        help="set classes of fewer than N images aside: not converted, listed "
+                             "with their counts in manifest.json (ImageNet-21K-P: 500)")
     source.add_argument("--classes", type=Path, metavar="FILE",
                         help="image folders: the classes in label order, a line each, "
                              "'folder' or 'folder<TAB>display name' (a labels.txt is one); "
@@ -93,13 +101,20 @@ def _run_convert(args) -> int:
                  "test_truth": args.test_ground_truth, "patches": args.patch_images}
     overrides = {k: v for k, v in overrides.items() if v}
     if overrides:  # ILSVRC archives under other names
-        if args.validation_fraction is not None or args.classes is not None:
-            raise ArgumentError("--validation-fraction and --classes apply to image folders, "
-                                "not to ILSVRC archives given by --*-tar, --devkit, "
-                                "--test-ground-truth or --patch-images")
+        folder_options = [flag for flag, value in (
+            ("--validation-fraction", args.validation_fraction),
+            ("--validation-per-class", args.validation_per_class),
+            ("--min-images-per-class", args.min_images_per_class),
+            ("--classes", args.classes)) if value is not None]
+        if folder_options:
+            raise ArgumentError(f"{folder_options[0]}: applies to image folders and tars of "
+                                f"per-class tars, not to ILSVRC archives given by --*-tar, "
+                                f"--devkit, --test-ground-truth or --patch-images")
         source = dataclasses.replace(find_archives(args.archives), **overrides)
     else:
-        source = find_source(args.archives, args.validation_fraction, args.classes)
+        source = find_source(args.archives, args.validation_fraction, args.classes,
+                             validation_per_class=args.validation_per_class,
+                             min_images_per_class=args.min_images_per_class)
     summary = convert(args.output, source, from_args(ConvertOptions, args),
                       progress=not args.quiet)
     print(summary)

@@ -41,6 +41,7 @@ from tfrecords_tools import manifest, passes, schema, worker
 from tfrecords_tools.archive_plans import plan_archives
 from tfrecords_tools.archives import Archives
 from tfrecords_tools.base import files
+from tfrecords_tools.class_tars import ClassTarSource, plan_class_tars
 from tfrecords_tools.devkit import ClassIndex
 from tfrecords_tools.errors import OutputError, WorkerError
 from tfrecords_tools.folders import FolderSource, plan_folders
@@ -53,7 +54,8 @@ from tfrecords_tools.sources import find_source
 from tfrecords_tools.summary import Summary
 
 #: Each kind of source and how it gives its splits' plans.
-PLANNERS = {Archives: plan_archives, FolderSource: plan_folders}
+PLANNERS = {Archives: plan_archives, ClassTarSource: plan_class_tars,
+            FolderSource: plan_folders}
 
 
 def _claim_output(output: Path, plan: SplitPlan, allow_incomplete: bool = False) -> None:
@@ -146,7 +148,7 @@ def _usable_cpus() -> int:
     return os.cpu_count() or 1
 
 
-def convert(output: str | Path, source: Archives | FolderSource | str | Path,
+def convert(output: str | Path, source: Archives | ClassTarSource | FolderSource | str | Path,
             options: ConvertOptions | None = None, *, progress: bool = True,
             **fields: Any) -> Summary:
     """Converts the splits of `source` (`options.splits`, default every split it has)
@@ -170,7 +172,7 @@ def convert(output: str | Path, source: Archives | FolderSource | str | Path,
     elif fields:
         raise TypeError("convert takes options or their fields, not both")
     started = time.monotonic()
-    if not isinstance(source, Archives | FolderSource):
+    if type(source) not in PLANNERS:
         source = find_source(source)
     image_options = ImageOptions(options.size, options.crop, options.quality)
     processes = options.processes or _usable_cpus()

@@ -35,8 +35,6 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import math
-import random
 from pathlib import Path
 
 from tfrecords_tools import schema
@@ -47,6 +45,7 @@ from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.members import Member
 from tfrecords_tools.options import ConvertOptions
 from tfrecords_tools.plan import (
+    HoldOut,
     SplitPlan,
     archive_identity,
     cached_index,
@@ -68,12 +67,18 @@ class FolderSource:
     validation_fraction: float | None = None
     #: a class file fixing the classes' order and display names; None: sorted folder names
     classes: Path | None = None
+    #: hold out the first K of every class instead (`plan.HoldOut`)
+    validation_per_class: int | None = None
+    #: set classes of fewer images aside
+    min_images_per_class: int | None = None
 
     def __post_init__(self) -> None:
-        fraction = self.validation_fraction
-        if fraction is not None and not 0 < fraction < 1:
-            raise ArgumentError(f"--validation-fraction {fraction}: must be between 0 and 1 "
-                                f"(e.g. 0.1 holds out a tenth of every class)")
+        self.hold_out  # noqa: B018 (checks the options now, naming the flag)
+
+    @property
+    def hold_out(self) -> HoldOut:
+        return HoldOut(self.validation_fraction, self.validation_per_class,
+                       self.min_images_per_class)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +89,7 @@ class FolderSplits:
     classes: ClassIndex
     members: dict[str, list[Member]]
     not_images: dict[str, list[dict]]
+    set_aside: dict[str, int] = dataclasses.field(default_factory=dict)  # class: images
 
     @property
     def splits(self) -> list[str]:
@@ -171,22 +177,6 @@ def _class_index(folders: list[str], class_file: list[tuple[str, str]] | None,
     return ClassIndex(*(tuple(column) for column in zip(*class_file, strict=True)))
 
 
-def _hold_out(by_class: dict[str, list[Member]], fraction: float, seed: int
-              ) -> tuple[list[Member], list[Member]]:
-    """(train, validation): round(fraction x n) of each class's n images held out, at
-    least one and never all (a class of one image stays in train)."""
-    train, validation = [], []
-    for folder, members in sorted(by_class.items()):
-        members = sorted(members, key=lambda m: m.name)
-        # The string seed hashes the same in every run, and each class is drawn alone,
-        # so adding a class leaves the others' split as it was.
-        random.Random(f"validation-fraction:{seed}:{folder}").shuffle(members)
-        held = min(len(members) - 1, max(1, math.floor(fraction * len(members) + 0.5)))
-        validation += members[:held]
-        train += members[held:]
-    return train, validation
-
-
 def split_folders(index: Index, source: FolderSource, seed: int,
                   class_file: list[tuple[str, str]] | None = None) -> FolderSplits:
     """The classes and each split's members of the folder dataset `index` lists."""
@@ -209,9 +199,11 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         if {"val", "validation"} <= tops:
             raise ArchiveError(f"{root}: has both val/ and validation/; keep one")
         validation_folder = "val" if "val" in tops else "validation"
-        if source.validation_fraction and validation_folder in tops:
-            raise ArgumentError(f"--validation-fraction: {root} has its own validation "
-                                f"folder; drop the option or the folder")
+        if source.hold_out.splits and validation_folder in tops:
+            flag = ("--validation-fraction" if source.validation_fraction is not None
+                    else "--validation-per-class")
+            raise ArgumentError(f"{flag}: {root} has its own validation folder; drop the "
+                                f"option or the folder")
         by_split: dict[str, list[tuple]] = collections.defaultdict(list)
         for entry in files:
             top, slash, _ = entry[1].partition("/")
@@ -231,10 +223,16 @@ def split_folders(index: Index, source: FolderSource, seed: int,
     else:  # root/<class>
         train, validation, test = _classes_under("", files, directories, root), None, None
         where = {"train": "", "validation": ""}
+    aside = source.hold_out.set_aside(train, f"{root}{where['train']}")
+    for held in (validation, test):
+        for folder in set(aside) & set(held or ()):
+            del held[folder]
     if len(train) == 1:
         raise ArchiveError(f"{root}{where['train']}: one class folder ({next(iter(train))}/); "
                            f"a classifier needs at least two: put each class's images in a "
                            f"folder of its own under {root}{where['train']}")
+    if class_file is not None:
+        class_file = [(folder, name) for folder, name in class_file if folder not in aside]
     classes = _class_index(list(train), class_file, f"{root}{where['train']}", source.classes)
     label_of = classes.label_of
 
@@ -256,9 +254,9 @@ def split_folders(index: Index, source: FolderSource, seed: int,
     if validation is not None:
         members["validation"] = of_known_classes(validation, where["validation"])
         members["train"] = [m for ms in labelled(train).values() for m in ms]
-    elif source.validation_fraction:
-        members["train"], members["validation"] = _hold_out(
-            labelled(train), source.validation_fraction, seed)
+    elif source.hold_out.splits:
+        members["train"], members["validation"] = source.hold_out.split(
+            labelled(train), seed, f"{root}{where['train']}")
     else:
         members["train"] = [m for ms in labelled(train).values() for m in ms]
     empty = [split for split in members if not members[split]]
@@ -272,7 +270,7 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         top = name.partition("/")[0]
         not_images[SPLIT_FOLDERS.get(top, "train") if "train" in tops else "train"].append(
             dict(entry, member=name))
-    return FolderSplits(classes, members, dict(not_images))
+    return FolderSplits(classes, members, dict(not_images), aside)
 
 
 def plan_folders(source: FolderSource, output: Path, options: ConvertOptions, progress: bool
@@ -288,15 +286,18 @@ def plan_folders(source: FolderSource, output: Path, options: ConvertOptions, pr
     if absent:
         raise ArgumentError(f"--splits {absent[0]}: {source.path} has no {absent[0]} split "
                             f"(it has {', '.join(found.splits)})")
-    held_out = {"validation_fraction": source.validation_fraction}
+    record = source.hold_out.record()
     plans = []
     for split in options.splits or found.splits:
         findings = {"incomplete": {"damage": index.damage}} if index.damage else {}
         if found.not_images.get(split):
             findings["not_images"] = found.not_images[split]
+        if found.set_aside:
+            findings["set_aside"] = found.set_aside
+        held_out = {key: value for key, value in record.items()
+                    if split != "test" or key == "min_images_per_class"}
         plans.append(shard_plan(
             split, source.path, found.members[split], found.classes,
-            {"archive": archive_identity(source.path), "devkit": None,
-             **(held_out if source.validation_fraction and split != "test" else {})},
+            {"archive": archive_identity(source.path), "devkit": None, **held_out},
             findings, options))
     return plans

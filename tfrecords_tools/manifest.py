@@ -22,7 +22,7 @@ from tfrecords_tools.base.files import write_atomically
 from tfrecords_tools.errors import OutputError
 
 #: Job-record keys that describe the archive's contents rather than the arguments.
-FINDINGS = ("not_images", "incomplete", "expected")
+FINDINGS = ("not_images", "incomplete", "expected", "set_aside")
 
 
 def file_sha256(path: storage.PathOrUrl) -> str:
@@ -143,6 +143,8 @@ def merge(output: str | Path, splits: Sequence[str] | None = None) -> list[str]:
             entry["expected"] = job["expected"]
         if "incomplete" in job:
             entry["incomplete"] = job["incomplete"]
+        if "set_aside" in job:  # classes too small to convert, and their image counts
+            entry["set_aside"] = job["set_aside"]
         manifest["splits"][split] = entry
         manifest["label_offset"] = job["label_offset"]
         merged.append(split)

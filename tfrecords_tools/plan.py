@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import itertools
 import json
+import math
+import random
 from pathlib import Path
 
 from tfrecords_tools import __version__, ilsvrc2010, manifest, schema, shuffle
@@ -178,3 +180,81 @@ def shard_plan(split: str, path: Path, members: list[Member], classes: ClassInde
                                                              list(by_name)))))
     job = {**job_record(split, source, num_shards, options), "images": len(members)}
     return SplitPlan(split, path, {**job, **findings}, tuple(shards), classes)
+
+
+@dataclasses.dataclass(frozen=True)
+class HoldOut:
+    """How a source without a validation split of its own makes one (image folders
+    `root/<class>/`, a tar of per-class tars), and which classes it keeps.
+
+    `fraction` F: round(F x n) of each class's n images, at least one and never all, drawn
+    with the seed (the class's images sorted by name, then shuffled; each class alone,
+    so adding a class leaves the others' split as it was).  `per_class` K: the first K of
+    each class in the source's order, as ImageNet-21K-P holds out its first 50 (Ridnik
+    et al. 2021).  `min_images` N: classes of fewer images are set aside, not converted,
+    and listed with their counts in manifest.json."""
+
+    fraction: float | None = None
+    per_class: int | None = None
+    min_images: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.fraction is not None and not 0 < self.fraction < 1:
+            raise ArgumentError(f"--validation-fraction {self.fraction}: must be between 0 "
+                                f"and 1 (e.g. 0.1 holds out a tenth of every class)")
+        if self.fraction is not None and self.per_class is not None:
+            raise ArgumentError("--validation-fraction and --validation-per-class: give one")
+        for flag, value in (("--validation-per-class", self.per_class),
+                            ("--min-images-per-class", self.min_images)):
+            if value is not None and value < 1:
+                raise ArgumentError(f"{flag} {value}: must be at least 1")
+
+    @property
+    def splits(self) -> bool:
+        """Whether a validation split is held out."""
+        return self.fraction is not None or self.per_class is not None
+
+    def record(self) -> dict:
+        """The job record's fields for what is set (none: the record of no hold-out)."""
+        return {key: value for key, value in (
+            ("validation_fraction", self.fraction), ("validation_per_class", self.per_class),
+            ("min_images_per_class", self.min_images)) if value is not None}
+
+    def set_aside(self, by_class: dict[str, list], where: str) -> dict[str, int]:
+        """The classes of `by_class` (removed from it) with fewer than `min_images`
+        images, and their counts."""
+        if self.min_images is None:
+            return {}
+        aside = {name: len(items) for name, items in sorted(by_class.items())
+                 if len(items) < self.min_images}
+        if len(aside) >= len(by_class) - 1:
+            largest = max(map(len, by_class.values()), default=0)
+            raise ArgumentError(f"--min-images-per-class {self.min_images}: leaves "
+                                f"{len(by_class) - len(aside)} of the {len(by_class)} classes "
+                                f"of {where} (the largest has {largest} images); a "
+                                f"classifier needs at least two")
+        for name in aside:
+            del by_class[name]
+        return aside
+
+    def split(self, by_class: dict[str, list[Member]], seed: int, where: str
+              ) -> tuple[list[Member], list[Member]]:
+        """(train, validation) of the members of each class (in the source's order)."""
+        train, validation = [], []
+        for name, members in sorted(by_class.items()):
+            if self.per_class is not None:
+                if len(members) <= self.per_class:
+                    raise ArgumentError(
+                        f"--validation-per-class {self.per_class}: class {name} of {where} "
+                        f"has {len(members)} images, none left to train on; lower K or set "
+                        f"such classes aside with --min-images-per-class {self.per_class + 1}")
+                held = self.per_class
+            else:
+                members = sorted(members, key=lambda m: m.name)
+                # The string seed hashes the same in every run.
+                random.Random(f"validation-fraction:{seed}:{name}").shuffle(members)
+                held = min(len(members) - 1,
+                           max(1, math.floor(self.fraction * len(members) + 0.5)))
+            validation += members[:held]
+            train += members[held:]
+        return train, validation

@@ -3,9 +3,9 @@ tars, or image folders.
 
 - A directory with any of the ILSVRC-2012 archives (or Kaggle's layout of them), else
   with any of ILSVRC-2010's (`ilsvrc2010`): `archives.Archives`.
-- A tar whose first member is a per-class `n########.tar` (ILSVRC's train tar, or the
-  ImageNet Fall 2011 release `fall11_whole.tar`, 21,841 classes, without a devkit): its
-  train split, the classes being the inner tars' WNIDs.
+- A tar whose first member is a per-class `n########.tar` (ILSVRC's train tar, or
+  ImageNet's Fall 2009 and Fall 2011 releases, without a devkit): `class_tars`, the
+  classes being the inner tars' WNIDs, a validation split held out where asked.
 - Anything else, a directory or a tar: image folders (`folders`).
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 from tfrecords_tools import ilsvrc2010
 from tfrecords_tools.archives import Archives
 from tfrecords_tools.base.errors import ArgumentError
+from tfrecords_tools.class_tars import ClassTarSource
 from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.folders import FolderSource
 
@@ -45,21 +46,31 @@ def find_archives(directory: str | Path) -> Archives:
 
 
 def find_source(path: str | Path, validation_fraction: float | None = None,
-                classes: Path | None = None) -> Archives | FolderSource:
-    """What `path` holds, ready to convert; the folder options apply to image folders."""
+                classes: Path | None = None, *, validation_per_class: int | None = None,
+                min_images_per_class: int | None = None
+                ) -> Archives | ClassTarSource | FolderSource:
+    """What `path` holds, ready to convert.  The hold-out options (`plan.HoldOut`) apply
+    to image folders and to a tar of per-class tars, `classes` to image folders."""
     path = Path(path)
+    hold_out = {"validation_fraction": validation_fraction,
+                "validation_per_class": validation_per_class,
+                "min_images_per_class": min_images_per_class}
     if path.is_file():
-        if _CLASS_TAR.fullmatch(_first_member(path)):
-            archives = Archives(train=path)
-        else:
-            return FolderSource(path, validation_fraction, classes)
-    else:
-        archives = find_archives(path)
-        if archives == Archives():
-            return FolderSource(path, validation_fraction, classes)
+        if not _CLASS_TAR.fullmatch(_first_member(path)):
+            return FolderSource(path, classes=classes, **hold_out)
+        if classes is not None:
+            raise ArgumentError(f"--classes: applies to image folders; {path} is a tar of "
+                                f"per-class tars, whose classes are their WNIDs")
+        return ClassTarSource(path, **hold_out)
+    archives = find_archives(path)
+    if archives == Archives():
+        return FolderSource(path, classes=classes, **hold_out)
     for flag, value in (("--validation-fraction", validation_fraction),
+                        ("--validation-per-class", validation_per_class),
+                        ("--min-images-per-class", min_images_per_class),
                         ("--classes", classes)):
         if value is not None:
-            raise ArgumentError(f"{flag}: applies to image folders; {path} holds ILSVRC-style "
-                                f"archives, whose classes and splits are their own")
+            raise ArgumentError(f"{flag}: applies to image folders and tars of per-class "
+                                f"tars; {path} holds ILSVRC archives, whose classes and "
+                                f"splits are their devkit's")
     return archives

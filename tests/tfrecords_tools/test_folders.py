@@ -270,8 +270,9 @@ def test_a_tar_of_per_class_tars_needs_no_devkit(sample_archives, tmp_path, caps
     assert list(counts) == list(sample_archives.wnids)
     assert sum(counts.values()) + len(skipped) == 300 and len(skipped) == 3
     assert manifest["splits"]["train"]["arguments"]["devkit"] is None
-    assert _error(capsys, sample_archives.train, tmp_path / "x", "--validation-fraction", .1
-                  ).startswith("error: --validation-fraction: applies to image folders")
+    assert "validation" not in manifest["splits"]  # none held out unless asked
+    assert _error(capsys, sample_archives.train, tmp_path / "x", "--classes", "c.txt"
+                  ).startswith("error: --classes: applies to image folders")
 
 
 @pytest.mark.slow
