@@ -18,7 +18,7 @@ from tfrecords_tools.devkit import ClassIndex
 from tfrecords_tools.members import Member
 from tfrecords_tools.options import ConvertOptions
 from tfrecords_tools.plan import (
-    HoldOut,
+    HeldOutSource,
     SplitPlan,
     archive_identity,
     cached_index,
@@ -28,22 +28,9 @@ from tfrecords_tools.plan import (
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassTarSource:
+class ClassTarSource(HeldOutSource):
     """A tar of per-class `n########.tar`s to convert, and how to hold out its
-    validation split (`plan.HoldOut`'s fields, by their flags' names)."""
-
-    path: Path
-    validation_fraction: float | None = None
-    validation_per_class: int | None = None
-    min_images_per_class: int | None = None
-
-    def __post_init__(self) -> None:
-        self.hold_out  # noqa: B018 (checks the options now, naming the flag)
-
-    @property
-    def hold_out(self) -> HoldOut:
-        return HoldOut(self.validation_fraction, self.validation_per_class,
-                       self.min_images_per_class)
+    validation split."""
 
 
 def plan_class_tars(source: ClassTarSource, output: Path, options: ConvertOptions,

@@ -45,7 +45,7 @@ from tfrecords_tools.errors import ArchiveError
 from tfrecords_tools.members import Member
 from tfrecords_tools.options import ConvertOptions
 from tfrecords_tools.plan import (
-    HoldOut,
+    HeldOutSource,
     SplitPlan,
     archive_identity,
     cached_index,
@@ -59,26 +59,12 @@ SPLIT_FOLDERS = {"train": "train", "val": "validation", "validation": "validatio
 
 
 @dataclasses.dataclass(frozen=True)
-class FolderSource:
-    """A folder dataset to convert: where it is and how to split and name its classes."""
+class FolderSource(HeldOutSource):
+    """A folder dataset to convert: where it is, how to hold out a validation split
+    (`root/<class>` only), and the class file fixing the classes' order and display
+    names (None: the folder names sorted)."""
 
-    path: Path
-    #: hold out this fraction of every class as the validation split (`root/<class>` only)
-    validation_fraction: float | None = None
-    #: a class file fixing the classes' order and display names; None: sorted folder names
     classes: Path | None = None
-    #: hold out the first K of every class instead (`plan.HoldOut`)
-    validation_per_class: int | None = None
-    #: set classes of fewer images aside
-    min_images_per_class: int | None = None
-
-    def __post_init__(self) -> None:
-        self.hold_out  # noqa: B018 (checks the options now, naming the flag)
-
-    @property
-    def hold_out(self) -> HoldOut:
-        return HoldOut(self.validation_fraction, self.validation_per_class,
-                       self.min_images_per_class)
 
 
 @dataclasses.dataclass(frozen=True)

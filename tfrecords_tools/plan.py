@@ -258,3 +258,22 @@ class HoldOut:
             validation += members[:held]
             train += members[held:]
         return train, validation
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutSource:
+    """A source whose validation split, if any, is held out of its classes: its path
+    and the `HoldOut` fields, by their flags' names (checked on creation)."""
+
+    path: Path
+    validation_fraction: float | None = None
+    validation_per_class: int | None = None
+    min_images_per_class: int | None = None
+
+    def __post_init__(self) -> None:
+        self.hold_out  # noqa: B018 (checks the options now, naming the flag)
+
+    @property
+    def hold_out(self) -> HoldOut:
+        return HoldOut(self.validation_fraction, self.validation_per_class,
+                       self.min_images_per_class)
