@@ -22,6 +22,7 @@ and val tars with a devkit (10 classes, PER_CLASS images each), read with no ind
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -128,13 +129,13 @@ def child(output: Path, archives: Path, processes: int, split: str = "train") ->
     from tfrecords_tools.convert import convert
 
     shards = 16 if split == "train" else 4
+    # A tree from before ConvertOptions (8ef7408) took num_shards.
+    shard_count = ({"num_shards": {split: shards}}
+                   if "num_shards" in inspect.signature(convert).parameters
+                   else {f"{split}_shards": shards})
     start, own = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF)
-    try:
-        convert(output, archives, splits=[split], **{f"{split}_shards": shards},
-                processes=processes, progress=False)
-    except TypeError:  # a tree from before ConvertOptions (8ef7408) took num_shards
-        convert(output, archives, splits=[split], num_shards={split: shards},
-                processes=processes, progress=False)
+    convert(output, archives, splits=[split], **shard_count, processes=processes,
+            progress=False)
     wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"wall": wall, "parent_cpu": after.ru_utime + after.ru_stime
                       - own.ru_utime - own.ru_stime}))

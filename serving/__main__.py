@@ -135,15 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     query_parser = commands.add_parser(
         "query", help="top-5 classes of image files",
         description="Sends image files to a TF Serving server (this package's or "
-                    "tensorflow_model_server) and prints each one's top-5 classes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "tensorflow_model_server) and prints each one's top-5 classes.")
     add_client_arguments(query_parser)
     query_parser.add_argument("images", nargs="+", help="JPEG or PNG files")
     query_parser.set_defaults(run=query)
     status_parser = commands.add_parser(
         "status", help="health and model version states",
-        description="Prints the server's health and the state of each version of a model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Prints the server's health and the state of each version of a model.")
     add_client_arguments(status_parser)
     status_parser.set_defaults(run=status)
     for command in (serve_parser, query_parser, status_parser):

@@ -93,7 +93,7 @@ class Client:
     def __init__(self, target: str | None = None, model_name: str | None = None, *,
                  options: ClientOptions | None = None, **fields):
         given = {name: value for name, value in (("target", target),
-                                                 ("model_name", model_name)) if value}
+                                                 ("model_name", model_name)) if value is not None}
         if options is None:
             options = ClientOptions(**given, **fields)
         elif given or fields:

@@ -38,6 +38,9 @@ def import_without_tensorflow(names: tuple[str, ...] = CLIENT_MODULES) -> None:
             importlib.import_module(name)
         return
     spec = importlib.util.find_spec("tensorflow")
+    if spec is None:
+        raise ImportError("the client needs the tensorflow package for TF Serving's "
+                          "messages (pip install tensorflow-serving-api)")
     stand_in = types.ModuleType("tensorflow")
     stand_in.__path__ = list(spec.submodule_search_locations)
     sys.modules["tensorflow"] = stand_in

@@ -400,34 +400,39 @@ class WalkPass(Pass):
                                 flush()
                             stopping = True
                         continue
+                    shard = None  # stays None for an image not converted here
                     if plan.walk == "train":
                         counts[wnid] += 1
-                        label = label_of.get(wnid)
-                        if label is None:  # refused at the end of the pass
-                            continue
+                        label = label_of.get(wnid)  # None: refused at the end of the pass
                     else:
                         number = devkit.number_of(split, name)
+                        label = None
                         if number is None:
                             bad_names.append({"member": name,
                                               "reason": unnumbered_reason(devkit, split)})
-                            continue
-                        label = label_of[numbered_wnid(devkit, split, plan.archive, name, number)]
-                        seen.add(number)
-                    if name in plan.patches:
-                        patched.append(name)
-                    images += 1
-                    shard = ours.get(shuffle.shard_of(shuffle.key_hash(split, seed, name),
-                                                      num_shards))
-                    if shard is None:
+                        else:
+                            label = label_of[numbered_wnid(devkit, split, plan.archive, name,
+                                                           number)]
+                            seen.add(number)
+                    if label is not None:
+                        if name in plan.patches:
+                            patched.append(name)
+                        images += 1
+                        shard = ours.get(shuffle.shard_of(shuffle.key_hash(split, seed, name),
+                                                          num_shards))
+                    # A batch is consecutive images of one segment: an image beyond it
+                    # sends the batch, so that the reader can let the bytes behind go.
+                    if batch and (len(batch) >= CHUNK or offset + size > batch_end):
+                        flush()
+                    if shard is None:  # others' (or refused): its bytes are not needed
                         if not batch:
                             reader.release(offset + size - walk.BLOCK)
                         continue
-                    # A batch is consecutive images of one segment (one alone if larger).
-                    if batch and (len(batch) >= CHUNK or offset + size > batch_end):
-                        flush()
                     if not batch:
                         batch_end = reader.segment_end(offset)
                     batch.append((shard, name, offset, size, label))
+                    if offset + size > batch_end:  # across segments: alone, at once
+                        flush()
                 if complete_oldest():
                     continue
                 if ended:

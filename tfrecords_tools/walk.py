@@ -117,18 +117,22 @@ class Forward:
             raise ArchiveError(f"internal: a read at byte {offset}, behind byte "
                                f"{self.released} already released")
         end = min(offset + size, self.size)
-        if end - offset > self.slot_bytes:  # an image larger than a slot: on its own
-            view = memoryview(bytearray(end - offset))
-            read_into(self.descriptor, view, offset)
-            return view.tobytes()
-        self._fill(end)
+        rest = b""
+        if end - offset > self.slot_bytes:
+            # An image larger than a slot: what is read already, and the rest on its own.
+            after = max(self.read_to, offset)
+            view = memoryview(bytearray(end - after))
+            read_into(self.descriptor, view, after)
+            rest, end = view.tobytes(), after
+        else:
+            self._fill(end)
         parts = []
         for begin, stop, slot in self.held:
             low, high = max(begin, offset), min(stop, end)
             if low < high:
                 base = slot * self.slot_bytes - begin
                 parts.append(self.buffer[base + low:base + high])
-        return b"".join(parts)
+        return b"".join([*parts, rest])
 
     def pin(self, slot: int) -> None:
         self.pins[slot] += 1

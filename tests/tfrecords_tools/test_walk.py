@@ -85,3 +85,26 @@ def test_released_bytes_are_skipped_unread(archive, monkeypatch):
         assert reads == [100, 500]  # forward, and nothing of 164..500 read
     finally:
         reader.close()
+
+
+@pytest.mark.parametrize("slot_bytes", [16 << 10, 64 << 10])
+def test_small_slots_and_others_images_give_the_same_shards(sample_archives, tmp_path,
+                                                            monkeypatch, slot_bytes):
+    """The walk with slots smaller than the sample's images (each then larger than a
+    slot) or a few of them (images across segments), converting one shard in eight, so
+    that long runs of others' images are skipped: the shards are the usual ones."""
+    from tests.tfrecords_tools.test_convert import _outputs
+    from tfrecords_tools import passes
+    from tfrecords_tools.convert import convert
+
+    arguments = {"splits": ["train", "validation"], "train_shards": 8,
+                 "validation_shards": 8, "size": 32, "processes": 1, "progress": False}
+    convert(tmp_path / "reference", sample_archives.directory, **arguments)
+    monkeypatch.setattr(passes, "SLOT_BYTES", slot_bytes)
+    convert(tmp_path / "out", sample_archives.directory, num_workers=8, worker_index=3,
+            **arguments)
+    ours = {name: data for name, data in _outputs(tmp_path / "out").items()
+            if "-00003-of-" in name}
+    assert sorted(ours) == ["train-00003-of-00008", "validation-00003-of-00008"]
+    reference = _outputs(tmp_path / "reference")
+    assert all(data == reference[name] for name, data in ours.items())
