@@ -90,6 +90,7 @@ def fine_tune(source, data_dir, model_dir, **options):
                  if issubclass(w.category, health.TrainingWarning)]
 
 
+@pytest.mark.slow
 def test_the_default_recipe_starts_from_the_probe_and_says_so(source, six_classes, tmp_path,
                                                              capsys):
     run, _ = fine_tune(source, six_classes, tmp_path / "lp-ft", epochs=1, steps_per_epoch=1,
@@ -122,6 +123,7 @@ def test_the_caffe_recipe_starts_fc8_from_noise_at_ten_times_the_rate(source, si
     assert sorted(set(model.optimizer.learning_rate_multipliers.values())) == [10.0, 20.0]
 
 
+@pytest.mark.slow
 def test_new_classes_of_the_same_count_get_a_new_fc8(source, tmp_path):
     # Four classes again, but not the source's: its fc8 would score the wrong classes.
     other = make_dataset(tmp_path / "other", num_classes=4, train_per_class=8,

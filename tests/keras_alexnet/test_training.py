@@ -139,6 +139,7 @@ def test_a_run_killed_at_a_random_step_resumes_bit_identical(dataset, uninterrup
     assert rates == pytest.approx([0.005, 0.005, 0.0005])
 
 
+@pytest.mark.slow
 def test_a_callback_that_stops_mid_epoch_leaves_a_backup_the_rerun_continues(
         dataset, uninterrupted, tmp_path):
     keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=EPOCHS, steps_per_epoch=STEPS,
@@ -159,6 +160,7 @@ def test_a_callback_that_stops_mid_epoch_leaves_a_backup_the_rerun_continues(
     assert log_rows(tmp_path) == log_rows(reference_dir)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_validation_resumes_with_the_epoch_end_still_to_do(
         dataset, uninterrupted, tmp_path):
     class InterruptValidation(keras.callbacks.Callback):
@@ -239,6 +241,7 @@ def test_a_seed_reproduces_a_run_bit_for_bit_and_a_drawn_seed_is_recorded(datase
                           **{**args, "seed": 5})
 
 
+@pytest.mark.slow
 def test_a_run_reports_itself_and_verbose_0_is_silent(dataset, tmp_path, capsys):
     keras_alexnet.fit(dataset, tmp_path, config=REDUCED, epochs=1, steps_per_epoch=3,
                       **FIT_ARGS)
@@ -383,6 +386,7 @@ def test_ctrl_c_or_sigterm_saves_a_backup_and_exits_with_one_line(dataset, tmp_p
     assert not list((tmp_path / "checkpoints").glob(".partial-*"))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a tmpfs")
 def test_a_full_disk_is_one_line_naming_the_directory_and_leaves_no_partial_file(dataset,
                                                                                  tmp_path):
