@@ -15,10 +15,11 @@ and `pow`).  `build_model` reads both, in cuda-convnet's arithmetic, as its
   is 0 (1018), rounding up where Keras rounds down; a window overhanging the image
   takes what lies inside, and avg divides by the pixels inside, not sizeX²
   (include/cudaconv2/conv_util.cuh 161-186).
-- rnorm, within a map: x·(1 + scale/size²·Σx²)^-pow over the sizexsize window from
+- rnorm, within a map: x·(1 + scale/size²·Σx²)^-pow over the size x size window from
   x - ⌊size/2⌋, clipped at the edge (layer.py 1036; src/cudaconv2/conv_util.cu
   758-804); cmrnorm, across maps: x·(1 + scale/size·Σx²)^-pow over the maps from
-  f - ⌊size/2⌋ (conv_util.cu 1068-1086).
+  f - ⌊size/2⌋ (conv_util.cu 1068-1086): the paper's LRN with k = 1 and alpha =
+  scale/size (`layers.LocalResponseNormalization`), for an odd size.
 - fc over one or several inputs (a weight matrix each, summed), `neuron=relu` on any
   layer, softmax, and the data and cost.logreg layers (the input and the loss).
 
@@ -41,6 +42,7 @@ import keras
 import tensorflow as tf
 
 from keras_alexnet.errors import AlexNetError
+from keras_alexnet.layers import LocalResponseNormalization
 
 #: What each layer type of the files takes; anything else is refused by name.
 KEYS = {
@@ -91,29 +93,23 @@ class ConvNetPool(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")
 class ConvNetNorm(keras.layers.Layer):
-    """cuda-convnet's rnorm (`across_maps` False) or cmrnorm (module docstring)."""
+    """cuda-convnet's rnorm, within each map (module docstring).  Its cmrnorm, across
+    maps, is this package's `LocalResponseNormalization` with k = 1 and alpha =
+    scale / size."""
 
-    def __init__(self, size: int, scale: float, power: float, across_maps: bool, **kwargs):
+    def __init__(self, size: int, scale: float, power: float, **kwargs):
         super().__init__(**kwargs)
-        self.size, self.scale, self.power, self.across_maps = size, scale, power, across_maps
+        self.size, self.scale, self.power = size, scale, power
 
     def call(self, inputs):
         before, after = self.size // 2, self.size - 1 - self.size // 2
-        squares = tf.square(inputs)
-        if self.across_maps:
-            padded = tf.pad(squares, [[0, 0], [0, 0], [0, 0], [before, after]])
-            channels = inputs.shape[-1]
-            total = tf.add_n([padded[..., k:k + channels] for k in range(self.size)])
-            scale = self.scale / self.size
-        else:
-            padded = tf.pad(squares, [[0, 0], [before, after], [before, after], [0, 0]])
-            total = tf.nn.avg_pool2d(padded, self.size, 1, "VALID") * self.size ** 2
-            scale = self.scale / self.size ** 2
-        return inputs * tf.pow(1.0 + scale * total, -self.power)
+        padded = tf.pad(tf.square(inputs), [[0, 0], [before, after], [before, after], [0, 0]])
+        total = tf.nn.avg_pool2d(padded, self.size, 1, "VALID") * self.size ** 2
+        return inputs * tf.pow(1.0 + self.scale / self.size ** 2 * total, -self.power)
 
     def get_config(self) -> dict:
         return {**super().get_config(), "size": self.size, "scale": self.scale,
-                "power": self.power, "across_maps": self.across_maps}
+                "power": self.power}
 
 
 def _read(path: str | os.PathLike) -> configparser.ConfigParser:
@@ -246,8 +242,13 @@ def _build(kind: str, section: _Section, params: _Section | None, inputs: list):
     if params is None:
         raise CudaConvnetError(f"{section.path}: [{name}] needs its section in the "
                                f"parameter file (scale, pow)")
-    return ConvNetNorm(section.get("size"), params.get("scale", float),
-                       params.get("pow", float), kind == "cmrnorm", name=name)(tensor)
+    size, scale, power = (section.get("size"), params.get("scale", float),
+                          params.get("pow", float))
+    if kind == "rnorm":
+        return ConvNetNorm(size, scale, power, name=name)(tensor)
+    if size % 2 == 0:  # the maps f - size/2 .. f + size/2 - 1: not centred
+        raise section.error("size", f"{size}: only an odd size is built yet")
+    return LocalResponseNormalization(1.0, size, scale / size, power, name=name)(tensor)
 
 
 @keras.saving.register_keras_serializable(package="keras_alexnet")

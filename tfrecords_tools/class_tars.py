@@ -55,7 +55,7 @@ def plan_class_tars(source: ClassTarSource, output: Path, options: ConvertOption
                       for name, offset, size, member_path in by_class[wnid]]
                for label, wnid in enumerate(wnids)}
     splits = {"train": [m for ms in members.values() for m in ms]}
-    if hold_out.splits:
+    if hold_out.validation:
         splits["train"], splits["validation"] = hold_out.split(members, options.seed, str(path))
     absent = [split for split in options.splits or () if split not in splits]
     if absent:

@@ -185,7 +185,7 @@ def split_folders(index: Index, source: FolderSource, seed: int,
         if {"val", "validation"} <= tops:
             raise ArchiveError(f"{root}: has both val/ and validation/; keep one")
         validation_folder = "val" if "val" in tops else "validation"
-        if source.hold_out.splits and validation_folder in tops:
+        if source.hold_out.validation and validation_folder in tops:
             flag = ("--validation-fraction" if source.validation_fraction is not None
                     else "--validation-per-class")
             raise ArgumentError(f"{flag}: {root} has its own validation folder; drop the "
@@ -240,7 +240,7 @@ def split_folders(index: Index, source: FolderSource, seed: int,
     if validation is not None:
         members["validation"] = of_known_classes(validation, where["validation"])
         members["train"] = [m for ms in labelled(train).values() for m in ms]
-    elif source.hold_out.splits:
+    elif source.hold_out.validation:
         members["train"], members["validation"] = source.hold_out.split(
             labelled(train), seed, f"{root}{where['train']}")
     else:

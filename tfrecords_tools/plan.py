@@ -210,7 +210,7 @@ class HoldOut:
                 raise ArgumentError(f"{flag} {value}: must be at least 1")
 
     @property
-    def splits(self) -> bool:
+    def validation(self) -> bool:
         """Whether a validation split is held out."""
         return self.fraction is not None or self.per_class is not None
 
